@@ -1,0 +1,267 @@
+//! Gradient checking, for the built-in ops and for your own compositions.
+//!
+//! A gradient is right when an independent oracle agrees. Two are here, both in `f64`
+//! (finite differences need the precision):
+//!
+//! - [`gradcheck`]: central finite differences, element by element. `f` may return any
+//!   shape: the check differentiates `L = ⟨V, f(X)⟩` for a fixed random `V`, so it covers
+//!   the full vector-Jacobian product. Two forwards per input element: for small shapes.
+//! - [`vjp_dot_test`]: JAX's projection test. For random directions `U` and cotangent `V`,
+//!   `⟨V, (f(X + εU) − f(X − εU)) / 2ε⟩ ≈ Σₖ ⟨VJPₖ(V), Uₖ⟩`. Two forwards in all: for large
+//!   shapes.
+//!
+//! `f` receives the inputs as tensors on a fresh tape (parameters for the analytic pass,
+//! constants for the finite differences) and returns a tensor on that tape. The analytic
+//! pass sees the inputs exactly as given, strides included, so transposed views and
+//! step-2 slices exercise the ops' non-contiguous paths.
+//!
+//! ```
+//! use ndarray::array;
+//! use tapegrad::Tensor;
+//! use tapegrad::check::{gradcheck, vjp_dot_test, CheckOptions};
+//!
+//! // Your composition, as a function of its inputs.
+//! fn layer<'t>(xs: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+//!     xs[0].matmul(xs[1]).tanh()
+//! }
+//!
+//! let x = array![[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]];
+//! let w = array![[0.2, -0.4], [1.0, 0.1], [-0.3, 0.8]];
+//! let opts = CheckOptions::default();
+//! gradcheck(layer, &[x.view(), w.view()], &opts).unwrap();
+//! vjp_dot_test(layer, &[x.view(), w.view()], &opts).unwrap();
+//! ```
+
+use std::fmt;
+
+use ndarray::{Array2, ArrayView2, Zip};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::{BackwardOptions, Error, Tape, Tensor};
+
+/// Step and tolerances. An analytic value `a` passes against the oracle's `n` when
+/// `|a − n| ≤ atol + rtol·|n|` (PyTorch's `gradcheck` defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckOptions {
+    /// Finite-difference step.
+    pub eps: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Seed of the random cotangent and directions, so that failures reproduce.
+    pub seed: u64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// What a passing check measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckReport {
+    /// Number of comparisons made (gradient elements, or 1 for the dot-product test).
+    pub comparisons: usize,
+    /// The largest `|analytic − numeric|` seen.
+    pub max_abs_error: f64,
+}
+
+/// Why a check failed.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// Backward, or reading the result, failed.
+    Tape(Error),
+    /// An analytic gradient element disagrees with its finite difference.
+    Mismatch {
+        /// Which input.
+        input: usize,
+        /// Which element (row, column).
+        index: (usize, usize),
+        /// The gradient from backward.
+        analytic: f64,
+        /// The central difference.
+        numeric: f64,
+    },
+    /// The dot-product test failed: `⟨V, J·U⟩` (lhs, from finite differences) differs from
+    /// `⟨VJP(V), U⟩` (rhs, from backward).
+    DotProduct {
+        /// `⟨V, (f(X + εU) − f(X − εU)) / 2ε⟩`
+        lhs: f64,
+        /// `Σₖ ⟨VJPₖ(V), Uₖ⟩`
+        rhs: f64,
+    },
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::Tape(e) => write!(f, "gradient check could not run: {e}"),
+            CheckError::Mismatch {
+                input,
+                index,
+                analytic,
+                numeric,
+            } => write!(
+                f,
+                "gradient of input {input} at {index:?}: backward gives {analytic:e}, \
+                 finite differences give {numeric:e}"
+            ),
+            CheckError::DotProduct { lhs, rhs } => write!(
+                f,
+                "dot-product test: <V, J·U> = {lhs:e} by finite differences, \
+                 <VJP(V), U> = {rhs:e} by backward"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+impl From<Error> for CheckError {
+    fn from(e: Error) -> Self {
+        CheckError::Tape(e)
+    }
+}
+
+/// Checks every element of the gradient of `f` at `inputs` against central finite
+/// differences. See the [module docs](self).
+///
+/// # Errors
+///
+/// [`CheckError::Mismatch`] for the first element outside the tolerance;
+/// [`CheckError::Tape`] if recording or backward fails.
+pub fn gradcheck<Fun>(
+    f: Fun,
+    inputs: &[ArrayView2<'_, f64>],
+    opts: &CheckOptions,
+) -> Result<CheckReport, CheckError>
+where
+    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+{
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let (v, analytic) = vjp(&f, inputs, &mut rng)?;
+    let mut xs: Vec<Array2<f64>> = inputs.iter().map(|x| x.to_owned()).collect();
+    let mut report = CheckReport {
+        comparisons: 0,
+        max_abs_error: 0.0,
+    };
+    for k in 0..xs.len() {
+        for index in ndarray::indices(xs[k].dim()) {
+            let x0 = xs[k][index];
+            xs[k][index] = x0 + opts.eps;
+            let plus = dot(&v, &forward(&f, &xs)?);
+            xs[k][index] = x0 - opts.eps;
+            let minus = dot(&v, &forward(&f, &xs)?);
+            xs[k][index] = x0;
+            let numeric = (plus - minus) / (2.0 * opts.eps);
+            let a = analytic[k][index];
+            let err = (a - numeric).abs();
+            if err.is_nan() || err > opts.atol + opts.rtol * numeric.abs() {
+                return Err(CheckError::Mismatch {
+                    input: k,
+                    index,
+                    analytic: a,
+                    numeric,
+                });
+            }
+            report.comparisons += 1;
+            report.max_abs_error = report.max_abs_error.max(err);
+        }
+    }
+    Ok(report)
+}
+
+/// The dot-product (random projection) test of the VJP of `f` at `inputs`. See the
+/// [module docs](self).
+///
+/// # Errors
+///
+/// [`CheckError::DotProduct`] if the two sides differ by more than
+/// `atol + rtol·max(|lhs|, |rhs|)`; [`CheckError::Tape`] if recording or backward fails.
+pub fn vjp_dot_test<Fun>(
+    f: Fun,
+    inputs: &[ArrayView2<'_, f64>],
+    opts: &CheckOptions,
+) -> Result<CheckReport, CheckError>
+where
+    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+{
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let (v, analytic) = vjp(&f, inputs, &mut rng)?;
+    let us: Vec<Array2<f64>> = inputs.iter().map(|x| normal(x.dim(), &mut rng)).collect();
+    let shifted = |sign: f64| -> Vec<Array2<f64>> {
+        inputs
+            .iter()
+            .zip(&us)
+            .map(|(x, u)| x + &(u * (sign * opts.eps)))
+            .collect()
+    };
+    let plus = forward(&f, &shifted(1.0))?;
+    let minus = forward(&f, &shifted(-1.0))?;
+    let lhs = dot(&v, &((plus - minus) / (2.0 * opts.eps)));
+    let rhs: f64 = analytic.iter().zip(&us).map(|(g, u)| dot(g, u)).sum();
+    let err = (lhs - rhs).abs();
+    if err.is_nan() || err > opts.atol + opts.rtol * lhs.abs().max(rhs.abs()) {
+        return Err(CheckError::DotProduct { lhs, rhs });
+    }
+    Ok(CheckReport {
+        comparisons: 1,
+        max_abs_error: err,
+    })
+}
+
+/// A standard normal matrix.
+fn normal(shape: (usize, usize), rng: &mut StdRng) -> Array2<f64> {
+    Array2::from_shape_simple_fn(shape, || StandardNormal.sample(rng))
+}
+
+fn dot(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    Zip::from(a).and(b).fold(0.0, |s, &a, &b| s + a * b)
+}
+
+/// A random cotangent `V` for `f`'s output and the VJP of every input, by backward on the
+/// inputs as given (their own strides).
+fn vjp<Fun>(
+    f: &Fun,
+    inputs: &[ArrayView2<'_, f64>],
+    rng: &mut StdRng,
+) -> Result<(Array2<f64>, Vec<Array2<f64>>), CheckError>
+where
+    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+{
+    let tape = Tape::new();
+    let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.param(x.view())).collect();
+    let y = f(&xs);
+    let v = normal(y.shape(), rng);
+    if !y.requires_grad() {
+        // `f` ignores its inputs: the gradient is zero.
+        return Ok((v, inputs.iter().map(|x| Array2::zeros(x.dim())).collect()));
+    }
+    let grads = tape.backward_with(y, BackwardOptions::new().seed(v.clone()))?;
+    let gs = xs
+        .iter()
+        .map(|x| grads.get(*x).cloned().expect("every input is a parameter"))
+        .collect();
+    Ok((v, gs))
+}
+
+/// `f` at `inputs`, recorded without gradients.
+fn forward<Fun>(f: &Fun, inputs: &[Array2<f64>]) -> Result<Array2<f64>, CheckError>
+where
+    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+{
+    let tape = Tape::new();
+    let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.constant(x)).collect();
+    let y = tape.no_grad(|| f(&xs));
+    Ok(y.try_value()?)
+}

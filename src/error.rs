@@ -1,0 +1,229 @@
+//! Errors are values: every fallible operation returns [`Error`], which names the op, says
+//! what was wrong (both shapes, for a shape mismatch) and carries the caller's source line,
+//! captured with `#[track_caller]`.
+
+use std::fmt;
+use std::panic::Location;
+
+/// Shorthand for `Result<T, tapegrad::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error from a tapegrad operation.
+///
+/// `Display` gives one line in ndarray's style, for example
+/// `matmul: inputs 3 × 4 and 5 × 2 are not compatible (the columns of the left must equal
+/// the rows of the right), called at src/main.rs:10:17`.
+///
+/// ```
+/// use ndarray::Array2;
+/// use tapegrad::{ErrorKind, Tape};
+///
+/// let tape = Tape::new();
+/// let x = tape.constant(Array2::<f64>::zeros((3, 4)));
+/// let w = tape.constant(Array2::<f64>::zeros((5, 2)));
+/// let line = line!();
+/// let err = x.try_matmul(w).unwrap_err();
+/// assert_eq!(err.op(), "matmul");
+/// assert!(matches!(err.kind(), ErrorKind::Shape { lhs: (3, 4), rhs: (5, 2), .. }));
+/// assert_eq!(err.location().line(), line + 1);
+/// assert!(err.to_string().starts_with("matmul: inputs 3 × 4 and 5 × 2 are not compatible"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    op: &'static str,
+    kind: ErrorKind,
+    location: &'static Location<'static>,
+}
+
+/// What went wrong; see [`Error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operand shapes do not fit the op; `rule` says what the op requires.
+    Shape {
+        /// Shape of the first operand (rows, columns).
+        lhs: (usize, usize),
+        /// Shape of the second operand (rows, columns).
+        rhs: (usize, usize),
+        /// The requirement that failed, in words.
+        rule: &'static str,
+    },
+    /// The result would have more elements than fit in `isize`.
+    TooLarge {
+        /// The requested shape.
+        shape: (usize, usize),
+    },
+    /// An axis other than 0 (rows) or 1 (columns).
+    Axis {
+        /// The axis given.
+        axis: usize,
+    },
+    /// A 1 × 1 tensor was needed (a loss for `backward`, or `item`).
+    NotScalar {
+        /// The shape found.
+        shape: (usize, usize),
+    },
+    /// The seed given to backward does not have the root's shape.
+    SeedShape {
+        /// Shape of the root.
+        root: (usize, usize),
+        /// Shape of the seed.
+        seed: (usize, usize),
+    },
+    /// The tensors come from different tapes.
+    ForeignTensor,
+    /// A value was released by a backward pass that did not retain the graph.
+    Released {
+        /// The op that produced the value.
+        producer: &'static str,
+        /// Where that op was called.
+        created_at: &'static Location<'static>,
+    },
+    /// Backward already ran on this tape without `retain`.
+    BackwardTwice {
+        /// Where the first backward was called.
+        first: &'static Location<'static>,
+    },
+    /// The root does not depend on any tensor that requires a gradient.
+    NoGradient,
+    /// The number of class indices differs from the number of rows of the logits.
+    TargetCount {
+        /// Rows of the logits.
+        rows: usize,
+        /// Class indices given.
+        targets: usize,
+    },
+    /// A class index is not below the number of classes.
+    ClassIndex {
+        /// The row holding the bad index.
+        row: usize,
+        /// The index given.
+        index: usize,
+        /// The number of classes (columns of the logits).
+        classes: usize,
+    },
+}
+
+impl Error {
+    /// A new error for `op` of the given kind, at `location`.
+    pub(crate) fn new(
+        op: &'static str,
+        kind: ErrorKind,
+        location: &'static Location<'static>,
+    ) -> Self {
+        Error { op, kind, location }
+    }
+
+    /// The operation that failed, as named in the rule table (`"matmul"`, `"backward"`, ...).
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The caller's source location.
+    pub fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+fn dims(f: &mut fmt::Formatter<'_>, (r, c): (usize, usize)) -> fmt::Result {
+    write!(f, "{r} × {c}")
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Shape { lhs, rhs, rule } => {
+                f.write_str("inputs ")?;
+                dims(f, *lhs)?;
+                f.write_str(" and ")?;
+                dims(f, *rhs)?;
+                write!(f, " are not compatible ({rule})")
+            }
+            ErrorKind::TooLarge { shape } => {
+                f.write_str("the result shape ")?;
+                dims(f, *shape)?;
+                f.write_str(" overflows isize")
+            }
+            ErrorKind::Axis { axis } => {
+                write!(
+                    f,
+                    "axis {axis} is out of range for a matrix (0 = rows, 1 = columns)"
+                )
+            }
+            ErrorKind::NotScalar { shape } => {
+                f.write_str("needs a 1 × 1 tensor, got ")?;
+                dims(f, *shape)
+            }
+            ErrorKind::SeedShape { root, seed } => {
+                f.write_str("seed ")?;
+                dims(f, *seed)?;
+                f.write_str(" does not have the root's shape ")?;
+                dims(f, *root)
+            }
+            ErrorKind::ForeignTensor => f.write_str("the tensors belong to different tapes"),
+            ErrorKind::Released {
+                producer,
+                created_at,
+            } => write!(
+                f,
+                "the value of `{producer}` (created at {created_at}) was released by a backward \
+                 pass; read values before backward, or pass BackwardOptions::retain()"
+            ),
+            ErrorKind::BackwardTwice { first } => write!(
+                f,
+                "the tape was consumed by the backward pass called at {first}; pass \
+                 BackwardOptions::retain() to run backward more than once"
+            ),
+            ErrorKind::NoGradient => {
+                f.write_str("the root does not depend on any tensor that requires a gradient")
+            }
+            ErrorKind::TargetCount { rows, targets } => {
+                write!(f, "{targets} class indices given for {rows} rows of logits")
+            }
+            ErrorKind::ClassIndex {
+                row,
+                index,
+                classes,
+            } => {
+                write!(
+                    f,
+                    "row {row}: class index {index} is out of range for {classes} classes"
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}, called at {}", self.op, self.kind, self.location)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The panicking shorthand of every `try_` op: the `Display` of the error, reported at the
+/// caller's location.
+#[track_caller]
+pub(crate) fn or_panic<T>(r: Result<T>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A shape error for `op`: `lhs` and `rhs` do not satisfy `rule`.
+pub(crate) fn shape_error(
+    op: &'static str,
+    lhs: (usize, usize),
+    rhs: (usize, usize),
+    rule: &'static str,
+    location: &'static Location<'static>,
+) -> Error {
+    Error::new(op, ErrorKind::Shape { lhs, rhs, rule }, location)
+}

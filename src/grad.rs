@@ -1,0 +1,243 @@
+//! Gradients: the slots rules accumulate into during backward ([`Ctx`]), and what
+//! backward returns ([`Gradients`]).
+//!
+//! Gradients accumulate, never overwrite: the first contribution to a slot is moved in
+//! (no zero fill, no copy), later ones are added in place, and matmul contributions go
+//! straight into an existing buffer through GEMM with beta = 1. Un-broadcasting happens
+//! here, once, for every op ([`crate::kernels::sum_to_shape`]).
+
+use ndarray::{Array2, ArrayBase, ArrayView2, Data, Ix2, Zip};
+
+use crate::kernels::{broadcast_shape, gemm, gemm_acc, sum_to_shape};
+use crate::tape::{Node, NodeId, Value, view_of};
+use crate::{Float, Tensor};
+
+/// What a rule sees during backward: the values it saved and the gradient slots of its
+/// inputs, addressed by input position `k`.
+pub(crate) struct Ctx<'a, 't, F> {
+    pub(crate) nodes: &'a [Node<F>],
+    pub(crate) values: &'a [Value<'t, F>],
+    pub(crate) inputs: &'a [NodeId],
+    pub(crate) output: NodeId,
+    pub(crate) slots: &'a mut [Option<Array2<F>>],
+}
+
+impl<'a, F: Float> Ctx<'a, '_, F> {
+    /// Whether input `k` wants a gradient; a rule skips the work for inputs that do not.
+    pub(crate) fn needs_grad(&self, k: usize) -> bool {
+        self.nodes[self.inputs[k]].requires_grad
+    }
+
+    /// The value of input `k`. The op must have saved it ([`crate::tape::Saves`]).
+    pub(crate) fn input(&self, k: usize) -> ArrayView2<'a, F> {
+        self.saved(self.inputs[k])
+    }
+
+    /// The op's own output. The op must have saved it.
+    pub(crate) fn output(&self) -> ArrayView2<'a, F> {
+        self.saved(self.output)
+    }
+
+    fn saved(&self, id: NodeId) -> ArrayView2<'a, F> {
+        let values: &'a [Value<'_, F>] = self.values;
+        match view_of(values, id) {
+            Some(v) => v,
+            None => panic!(
+                "tapegrad bug: the rule of `{}` read the value of node {id}, which it did not save",
+                self.nodes[self.output].op
+            ),
+        }
+    }
+
+    fn slot(&mut self, k: usize) -> (&mut Option<Array2<F>>, (usize, usize)) {
+        let id = self.inputs[k];
+        (&mut self.slots[id], self.nodes[id].shape)
+    }
+
+    /// `dXₖ += d`, moving `d` in when it is the first contribution. `d` may have the
+    /// output's broadcast shape; it is summed down to the input's shape.
+    pub(crate) fn accumulate(&mut self, k: usize, d: Array2<F>) {
+        let (slot, shape) = self.slot(k);
+        let d = if d.dim() == shape {
+            d
+        } else {
+            sum_to_shape(d.view(), shape)
+        };
+        match slot {
+            Some(s) => *s += &d,
+            None => *slot = Some(d),
+        }
+    }
+
+    /// `dXₖ += α·d`. `d` may be smaller than the input (a 1 × 1 or 1 × n gradient of a
+    /// reduction, broadcast up) or larger (the output of a broadcasting op, summed down).
+    pub(crate) fn accumulate_scaled(&mut self, k: usize, alpha: F, d: ArrayView2<'_, F>) {
+        let (slot, shape) = self.slot(k);
+        if d.dim() != shape && broadcast_shape(d.dim(), shape) != Some(shape) {
+            let mut d = sum_to_shape(d, shape);
+            match slot {
+                Some(s) => s.scaled_add(alpha, &d),
+                None => {
+                    if alpha != F::one() {
+                        d.mapv_inplace(|v| alpha * v);
+                    }
+                    *slot = Some(d);
+                }
+            }
+            return;
+        }
+        match slot {
+            Some(s) => s.scaled_add(alpha, &d),
+            None => {
+                let d = d.broadcast(shape).expect("checked above");
+                *slot = Some(if alpha == F::one() {
+                    d.to_owned()
+                } else {
+                    d.mapv(|v| alpha * v)
+                });
+            }
+        }
+    }
+
+    /// `dXₖ += A·B`: GEMM with beta = 1 into the existing buffer, or a new product.
+    pub(crate) fn accumulate_gemm(&mut self, k: usize, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) {
+        let (slot, _) = self.slot(k);
+        match slot {
+            Some(c) => gemm_acc(a, b, c),
+            None => *slot = Some(gemm(a, b)),
+        }
+    }
+
+    /// `dXₖ += f(G, S)` elementwise in one fused pass, where `S` is a saved value of the
+    /// input's shape. The first contribution is computed in place in `G`'s buffer.
+    pub(crate) fn accumulate_map(
+        &mut self,
+        k: usize,
+        mut g: Array2<F>,
+        s: ArrayView2<'_, F>,
+        f: impl Fn(F, F) -> F,
+    ) {
+        let (slot, _) = self.slot(k);
+        match slot {
+            Some(d) => Zip::from(d)
+                .and(&g)
+                .and(&s)
+                .for_each(|d, &g, &s| *d += f(g, s)),
+            None => {
+                Zip::from(&mut g).and(&s).for_each(|g, &s| *g = f(*g, s));
+                *slot = Some(g);
+            }
+        }
+    }
+}
+
+/// Identifies a borrowed leaf by its storage, so [`Gradients::wrt`] can find the gradient
+/// of a model's parameter from the array itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ViewKey {
+    ptr: usize,
+    shape: (usize, usize),
+    strides: [isize; 2],
+}
+
+impl ViewKey {
+    fn of<F>(v: &ArrayView2<'_, F>) -> Self {
+        let s = v.strides();
+        ViewKey {
+            ptr: v.as_ptr() as usize,
+            shape: v.dim(),
+            strides: [s[0], s[1]],
+        }
+    }
+}
+
+/// The gradients a backward pass returns: one array per leaf that requires a gradient,
+/// with the leaf's shape (a leaf the root does not depend on gets zeros), and one per
+/// tensor named with [`BackwardOptions::retain_grad`](crate::BackwardOptions::retain_grad).
+///
+/// Owned data with no reference to the tape: `Send + Sync`, and free to outlive it.
+#[derive(Clone, Debug)]
+pub struct Gradients<F> {
+    tape: u64,
+    /// Sorted by node id.
+    entries: Vec<(NodeId, Option<ViewKey>, Array2<F>)>,
+}
+
+impl<F: Float> Gradients<F> {
+    pub(crate) fn collect(
+        tape: u64,
+        nodes: &[Node<F>],
+        values: &[Value<'_, F>],
+        mut slots: Vec<Option<Array2<F>>>,
+        kept: Vec<(NodeId, Array2<F>)>,
+    ) -> Self {
+        let mut entries: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, node)| node.leaf && node.requires_grad)
+            .map(|(id, node)| {
+                let grad = slots.get_mut(id).and_then(Option::take);
+                let key = match &values[id] {
+                    Value::Borrowed(v) => Some(ViewKey::of(v)),
+                    _ => None,
+                };
+                (id, key, grad.unwrap_or_else(|| Array2::zeros(node.shape)))
+            })
+            .collect();
+        entries.extend(kept.into_iter().map(|(id, g)| (id, None, g)));
+        entries.sort_by_key(|e| e.0);
+        Gradients { tape, entries }
+    }
+
+    fn index(&self, t: Tensor<'_, F>) -> Option<usize> {
+        if t.tape.id() != self.tape {
+            return None;
+        }
+        self.entries.binary_search_by_key(&t.id, |e| e.0).ok()
+    }
+
+    /// The gradient of `t`, or `None` if `t` is neither a leaf requiring a gradient nor a
+    /// tensor named with `retain_grad`, on the tape these gradients came from.
+    pub fn get(&self, t: Tensor<'_, F>) -> Option<&Array2<F>> {
+        self.index(t).map(|i| &self.entries[i].2)
+    }
+
+    /// Moves the gradient of `t` out (a later `get` returns `None`).
+    pub fn take(&mut self, t: Tensor<'_, F>) -> Option<Array2<F>> {
+        self.index(t).map(|i| self.entries.remove(i).2)
+    }
+
+    /// The gradient of the parameter whose data is `array`, when `array` went on the tape
+    /// borrowed with [`Tape::param`](crate::Tape::param). Optimizers and checkpoints use
+    /// this to find a model's gradients without keeping the tensor handles.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let w = array![[1.0, 2.0], [3.0, 4.0]];
+    /// let tape = Tape::new();
+    /// let loss = tape.param(&w).square().sum();
+    /// let grads = tape.backward(loss).unwrap();
+    /// assert_eq!(grads.wrt(&w).unwrap(), &(&w * 2.0));
+    /// ```
+    pub fn wrt<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Option<&Array2<F>> {
+        let key = ViewKey::of(&array.view());
+        self.entries.iter().find(|e| e.1 == Some(key)).map(|e| &e.2)
+    }
+
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The gradients in the order their leaves were created.
+    pub fn iter(&self) -> impl Iterator<Item = &Array2<F>> {
+        self.entries.iter().map(|e| &e.2)
+    }
+}

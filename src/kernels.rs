@@ -1,0 +1,89 @@
+//! Kernels: the bottom layer. GEMM with transpose flags and accumulation, and the one
+//! broadcasting helper pair (`broadcast_shape` forward, `sum_to_shape` backward).
+//!
+//! This module is the only caller of ndarray's matrix product. Transposed operands arrive
+//! here as views (`w.t()`, `x.t()`), never as copies: with the `blas` feature, ndarray
+//! (≥ 0.16.1) hands a C- or F-contiguous view to `cblas_?gemm` as a row-major operand with
+//! `CblasTrans` where needed, so `G·Wᵀ` and `Xᵀ·G` cost one GEMM call and no copy
+//! (`tests/blas_path.rs` proves it with a call-recording `cblas_sgemm`). Views with other
+//! strides (a step-2 slice) and products with every dimension ≤ 7 go to matrixmultiply,
+//! which reads any strides in place. Without `blas`, every product goes to matrixmultiply.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::Float;
+
+/// `A·B` in a new array (GEMM with beta = 0).
+#[inline]
+pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
+    a.dot(&b)
+}
+
+/// `C += A·B` in place (GEMM with beta = 1): how matmul gradients accumulate where a
+/// buffer already exists.
+#[inline]
+pub(crate) fn gemm_acc<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c: &mut Array2<F>) {
+    general_mat_mul(F::one(), &a, &b, F::one(), c);
+}
+
+/// The shape two operands broadcast to (numpy's rule in two dimensions: per axis the
+/// lengths are equal or one of them is 1), or `None`.
+pub(crate) fn broadcast_shape(a: (usize, usize), b: (usize, usize)) -> Option<(usize, usize)> {
+    fn axis(x: usize, y: usize) -> Option<usize> {
+        match (x, y) {
+            _ if x == y => Some(x),
+            (1, _) => Some(y),
+            (_, 1) => Some(x),
+            _ => None,
+        }
+    }
+    Some((axis(a.0, b.0)?, axis(a.1, b.1)?))
+}
+
+/// Un-broadcasting: sums `g` over the axes where `shape` has length 1 and `g` does not.
+/// The VJP of every broadcast (bias gradients are column sums, seed 003).
+///
+/// `shape` must be one `g` broadcasts from (checked by the op when it recorded).
+pub(crate) fn sum_to_shape<F: Float>(g: ArrayView2<'_, F>, shape: (usize, usize)) -> Array2<F> {
+    let (r, c) = g.dim();
+    match (shape.0 == 1 && r != 1, shape.1 == 1 && c != 1) {
+        (false, false) => g.to_owned(),
+        (true, false) => g.sum_axis(Axis(0)).insert_axis(Axis(0)),
+        (false, true) => g.sum_axis(Axis(1)).insert_axis(Axis(1)),
+        (true, true) => Array2::from_elem((1, 1), g.sum()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn broadcast_shapes() {
+        assert_eq!(broadcast_shape((3, 4), (1, 4)), Some((3, 4)));
+        assert_eq!(broadcast_shape((3, 1), (1, 4)), Some((3, 4)));
+        assert_eq!(broadcast_shape((1, 1), (2, 5)), Some((2, 5)));
+        assert_eq!(broadcast_shape((3, 4), (2, 4)), None);
+        assert_eq!(broadcast_shape((0, 4), (1, 4)), Some((0, 4)));
+    }
+
+    #[test]
+    fn sum_to_shape_is_column_and_row_sums() {
+        let g = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        assert_eq!(sum_to_shape(g.view(), (1, 3)), array![[5.0, 7.0, 9.0]]);
+        assert_eq!(sum_to_shape(g.view(), (2, 1)), array![[6.0], [15.0]]);
+        assert_eq!(sum_to_shape(g.view(), (1, 1)), array![[21.0]]);
+        assert_eq!(sum_to_shape(g.view(), (2, 3)), g);
+    }
+
+    #[test]
+    fn gemm_acc_accumulates_with_beta_one() {
+        let a = array![[1.0, 2.0], [3.0, 4.0]];
+        let mut c = array![[10.0, 0.0], [0.0, 10.0]];
+        // c += aᵀ·a = [[10, 14], [14, 20]]
+        gemm_acc(a.t(), a.view(), &mut c);
+        assert_eq!(c, array![[20.0, 14.0], [14.0, 30.0]]);
+    }
+}

@@ -1,0 +1,107 @@
+//! Reverse-mode automatic differentiation at matrix level, on [ndarray].
+//!
+//! A [`Tape`] records tensor operations as they run. Every op registers its
+//! vector-Jacobian product (VJP) rule as it runs: for `Y = X·W` the rule is `dX = G·Wᵀ`,
+//! `dW = Xᵀ·G`; for `Y = σ(X)` it is `dX = G ∘ Y ∘ (1 − Y)`. [`Tape::backward`] walks the
+//! tape from the newest entry to the oldest, hands each rule the gradient of its output,
+//! and adds what the rule returns into the gradients of that entry's inputs, summing where
+//! a value fans out. Gradients come back as ndarray arrays ([`Gradients`]).
+//!
+//! # A training step
+//!
+//! The 4-2-3 sigmoid network of the seeds, one step of gradient descent:
+//!
+//! ```
+//! use ndarray::{array, Array2};
+//! use tapegrad::Tape;
+//!
+//! let x = array![[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]; // 2 samples, 4 features
+//! let y = array![[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]; // one-hot targets
+//! let mut w1 = Array2::from_elem((4, 2), 0.1);
+//! let mut b1 = Array2::zeros((1, 2));
+//! let mut w2 = Array2::from_elem((2, 3), -0.1);
+//! let mut b2 = Array2::zeros((1, 3));
+//!
+//! let grads = {
+//!     let tape = Tape::new();
+//!     let (x, y) = (tape.constant(&x), tape.constant(&y));
+//!     let (w1_t, b1_t, w2_t, b2_t) = (tape.param(&w1), tape.param(&b1), tape.param(&w2), tape.param(&b2));
+//!     let h = x.matmul(w1_t).add_row(b1_t).sigmoid();
+//!     let out = h.matmul(w2_t).add_row(b2_t).sigmoid();
+//!     let loss = out.mse_loss(y);
+//!     tape.backward(loss).unwrap()
+//! };
+//! // The tape is gone; the gradients are plain arrays, found by the parameters themselves.
+//! for p in [&mut w1, &mut b1, &mut w2, &mut b2] {
+//!     let g = grads.wrt(p).unwrap();
+//!     p.scaled_add(-0.5, g);
+//! }
+//! ```
+//!
+//! Parameters go on the tape borrowed (no copy); [`Gradients::wrt`] finds a parameter's
+//! gradient from the array itself.
+//!
+//! # What the engine guarantees
+//!
+//! - Ops are recorded in creation order, which is a topological order: backward is one
+//!   reverse loop, with no sort and no hash map ([`tape`](crate::Tape)).
+//! - A value used several times receives the sum of all paths.
+//! - Leaves that need no gradient ([`Tape::constant`]) cost no backward work: rules skip
+//!   them, and an op whose inputs need no gradient records no rule and saves nothing.
+//! - Each rule saves only what it needs, without copying (the rule table in [`ops`]).
+//!   Backward releases each saved value, each gradient slot and each rule as soon as it is
+//!   consumed. A second backward on the same tape returns an error, unless the first
+//!   passed [`BackwardOptions::retain_graph`].
+//! - [`Tape::no_grad`] records without rules; [`Tensor::detach`] cuts the graph.
+//! - Errors are values: every op that combines shapes has a `try_` form returning an
+//!   [`Error`] that names the op, both shapes and the caller's line; the short form panics
+//!   with that message and says so. NaN and infinities propagate; no op panics on them.
+//! - First order only: rules compute on plain arrays. They are pure functions of
+//!   (saved values, G), so rules that record themselves (higher order) remain possible.
+//!
+//! # Feature flags
+//!
+//! - default: pure Rust. GEMM through ndarray's matrixmultiply; no system library.
+//! - `blas`: GEMM through BLAS (ndarray's `blas` feature). The final program chooses the
+//!   provider (for example with `blas-src`), as ndarray and ndarray-linalg ask of
+//!   libraries.
+//! - `openblas`: `blas` plus the system OpenBLAS through `openblas-src` (`system`), for end
+//!   programs, the examples, the benches and CI. Needs `libopenblas-dev` (Debian, Ubuntu) or
+//!   `openblas` (Homebrew); `build.rs` stops with that message when it is missing.
+//!
+//! # Module map, bottom to top
+//!
+//! | layer | where | holds |
+//! |-------|-------|-------|
+//! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
+//! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order, backward, gradient slots |
+//! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
+//! | tools | [`check`] | gradient checking: finite differences and the dot-product test |
+//!
+//! [ndarray]: https://docs.rs/ndarray
+
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+// Links the system OpenBLAS (its build script emits the `-lopenblas` flag).
+#[cfg(feature = "openblas")]
+extern crate openblas_src as _;
+
+pub mod check;
+mod error;
+mod float;
+mod grad;
+mod kernels;
+pub mod ops;
+mod tape;
+mod tensor;
+
+pub use error::{Error, ErrorKind, Result};
+pub use float::Float;
+pub use grad::Gradients;
+pub use tape::{BackwardOptions, LeafData, Tape, TapeStats};
+pub use tensor::Tensor;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,381 @@
+//! Elementwise functions as `(f, df)` pairs, dfdx style: `sigmoid`, `tanh`, `relu`, `exp`,
+//! `log`, `sqrt`, `square`, `powi`.
+//!
+//! Each pair says whether `df` reads the output `Y` or the input `X`
+//! (`DF_USES_OUTPUT`), and the rule saves exactly that one value. The VJP is always
+//! `dX = G ∘ df(·)`, one fused pass ([`Ctx::accumulate_map`]) that writes into G's own
+//! buffer when it is the first contribution:
+//!
+//! | op | f | df | reads |
+//! |----|---|----|-------|
+//! | sigmoid | `1 / (1 + e⁻ˣ)` | `y (1 − y)` | Y |
+//! | tanh | `tanh x` | `1 − y²` | Y |
+//! | relu | `max(x, 0)` | `[y > 0]` | Y |
+//! | exp | `eˣ` | `y` | Y |
+//! | log | `ln x` | `1 / x` | X |
+//! | sqrt | `√x` | `1 / 2y` | Y |
+//! | square | `x²` | `2x` | X |
+//! | powi(n) | `xⁿ` | `n xⁿ⁻¹` | X |
+
+use std::panic::Location;
+
+use ndarray::Array2;
+
+use crate::grad::Ctx;
+use crate::tape::{Backward, Saves};
+use crate::{Float, Tensor};
+
+/// An elementwise function and its derivative.
+trait Unary<F: Float>: Copy + 'static {
+    /// The op's name in the rule table.
+    const NAME: &'static str;
+    /// Whether `df` takes the output `y` (true) or the input `x` (false).
+    const DF_USES_OUTPUT: bool;
+    fn f(self, x: F) -> F;
+    fn df(self, x_or_y: F) -> F;
+}
+
+/// `dX = G ∘ df(saved)`.
+struct UnaryBackward<U>(U);
+
+impl<F: Float, U: Unary<F>> Backward<F> for UnaryBackward<U> {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let u = self.0;
+        let s = if U::DF_USES_OUTPUT {
+            ctx.output()
+        } else {
+            ctx.input(0)
+        };
+        ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
+    }
+}
+
+impl<'t, F: Float> Tensor<'t, F> {
+    fn unary<U: Unary<F>>(self, u: U, location: &'static Location<'static>) -> Tensor<'t, F> {
+        let tape = self.tape;
+        let y = tape.read1(self.id, |x| x.mapv(|v| u.f(v)));
+        let rule = tape.track(&[self]).then(|| {
+            let saves = if U::DF_USES_OUTPUT {
+                Saves::output()
+            } else {
+                Saves::NONE.input_if(0, true)
+            };
+            (saves, Box::new(UnaryBackward(u)) as Box<dyn Backward<F>>)
+        });
+        tape.record(U::NAME, y, self.shape, &[self], rule, location)
+    }
+
+    /// The logistic function `σ(x) = 1 / (1 + e⁻ˣ)`, elementwise.
+    ///
+    /// The derivative is `σ(x)(1 − σ(x))`, so the rule saves the output `Y` and computes
+    /// `dX = G ∘ Y ∘ (1 − Y)` (seed 001's `O_delta` and `H_delta`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let y = x.sigmoid();
+    /// assert_eq!(y.item(), 0.5);
+    /// let grads = tape.backward(y).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.25); // 0.5 · (1 − 0.5)
+    /// ```
+    #[track_caller]
+    pub fn sigmoid(self) -> Tensor<'t, F> {
+        self.unary(Sigmoid, Location::caller())
+    }
+
+    /// Hyperbolic tangent, elementwise. The derivative is `1 − tanh²(x)`: the rule saves
+    /// `Y` and computes `dX = G ∘ (1 − Y²)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.tanh()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 1.0);
+    /// ```
+    #[track_caller]
+    pub fn tanh(self) -> Tensor<'t, F> {
+        self.unary(Tanh, Location::caller())
+    }
+
+    /// Rectified linear unit `max(x, 0)`, elementwise (NaN stays NaN). The derivative is
+    /// 1 where `x > 0` and 0 elsewhere (0 at `x = 0`, as PyTorch): `dX = G ∘ [Y > 0]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[-1.0, 2.0]]);
+    /// assert_eq!(x.relu().value(), array![[0.0, 2.0]]);
+    /// let grads = tape.backward(x.relu().sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn relu(self) -> Tensor<'t, F> {
+        self.unary(Relu, Location::caller())
+    }
+
+    /// `eˣ`, elementwise. The derivative is `eˣ` itself: the rule saves `Y`, `dX = G ∘ Y`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.exp()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 1.0);
+    /// ```
+    #[track_caller]
+    pub fn exp(self) -> Tensor<'t, F> {
+        self.unary(Exp, Location::caller())
+    }
+
+    /// Natural logarithm, elementwise (NaN for negative inputs, −∞ at 0). The derivative is
+    /// `1 / x`: the rule saves `X`, `dX = G / X`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[4.0]]);
+    /// let grads = tape.backward(x.log()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.25);
+    /// ```
+    #[track_caller]
+    pub fn log(self) -> Tensor<'t, F> {
+        self.unary(Log, Location::caller())
+    }
+
+    /// Square root, elementwise (NaN for negative inputs). The derivative is `1 / (2√x)`:
+    /// the rule saves `Y`, `dX = G / 2Y`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[4.0]]);
+    /// let grads = tape.backward(x.sqrt()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.25); // 1 / (2·2)
+    /// ```
+    #[track_caller]
+    pub fn sqrt(self) -> Tensor<'t, F> {
+        self.unary(Sqrt, Location::caller())
+    }
+
+    /// `x²`, elementwise. The derivative is `2x`: the rule saves `X`, `dX = 2 G ∘ X`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[3.0, -1.0]]);
+    /// let grads = tape.backward(x.square().sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[6.0, -2.0]]);
+    /// ```
+    #[track_caller]
+    pub fn square(self) -> Tensor<'t, F> {
+        self.unary(Square, Location::caller())
+    }
+
+    /// `xⁿ` for an integer `n`, elementwise. The derivative is `n xⁿ⁻¹`: the rule saves
+    /// `X`, `dX = n G ∘ Xⁿ⁻¹`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[2.0]]);
+    /// let y = x.powi(3);
+    /// assert_eq!(y.item(), 8.0);
+    /// let grads = tape.backward(y).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 12.0); // 3 · 2²
+    /// ```
+    #[track_caller]
+    pub fn powi(self, n: i32) -> Tensor<'t, F> {
+        self.unary(Powi(n), Location::caller())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Sigmoid;
+
+impl<F: Float> Unary<F> for Sigmoid {
+    const NAME: &'static str = "sigmoid";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        // e⁻ˣ overflows for very negative x; eˣ / (1 + eˣ) is the same value and does not.
+        if x >= F::zero() {
+            F::one() / (F::one() + (-x).exp())
+        } else {
+            let e = x.exp();
+            e / (F::one() + e)
+        }
+    }
+    fn df(self, y: F) -> F {
+        y * (F::one() - y)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Tanh;
+
+impl<F: Float> Unary<F> for Tanh {
+    const NAME: &'static str = "tanh";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        x.tanh()
+    }
+    fn df(self, y: F) -> F {
+        F::one() - y * y
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Relu;
+
+impl<F: Float> Unary<F> for Relu {
+    const NAME: &'static str = "relu";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        // not `x.max(0)`, which turns NaN into 0
+        if x < F::zero() { F::zero() } else { x }
+    }
+    fn df(self, y: F) -> F {
+        if y > F::zero() { F::one() } else { F::zero() }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Exp;
+
+impl<F: Float> Unary<F> for Exp {
+    const NAME: &'static str = "exp";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        x.exp()
+    }
+    fn df(self, y: F) -> F {
+        y
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Log;
+
+impl<F: Float> Unary<F> for Log {
+    const NAME: &'static str = "log";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.ln()
+    }
+    fn df(self, x: F) -> F {
+        x.recip()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Sqrt;
+
+impl<F: Float> Unary<F> for Sqrt {
+    const NAME: &'static str = "sqrt";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        x.sqrt()
+    }
+    fn df(self, y: F) -> F {
+        F::cast(0.5) / y
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Square;
+
+impl<F: Float> Unary<F> for Square {
+    const NAME: &'static str = "square";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x * x
+    }
+    fn df(self, x: F) -> F {
+        x + x
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Powi(i32);
+
+impl<F: Float> Unary<F> for Powi {
+    const NAME: &'static str = "powi";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.powi(self.0)
+    }
+    fn df(self, x: F) -> F {
+        match self.0 {
+            0 => F::zero(),
+            n => F::cast(f64::from(n)) * x.powi(n - 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use crate::Tape;
+
+    #[test]
+    fn sigmoid_is_stable_for_large_inputs() {
+        let tape = Tape::<f32>::new();
+        let y = tape
+            .constant(array![[-1000.0f32, 1000.0, 0.0]])
+            .sigmoid()
+            .value();
+        assert_eq!(y, array![[0.0, 1.0, 0.5]]);
+    }
+
+    #[test]
+    fn chained_rules_multiply() {
+        // y = exp(2·log x) = x²  ⇒  dy/dx = 2x
+        let tape = Tape::<f64>::new();
+        let x = tape.param(array![[1.5, 3.0]]);
+        let grads = tape.backward(x.log().mul_scalar(2.0).exp().sum()).unwrap();
+        let g = grads.get(x).unwrap();
+        assert!((g[[0, 0]] - 3.0).abs() < 1e-12 && (g[[0, 1]] - 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn powi_zero_has_zero_gradient() {
+        let tape = Tape::<f64>::new();
+        let x = tape.param(array![[0.0, 2.0]]);
+        let grads = tape.backward(x.powi(0).sum()).unwrap();
+        assert_eq!(grads.get(x).unwrap(), &array![[0.0, 0.0]]);
+    }
+}

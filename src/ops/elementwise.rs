@@ -1,0 +1,476 @@
+//! Elementwise arithmetic: `add`, `sub`, `mul`, `div` with numpy broadcasting in two
+//! dimensions, `neg`, and scalar `add_scalar` / `mul_scalar`; the operators `+ - * /` and
+//! unary `-` as panicking shorthands.
+//!
+//! VJPs, with `G = ∂L/∂Y` (broadcast gradients are summed back by `Ctx`, once for all ops):
+//!
+//! - `Y = A + B`: `dA = G`, `dB = G` (saves nothing)
+//! - `Y = A − B`: `dA = G`, `dB = −G` (saves nothing)
+//! - `Y = A ∘ B`: `dA = G ∘ B`, `dB = G ∘ A` (saves each operand only for the other)
+//! - `Y = A / B`: `dA = G / B`, `dB = −G ∘ A / B²` (saves B, and A if B needs it)
+//! - `Y = −X`, `Y = s·X`, `Y = X + s`: `dX = −G`, `s·G`, `G` (saves nothing)
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::panic::Location;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::error::{Result, or_panic, shape_error};
+use crate::grad::Ctx;
+use crate::kernels::broadcast_shape;
+use crate::tape::{Backward, Saves};
+use crate::{Float, Tensor};
+
+const BROADCAST: &str = "each dimension must be equal, or 1 on one side (broadcasting)";
+
+// `add`, `sub`, `mul`, `div` and `neg` are also the `std::ops` traits (below); the named
+// methods are the documented forms beside their `try_` siblings.
+#[allow(clippy::should_implement_trait)]
+impl<'t, F: Float> Tensor<'t, F> {
+    /// Records the binary op `op` on `self` and `other` after checking that their shapes
+    /// broadcast; `forward` computes the value, `rule` builds the VJP (called only when a
+    /// gradient is needed).
+    pub(crate) fn binary(
+        self,
+        other: Tensor<'t, F>,
+        op: &'static str,
+        location: &'static Location<'static>,
+        forward: impl FnOnce(ArrayView2<'_, F>, ArrayView2<'_, F>) -> Array2<F>,
+        rule: impl FnOnce() -> (Saves, Box<dyn Backward<F>>),
+    ) -> Result<Tensor<'t, F>> {
+        self.same_tape(other, op, location)?;
+        let Some(shape) = broadcast_shape(self.shape, other.shape) else {
+            return Err(shape_error(
+                op,
+                self.shape,
+                other.shape,
+                BROADCAST,
+                location,
+            ));
+        };
+        let tape = self.tape;
+        let y = tape.read2(self.id, other.id, forward);
+        let rule = tape.track(&[self, other]).then(rule);
+        Ok(tape.record(op, y, shape, &[self, other], rule, location))
+    }
+
+    /// Elementwise sum `self + other`, broadcasting 1 × n rows, m × 1 columns and 1 × 1
+    /// scalars. The derivative: `dA = G`, `dB = G`, each summed to its operand's shape.
+    ///
+    /// # Panics
+    ///
+    /// If the shapes do not broadcast or the tapes differ; see [`Tensor::try_add`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let a = tape.param(array![[1.0, 2.0], [3.0, 4.0]]);
+    /// let b = tape.param(array![[10.0, 20.0]]); // broadcast over rows
+    /// let y = a.add(b); // or a + b
+    /// assert_eq!(y.value(), array![[11.0, 22.0], [13.0, 24.0]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(b).unwrap(), &array![[2.0, 2.0]]); // summed over the rows
+    /// ```
+    #[track_caller]
+    pub fn add(self, other: Tensor<'t, F>) -> Tensor<'t, F> {
+        or_panic(self.try_add(other))
+    }
+
+    /// Elementwise sum, or an error.
+    ///
+    /// # Errors
+    ///
+    /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
+    #[track_caller]
+    pub fn try_add(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        self.binary(other, "add", Location::caller(), |a, b| &a + &b, add_rule)
+    }
+
+    /// Elementwise difference `self − other`, broadcasting like [`Tensor::add`].
+    /// The derivative: `dA = G`, `dB = −G`.
+    ///
+    /// # Panics
+    ///
+    /// If the shapes do not broadcast or the tapes differ; see [`Tensor::try_sub`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let a = tape.param(array![[5.0, 7.0]]);
+    /// let b = tape.param(array![[1.0, 2.0]]);
+    /// let grads = tape.backward(a.sub(b).sum()).unwrap();
+    /// assert_eq!(grads.get(b).unwrap(), &array![[-1.0, -1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn sub(self, other: Tensor<'t, F>) -> Tensor<'t, F> {
+        or_panic(self.try_sub(other))
+    }
+
+    /// Elementwise difference, or an error.
+    ///
+    /// # Errors
+    ///
+    /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
+    #[track_caller]
+    pub fn try_sub(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let rule = || (Saves::NONE, Box::new(SubBackward) as Box<dyn Backward<F>>);
+        self.binary(other, "sub", Location::caller(), |a, b| &a - &b, rule)
+    }
+
+    /// Elementwise (Hadamard) product `self ∘ other`, broadcasting like [`Tensor::add`].
+    /// The derivative: `dA = G ∘ B`, `dB = G ∘ A`.
+    ///
+    /// # Panics
+    ///
+    /// If the shapes do not broadcast or the tapes differ; see [`Tensor::try_mul`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let a = tape.param(array![[2.0, 3.0]]);
+    /// let b = tape.param(array![[5.0, 7.0]]);
+    /// let grads = tape.backward(a.mul(b).sum()).unwrap();
+    /// assert_eq!(grads.get(a).unwrap(), &array![[5.0, 7.0]]);
+    /// assert_eq!(grads.get(b).unwrap(), &array![[2.0, 3.0]]);
+    /// ```
+    #[track_caller]
+    pub fn mul(self, other: Tensor<'t, F>) -> Tensor<'t, F> {
+        or_panic(self.try_mul(other))
+    }
+
+    /// Elementwise product, or an error.
+    ///
+    /// # Errors
+    ///
+    /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
+    #[track_caller]
+    pub fn try_mul(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let saves = Saves::NONE
+            .input_if(1, self.requires_grad)
+            .input_if(0, other.requires_grad);
+        let rule = || (saves, Box::new(MulBackward) as Box<dyn Backward<F>>);
+        self.binary(other, "mul", Location::caller(), |a, b| &a * &b, rule)
+    }
+
+    /// Elementwise quotient `self / other`, broadcasting like [`Tensor::add`].
+    /// The derivative: `dA = G / B`, `dB = −G ∘ A / B²`. Division by zero gives ±∞ or NaN,
+    /// never a panic.
+    ///
+    /// # Panics
+    ///
+    /// If the shapes do not broadcast or the tapes differ; see [`Tensor::try_div`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let a = tape.param(array![[6.0]]);
+    /// let b = tape.param(array![[2.0]]);
+    /// let grads = tape.backward(a.div(b)).unwrap();
+    /// assert_eq!(grads.get(a).unwrap()[[0, 0]], 0.5); // 1 / b
+    /// assert_eq!(grads.get(b).unwrap()[[0, 0]], -1.5); // −a / b²
+    /// ```
+    #[track_caller]
+    pub fn div(self, other: Tensor<'t, F>) -> Tensor<'t, F> {
+        or_panic(self.try_div(other))
+    }
+
+    /// Elementwise quotient, or an error.
+    ///
+    /// # Errors
+    ///
+    /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
+    #[track_caller]
+    pub fn try_div(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let saves = Saves::NONE
+            .input_if(1, true)
+            .input_if(0, other.requires_grad);
+        let rule = || (saves, Box::new(DivBackward) as Box<dyn Backward<F>>);
+        self.binary(other, "div", Location::caller(), |a, b| &a / &b, rule)
+    }
+
+    /// Records `Y = α·X + β` elementwise, with VJP `dX = α·G`.
+    fn affine(
+        self,
+        op: &'static str,
+        alpha: F,
+        beta: F,
+        location: &'static Location<'static>,
+    ) -> Tensor<'t, F> {
+        let tape = self.tape;
+        let y = tape.read1(self.id, |x| x.mapv(|v| alpha * v + beta));
+        let rule = tape.track(&[self]).then(|| {
+            (
+                Saves::NONE,
+                Box::new(ScaleBackward(alpha)) as Box<dyn Backward<F>>,
+            )
+        });
+        tape.record(op, y, self.shape, &[self], rule, location)
+    }
+
+    /// Negation `−self`. The derivative: `dX = −G`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1.0, -2.0]]);
+    /// assert_eq!(x.neg().value(), array![[-1.0, 2.0]]);
+    /// let grads = tape.backward(x.neg().sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[-1.0, -1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn neg(self) -> Tensor<'t, F> {
+        self.affine("neg", -F::one(), F::zero(), Location::caller())
+    }
+
+    /// `self + s` for a scalar `s`. The derivative: `dX = G`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1.0, 2.0]]);
+    /// assert_eq!(x.add_scalar(0.5).value(), array![[1.5, 2.5]]);
+    /// let grads = tape.backward(x.add_scalar(0.5).sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[1.0, 1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn add_scalar(self, s: F) -> Tensor<'t, F> {
+        self.affine("add_scalar", F::one(), s, Location::caller())
+    }
+
+    /// `s · self` for a scalar `s`. The derivative: `dX = s·G`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1.0, 2.0]]);
+    /// let grads = tape.backward(x.mul_scalar(3.0).sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[3.0, 3.0]]);
+    /// ```
+    #[track_caller]
+    pub fn mul_scalar(self, s: F) -> Tensor<'t, F> {
+        self.affine("mul_scalar", s, F::zero(), Location::caller())
+    }
+}
+
+/// The rule of `add`, shared with `add_row` and `add_col`.
+pub(crate) fn add_rule<F: Float>() -> (Saves, Box<dyn Backward<F>>) {
+    (Saves::NONE, Box::new(AddBackward))
+}
+
+/// `dA = G`, `dB = G`: G moves into one slot, the other gets a copy (or its sum over the
+/// broadcast axis: the bias gradient of `add_row`).
+struct AddBackward;
+
+impl<F: Float> Backward<F> for AddBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        match (ctx.needs_grad(0), ctx.needs_grad(1)) {
+            (true, true) => {
+                ctx.accumulate_scaled(1, F::one(), g.view());
+                ctx.accumulate(0, g);
+            }
+            (true, false) => ctx.accumulate(0, g),
+            (false, true) => ctx.accumulate(1, g),
+            (false, false) => {}
+        }
+    }
+}
+
+/// `dA = G`, `dB = −G`.
+struct SubBackward;
+
+impl<F: Float> Backward<F> for SubBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        if ctx.needs_grad(1) {
+            ctx.accumulate_scaled(1, -F::one(), g.view());
+        }
+        if ctx.needs_grad(0) {
+            ctx.accumulate(0, g);
+        }
+    }
+}
+
+/// `dA = G ∘ B`, `dB = G ∘ A`.
+struct MulBackward;
+
+impl<F: Float> Backward<F> for MulBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        if ctx.needs_grad(0) {
+            let b = ctx.input(1);
+            ctx.accumulate(0, &g * &b);
+        }
+        if ctx.needs_grad(1) {
+            let a = ctx.input(0);
+            ctx.accumulate(1, &g * &a);
+        }
+    }
+}
+
+/// `dA = G / B`, `dB = −G ∘ A / B²`.
+struct DivBackward;
+
+impl<F: Float> Backward<F> for DivBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let b = ctx.input(1);
+        if ctx.needs_grad(1) {
+            let a = ctx.input(0);
+            ctx.accumulate(1, -(&g * &a) / (&b * &b));
+        }
+        if ctx.needs_grad(0) {
+            ctx.accumulate(0, g / b);
+        }
+    }
+}
+
+/// `dX = α·G`, computed in G's buffer.
+struct ScaleBackward<F>(F);
+
+impl<F: Float> Backward<F> for ScaleBackward<F> {
+    fn backward(&self, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let alpha = self.0;
+        if alpha != F::one() {
+            g.mapv_inplace(|v| alpha * v);
+        }
+        ctx.accumulate(0, g);
+    }
+}
+
+macro_rules! binary_operator {
+    ($trait:ident, $method:ident, $name:literal) => {
+        #[doc = concat!("`a ", $name, " b`: the panicking shorthand of [`Tensor::", stringify!($method), "`].")]
+        ///
+        /// # Panics
+        ///
+        /// If the shapes do not broadcast or the tapes differ.
+        impl<'t, F: Float> $trait for Tensor<'t, F> {
+            type Output = Tensor<'t, F>;
+            #[track_caller]
+            fn $method(self, rhs: Tensor<'t, F>) -> Tensor<'t, F> {
+                Tensor::$method(self, rhs)
+            }
+        }
+    };
+}
+
+binary_operator!(Add, add, "+");
+binary_operator!(Sub, sub, "-");
+binary_operator!(Mul, mul, "*");
+binary_operator!(Div, div, "/");
+
+/// `-x`: [`Tensor::neg`].
+impl<'t, F: Float> Neg for Tensor<'t, F> {
+    type Output = Tensor<'t, F>;
+    #[track_caller]
+    fn neg(self) -> Tensor<'t, F> {
+        Tensor::neg(self)
+    }
+}
+
+/// `x + s`: [`Tensor::add_scalar`].
+impl<'t, F: Float> Add<F> for Tensor<'t, F> {
+    type Output = Tensor<'t, F>;
+    #[track_caller]
+    fn add(self, s: F) -> Tensor<'t, F> {
+        self.add_scalar(s)
+    }
+}
+
+/// `x - s`: [`Tensor::add_scalar`] with `−s`.
+impl<'t, F: Float> Sub<F> for Tensor<'t, F> {
+    type Output = Tensor<'t, F>;
+    #[track_caller]
+    fn sub(self, s: F) -> Tensor<'t, F> {
+        self.add_scalar(-s)
+    }
+}
+
+/// `x * s`: [`Tensor::mul_scalar`].
+impl<'t, F: Float> Mul<F> for Tensor<'t, F> {
+    type Output = Tensor<'t, F>;
+    #[track_caller]
+    fn mul(self, s: F) -> Tensor<'t, F> {
+        self.mul_scalar(s)
+    }
+}
+
+/// `x / s`: [`Tensor::mul_scalar`] with `1/s`.
+impl<'t, F: Float> Div<F> for Tensor<'t, F> {
+    type Output = Tensor<'t, F>;
+    #[track_caller]
+    fn div(self, s: F) -> Tensor<'t, F> {
+        self.mul_scalar(F::one() / s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use crate::Tape;
+
+    #[test]
+    fn operators_match_methods() {
+        let tape = Tape::<f64>::new();
+        let a = tape.param(array![[1.0, 2.0], [3.0, 4.0]]);
+        let b = tape.constant(array![[2.0, 4.0]]);
+        assert_eq!((a + b).value(), a.add(b).value());
+        assert_eq!((a - b).value(), array![[-1.0, -2.0], [1.0, 0.0]]);
+        assert_eq!((a * b).value(), array![[2.0, 8.0], [6.0, 16.0]]);
+        assert_eq!((a / b).value(), array![[0.5, 0.5], [1.5, 1.0]]);
+        assert_eq!((-a).value(), array![[-1.0, -2.0], [-3.0, -4.0]]);
+        assert_eq!(
+            (a * 2.0 + 1.0 - 0.5).value(),
+            array![[2.5, 4.5], [6.5, 8.5]]
+        );
+        assert_eq!((a / 2.0).value(), array![[0.5, 1.0], [1.5, 2.0]]);
+    }
+
+    #[test]
+    fn literal_mul_and_div_rules() {
+        // y = sum(a ∘ b / c): dy/da = b/c, dy/db = a/c, dy/dc = −a∘b/c²
+        let tape = Tape::<f64>::new();
+        let a = tape.param(array![[2.0, -1.0]]);
+        let b = tape.param(array![[3.0, 4.0]]);
+        let c = tape.param(array![[0.5, 2.0]]);
+        let grads = tape.backward(a.mul(b).div(c).sum()).unwrap();
+        assert_eq!(grads.get(a).unwrap(), &array![[6.0, 2.0]]);
+        assert_eq!(grads.get(b).unwrap(), &array![[4.0, -0.5]]);
+        assert_eq!(grads.get(c).unwrap(), &array![[-24.0, 1.0]]);
+    }
+
+    #[test]
+    fn same_tensor_on_both_sides() {
+        // y = sum(x ∘ x + x − x): dy/dx = 2x
+        let tape = Tape::<f64>::new();
+        let x = tape.param(array![[1.5, -2.0]]);
+        let grads = tape.backward((x * x + x - x).sum()).unwrap();
+        assert_eq!(grads.get(x).unwrap(), &array![[3.0, -4.0]]);
+    }
+}

@@ -1,0 +1,72 @@
+//! The ops, one file per family, each op's forward and VJP rule side by side.
+//!
+//! # The rule table
+//!
+//! Every op, its forward, its vector-Jacobian product and what its rule saves, in one place
+//! (PyTorch's `derivatives.yaml`, without code generation). `G = ∂L/∂Y` is the gradient of
+//! the op's output; `sum_to` sums a broadcast gradient back to the operand's shape
+//! ([`crate::kernels`]); `∘` is the elementwise product. "Saves" lists what the rule reads
+//! during backward: values named there stay on the tape (no copy) until the rule has run,
+//! and a `?` means "only if the other operand needs a gradient".
+//!
+//! | op | forward | VJP | saves |
+//! |----|---------|-----|-------|
+//! | `matmul(X, W)` | `Y = X·W` | `dX = G·Wᵀ ; dW = Xᵀ·G` (GEMM, beta = 1 into an existing slot) | `W?`, `X?` |
+//! | `add(A, B)` | `A + B` (broadcast) | `dA = sum_to(G) ; dB = sum_to(G)` | nothing |
+//! | `sub(A, B)` | `A − B` (broadcast) | `dA = sum_to(G) ; dB = −sum_to(G)` | nothing |
+//! | `mul(A, B)` | `A ∘ B` (broadcast) | `dA = sum_to(G ∘ B) ; dB = sum_to(G ∘ A)` | `B?`, `A?` |
+//! | `div(A, B)` | `A / B` (broadcast) | `dA = sum_to(G / B) ; dB = −sum_to(G ∘ A / B²)` | `B`, `A?` |
+//! | `neg(X)` | `−X` | `dX = −G` | nothing |
+//! | `add_scalar(X, s)` | `X + s` | `dX = G` | nothing |
+//! | `mul_scalar(X, s)` | `s·X` | `dX = s·G` | nothing |
+//! | `add_row(X, b)` | `X + 1·b`, `b` is 1 × n | `dX = G ; db = 1ᵀ·G` (column sums, seed 003) | nothing |
+//! | `add_col(X, c)` | `X + c·1ᵀ`, `c` is m × 1 | `dX = G ; dc = G·1` (row sums) | nothing |
+//! | `sum(X)` | `Σᵢⱼ xᵢⱼ` (1 × 1) | `dX = G` broadcast to X's shape | nothing |
+//! | `mean(X)` | `Σᵢⱼ xᵢⱼ / mn` | `dX = G / mn` broadcast | nothing |
+//! | `sum_axis(X, a)` | sums along axis `a`, keeping it (1 × n or m × 1) | `dX = G` broadcast | nothing |
+//! | `mean_axis(X, a)` | means along axis `a`, keeping it | `dX = G / len(a)` broadcast | nothing |
+//! | `t(X)` | `Xᵀ` (a view, no copy) | `dX = Gᵀ` (a view, no copy) | nothing |
+//! | `sigmoid(X)` | `Y = 1 / (1 + e⁻ˣ)` | `dX = G ∘ Y ∘ (1 − Y)` | `Y` |
+//! | `tanh(X)` | `Y = tanh X` | `dX = G ∘ (1 − Y²)` | `Y` |
+//! | `relu(X)` | `Y = max(X, 0)` | `dX = G ∘ [Y > 0]` | `Y` |
+//! | `exp(X)` | `Y = eˣ` | `dX = G ∘ Y` | `Y` |
+//! | `log(X)` | `ln X` | `dX = G / X` | `X` |
+//! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` | `Y` |
+//! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` |
+//! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` |
+//! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) |
+//! | `softmax_cross_entropy(Z, T)` | `−Σ T ∘ log softmax(Z) / m` (1 × 1) | `dZ = G (softmax(Z) ∘ rowsum(T) − T) / m ; dT = −G log softmax(Z) / m` | `log softmax(Z)` (owned), `T?` |
+//! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) |
+//!
+//! `detach(X)` returns X's value as a new leaf that needs no gradient: backward stops there.
+//!
+//! Softmax rows are computed as `z − max(z) − ln Σ exp(z − max(z))`, stable for any finite
+//! logits; NaN and infinite inputs propagate to the loss instead of panicking.
+//!
+//! # Fallible and panicking forms
+//!
+//! Every op that combines shapes comes in two forms: `try_matmul` returns
+//! [`Result`](crate::Result) with an [`Error`](crate::Error) naming the op, both shapes and
+//! the caller's line; `matmul` is the shorthand that panics with that message (its docs say
+//! so). Ops on one tensor cannot fail and return the tensor directly. Operators
+//! (`a + b`, `a * b`, `-a`, `a * 2.0`) are the panicking forms of `add`, `mul`, `neg` and
+//! `mul_scalar`.
+//!
+//! # How to add an op
+//!
+//! Take `sigmoid` in `activation.rs` as the model. (1) Write the forward on `ArrayView2`s
+//! (`f(x)`), and the derivative as a function of what the rule needs (`df(y) = y (1 − y)`,
+//! from the output). (2) Declare what the rule saves with [`Saves`](crate::tape::Saves),
+//! only what `df` reads. (3) Record with `tape.record`, building the rule only when
+//! `tape.track(..)` says an input needs a gradient. (4) In the rule, add each input's
+//! contribution through the `Ctx` helpers (`accumulate_map`, `accumulate_gemm`, ...):
+//! they accumulate into existing buffers and un-broadcast. (5) Add a row to the table
+//! above and a case to `tests/gradcheck.rs`; a test fails until both exist.
+
+mod activation;
+mod broadcast;
+mod elementwise;
+mod loss;
+mod matmul;
+mod reduce;
+mod shape;
