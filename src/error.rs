@@ -172,12 +172,13 @@ impl fmt::Display for ErrorKind {
             } => write!(
                 f,
                 "the value of `{producer}` (created at {created_at}) was released by a backward \
-                 pass; read values before backward, or pass BackwardOptions::retain()"
+                 pass; read values before backward, or pass \
+                 BackwardOptions::new().retain_graph(true)"
             ),
             ErrorKind::BackwardTwice { first } => write!(
                 f,
                 "the tape was consumed by the backward pass called at {first}; pass \
-                 BackwardOptions::retain() to run backward more than once"
+                 BackwardOptions::new().retain_graph(true) to run backward more than once"
             ),
             ErrorKind::NoGradient => {
                 f.write_str("the root does not depend on any tensor that requires a gradient")

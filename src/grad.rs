@@ -41,8 +41,8 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
     fn saved(&self, id: NodeId) -> ArrayView2<'a, F> {
         let values: &'a [Value<'_, F>] = self.values;
         match view_of(values, id) {
-            Some(v) => v,
-            None => panic!(
+            Ok(v) => v,
+            Err(_) => panic!(
                 "tapegrad bug: the rule of `{}` read the value of node {id}, which it did not save",
                 self.nodes[self.output].op
             ),

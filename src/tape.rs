@@ -77,8 +77,9 @@ pub(crate) enum Value<'t, F> {
     /// The storage of another node, possibly transposed: `transpose` and `detach` cost no
     /// copy. `of` is never itself an alias.
     Alias { of: NodeId, transposed: bool },
-    /// Released by a backward pass.
-    Released,
+    /// Released by a backward pass: the value of the node given (this one, or for a result
+    /// computed after backward from a released input, that input's source).
+    Released(NodeId),
 }
 
 /// What a tape records for every tensor.
@@ -108,9 +109,15 @@ impl<F> Inner<'_, F> {
         &self.input_ids[start as usize..end as usize]
     }
 
-    /// The error for reading node `id` after its value was released.
-    pub(crate) fn released(&self, id: NodeId, location: &'static Location<'static>) -> Error {
-        let node = &self.nodes[source(&self.values, id)];
+    /// The error for reading node `id`, whose value (or whose source's) was released as
+    /// `lost`'s ([`view_of`]).
+    pub(crate) fn released(
+        &self,
+        id: NodeId,
+        lost: NodeId,
+        location: &'static Location<'static>,
+    ) -> Error {
+        let node = &self.nodes[lost];
         let kind = ErrorKind::Released {
             producer: node.op,
             created_at: node.location,
@@ -119,19 +126,24 @@ impl<F> Inner<'_, F> {
     }
 }
 
-/// The view of node `id`'s value, or `None` if it was released.
-pub(crate) fn view_of<'a, F>(values: &'a [Value<'_, F>], id: NodeId) -> Option<ArrayView2<'a, F>> {
-    let plain = |v: &'a Value<'_, F>| match v {
-        Value::Owned(a) => Some(a.view()),
-        Value::Borrowed(v) => Some(v.view()),
-        Value::Alias { .. } | Value::Released => None,
+/// The view of node `id`'s value, or `Err(lost)` if it was released, `lost` being the node
+/// whose value backward released.
+pub(crate) fn view_of<'a, F>(
+    values: &'a [Value<'_, F>],
+    id: NodeId,
+) -> std::result::Result<ArrayView2<'a, F>, NodeId> {
+    let plain = |v: &'a Value<'_, F>, id: NodeId| match v {
+        Value::Owned(a) => Ok(a.view()),
+        Value::Borrowed(v) => Ok(v.view()),
+        Value::Released(lost) => Err(*lost),
+        Value::Alias { .. } => Err(id),
     };
     match &values[id] {
         Value::Alias { of, transposed } => {
-            let v = plain(&values[*of])?;
-            Some(if *transposed { v.reversed_axes() } else { v })
+            let v = plain(&values[*of], *of)?;
+            Ok(if *transposed { v.reversed_axes() } else { v })
         }
-        v => plain(v),
+        v => plain(v, id),
     }
 }
 
@@ -326,7 +338,7 @@ impl<'t, F: Float> Tape<'t, F> {
         let shape = match &value {
             Value::Owned(a) => a.dim(),
             Value::Borrowed(v) => v.dim(),
-            Value::Alias { .. } | Value::Released => unreachable!("leaf data is an array"),
+            Value::Alias { .. } | Value::Released(_) => unreachable!("leaf data is an array"),
         };
         let requires_grad = requires_grad && self.grad_enabled.get();
         self.push(
@@ -566,36 +578,40 @@ impl<'t, F: Float> Tape<'t, F> {
         self.grad_enabled.get() && inputs.iter().any(|t| t.requires_grad)
     }
 
-    /// Runs `f` on the value of `a`, or returns `None` if it was released.
-    pub(crate) fn read1<R>(&self, a: NodeId, f: impl FnOnce(ArrayView2<'_, F>) -> R) -> Option<R> {
+    /// Runs `f` on the value of `a`, or returns `Err(lost)` if it was released.
+    pub(crate) fn read1<R>(
+        &self,
+        a: NodeId,
+        f: impl FnOnce(ArrayView2<'_, F>) -> R,
+    ) -> std::result::Result<R, NodeId> {
         let inner = self.inner.borrow();
-        Some(f(view_of(&inner.values, a)?))
+        Ok(f(view_of(&inner.values, a)?))
     }
 
-    /// Runs `f` on the values of `a` and `b`, or returns `None` if one was released.
+    /// Runs `f` on the values of `a` and `b`, or returns `Err(lost)` if one was released.
     pub(crate) fn read2<R>(
         &self,
         a: NodeId,
         b: NodeId,
         f: impl FnOnce(ArrayView2<'_, F>, ArrayView2<'_, F>) -> R,
-    ) -> Option<R> {
+    ) -> std::result::Result<R, NodeId> {
         let inner = self.inner.borrow();
-        Some(f(view_of(&inner.values, a)?, view_of(&inner.values, b)?))
+        Ok(f(view_of(&inner.values, a)?, view_of(&inner.values, b)?))
     }
 
-    /// Records an op's result. `value` is `None` when an input was released (the result
-    /// is then released too, and reading it reports which value was lost). `rule` is
-    /// `Some` exactly when [`Tape::track`] said so.
+    /// Records an op's result. `value` is `Err(lost)` when an input was released: the
+    /// result is then released too, and reading it reports `lost`. `rule` is `Some` exactly
+    /// when [`Tape::track`] said so.
     pub(crate) fn record(
         &'t self,
         op: &'static str,
-        value: Option<Array2<F>>,
+        value: std::result::Result<Array2<F>, NodeId>,
         shape: (usize, usize),
         inputs: &[Tensor<'t, F>],
         rule: Option<(Saves, Box<dyn Backward<F>>)>,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
-        let value = value.map_or(Value::Released, Value::Owned);
+        let value = value.map_or_else(Value::Released, Value::Owned);
         let requires_grad = rule.is_some();
         self.push(op, value, shape, inputs, rule, requires_grad, location)
     }
@@ -680,7 +696,7 @@ fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
 fn release_if_unused<F>(inner: &mut Inner<'_, F>, uses: &[u32], id: NodeId, root: NodeId) {
     if uses[id] == 0 && id != root && !inner.nodes[id].leaf {
         if let Value::Owned(_) = inner.values[id] {
-            inner.values[id] = Value::Released;
+            inner.values[id] = Value::Released(id);
         }
     }
 }

@@ -75,8 +75,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn try_value(&self) -> Result<Array2<F>> {
         let inner = self.tape.inner();
         match view_of(&inner.values, self.id) {
-            Some(v) => Ok(v.to_owned()),
-            None => Err(inner.released(self.id, Location::caller())),
+            Ok(v) => Ok(v.to_owned()),
+            Err(lost) => Err(inner.released(self.id, lost, Location::caller())),
         }
     }
 
@@ -107,8 +107,8 @@ impl<'t, F: Float> Tensor<'t, F> {
         }
         let inner = self.tape.inner();
         match view_of(&inner.values, self.id) {
-            Some(v) => Ok(v[[0, 0]]),
-            None => Err(inner.released(self.id, location)),
+            Ok(v) => Ok(v[[0, 0]]),
+            Err(lost) => Err(inner.released(self.id, lost, location)),
         }
     }
 

@@ -97,16 +97,16 @@ impl<'t, F: Float> Tensor<'t, F> {
             (sq * scale / F::cast(2.0), diff)
         });
         let (y, rule) = match forward {
-            Some((loss, diff)) => {
+            Ok((loss, diff)) => {
                 let rule = track.then(|| {
                     (
                         Saves::NONE,
                         Box::new(MseBackward { diff, scale }) as Box<dyn Backward<F>>,
                     )
                 });
-                (Some(scalar(loss)), rule)
+                (Ok(scalar(loss)), rule)
             }
-            None => (None, None),
+            Err(lost) => (Err(lost), None),
         };
         Ok(tape.record("mse_loss", y, (1, 1), &[self, target], rule, location))
     }
@@ -167,15 +167,15 @@ impl<'t, F: Float> Tensor<'t, F> {
             (-total * inv_n, logp)
         });
         let (y, rule) = match forward {
-            Some((loss, logp)) => {
+            Ok((loss, logp)) => {
                 let rule = track.then(|| {
                     let saves = Saves::NONE.input_if(1, self.requires_grad);
                     let rule = SoftmaxCrossEntropyBackward { logp, inv_n };
                     (saves, Box::new(rule) as Box<dyn Backward<F>>)
                 });
-                (Some(scalar(loss)), rule)
+                (Ok(scalar(loss)), rule)
             }
-            None => (None, None),
+            Err(lost) => (Err(lost), None),
         };
         Ok(tape.record(op, y, (1, 1), &[self, targets], rule, location))
     }
@@ -246,7 +246,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             (-total * inv_n, logp)
         });
         let (y, rule) = match forward {
-            Some((loss, logp)) => {
+            Ok((loss, logp)) => {
                 let rule = track.then(|| {
                     let probs = logp.mapv(F::exp);
                     let rule = IndexCrossEntropyBackward {
@@ -256,9 +256,9 @@ impl<'t, F: Float> Tensor<'t, F> {
                     };
                     (Saves::NONE, Box::new(rule) as Box<dyn Backward<F>>)
                 });
-                (Some(scalar(loss)), rule)
+                (Ok(scalar(loss)), rule)
             }
-            None => (None, None),
+            Err(lost) => (Err(lost), None),
         };
         Ok(tape.record(op, y, (1, 1), &[self], rule, location))
     }

@@ -1,0 +1,203 @@
+//! The engine's promises: sums over fan-out, no work for constants, release of the graph,
+//! retain_graph, no_grad, detach, gradient look-up, f32 and f64.
+
+use ndarray::{Array2, array};
+use tapegrad::{BackwardOptions, ErrorKind, Tape};
+
+fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
+    a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+#[test]
+fn a_value_used_several_times_receives_the_sum_of_all_paths() {
+    // L = Σ x∘x + Σ 2x + Σ σ(x)  ⇒  dL/dx = 2x + 2 + σ(x)(1 − σ(x))
+    let x: Array2<f64> = array![[0.5, -1.5], [2.0, 0.25]];
+    let tape = Tape::new();
+    let xt = tape.param(&x);
+    let loss = xt
+        .mul(xt)
+        .sum()
+        .add(xt.mul_scalar(2.0).sum())
+        .add(xt.sigmoid().sum());
+    let grads = tape.backward(loss).unwrap();
+    let s = x.mapv(|v| 1.0 / (1.0 + (-v).exp()));
+    let expected = &x * 2.0 + 2.0 + &s * &(1.0 - &s);
+    assert!(close(grads.get(xt).unwrap(), &expected, 1e-15));
+}
+
+#[test]
+fn constants_record_no_rule_and_save_nothing() {
+    let tape = Tape::<f64>::new();
+    let x = tape.constant(Array2::ones((4, 3)));
+    let w = tape.param(Array2::ones((3, 2)));
+    let h = x.sigmoid().exp().sum_axis(ndarray::Axis(0));
+    assert!(!h.requires_grad());
+    assert_eq!(tape.stats().rules, 0);
+    let y = x.matmul(w).sigmoid();
+    assert!(y.requires_grad());
+    assert_eq!(tape.stats().rules, 2);
+    let grads = tape.backward(y.sum()).unwrap();
+    assert_eq!(grads.len(), 1, "only the parameter has a gradient");
+    assert!(grads.get(x).is_none());
+}
+
+#[test]
+fn backward_releases_the_graph_unless_retained() {
+    let w = array![[0.1, 0.2], [0.3, 0.4]];
+    let x = array![[1.0, 2.0], [3.0, 4.0]];
+
+    let tape = Tape::new();
+    let (wt, xt) = (tape.param(&w), tape.param(x.clone()));
+    let h = xt.matmul(wt).sigmoid();
+    let loss = h.square().mean();
+    let before = tape.stats();
+    assert_eq!(before.rules, 4);
+    let grads = tape.backward(loss).unwrap();
+    let after = tape.stats();
+    assert_eq!(after.rules, 0, "every rule is dropped once run");
+    // the owned leaf x and the root stay; matmul, sigmoid and square results are released
+    assert_eq!(after.owned_values, 2);
+    assert_eq!(after.owned_bytes, (4 + 1) * 8);
+    assert!(h.try_value().is_err());
+    assert_eq!(xt.value(), x);
+    assert!(matches!(
+        tape.backward(loss).unwrap_err().kind(),
+        ErrorKind::BackwardTwice { .. }
+    ));
+
+    // retained: everything stays and a second pass gives the same gradients
+    let tape = Tape::new();
+    let (wt, xt) = (tape.param(&w), tape.param(x.clone()));
+    let h = xt.matmul(wt).sigmoid();
+    let loss = h.square().mean();
+    let first = tape
+        .backward_with(loss, BackwardOptions::new().retain_graph(true))
+        .unwrap();
+    assert_eq!(tape.stats(), before);
+    assert!(h.try_value().is_ok());
+    let second = tape.backward(loss).unwrap();
+    assert_eq!(first.get(wt), second.get(wt));
+    assert_eq!(first.get(wt), grads.wrt(&w));
+}
+
+#[test]
+fn no_grad_records_without_rules_and_restores_recording() {
+    let w: Array2<f64> = array![[1.0, -2.0]];
+    let tape = Tape::new();
+    let wt = tape.param(&w);
+    let (y, inner_param) = tape.no_grad(|| (wt.square().exp(), tape.param(&w)));
+    assert!(!y.requires_grad() && !inner_param.requires_grad());
+    assert_eq!(tape.stats().rules, 0);
+    assert!(tape.is_grad_enabled());
+    let z = wt.square();
+    assert!(z.requires_grad());
+    // a no-grad value used later is a constant: the gradient flows only through z
+    let grads = tape.backward(z.mul(y).sum()).unwrap();
+    let expected = &w.mapv(|v| (v * v).exp()) * &(&w * 2.0);
+    assert!(close(grads.get(wt).unwrap(), &expected, 1e-12));
+}
+
+#[test]
+fn detach_cuts_the_graph_and_shares_storage() {
+    let tape = Tape::new();
+    let x = tape.param(array![[2.0, 3.0]]);
+    let h = x.square();
+    let d = h.detach();
+    assert_eq!(d.value(), array![[4.0, 9.0]]);
+    assert!(!d.requires_grad());
+    let owned = tape.stats().owned_values;
+    let _ = h.detach().t().detach();
+    assert_eq!(
+        tape.stats().owned_values,
+        owned,
+        "detach and t copy nothing"
+    );
+    // L = Σ h + Σ d  ⇒  dL/dx = 2x (through h only)
+    let grads = tape.backward(h.sum().add(d.sum())).unwrap();
+    assert_eq!(grads.get(x).unwrap(), &array![[4.0, 6.0]]);
+    assert!(grads.get(d).is_none());
+}
+
+#[test]
+fn unreached_parameters_get_zero_gradients_and_wrt_finds_borrowed_ones() {
+    let (a, b) = (array![[1.0, 2.0]], array![[3.0], [4.0]]);
+    let tape = Tape::new();
+    let (at, bt) = (tape.param(&a), tape.param(&b));
+    let grads = tape.backward(at.sum()).unwrap();
+    assert_eq!(grads.get(bt).unwrap(), &Array2::zeros((2, 1)));
+    assert_eq!(grads.wrt(&b).unwrap(), &Array2::zeros((2, 1)));
+    assert_eq!(grads.wrt(&a).unwrap(), &array![[1.0, 1.0]]);
+    // a different array with equal contents is not a parameter
+    assert!(grads.wrt(&a.clone()).is_none());
+    // a view of the same storage with other strides is not the same parameter
+    assert!(grads.wrt(&b.t()).is_none());
+}
+
+#[test]
+fn a_parameter_given_as_a_transposed_view_gets_its_gradient_in_that_shape() {
+    let storage = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+    let tape = Tape::new();
+    let w = tape.param(storage.t()); // 3 × 2
+    let x = tape.constant(array![[1.0, 1.0, 1.0]]);
+    let grads = tape.backward(x.matmul(w).sum()).unwrap();
+    assert_eq!(
+        grads.get(w).unwrap(),
+        &array![[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    );
+    assert!(grads.wrt(&storage.t()).is_some());
+}
+
+#[test]
+fn f32_and_f64_tapes_agree() {
+    let x = array![[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]];
+    let w = array![[0.3, -0.2], [0.1, 0.4], [-0.5, 0.6]];
+    let run64 = {
+        let tape = Tape::<f64>::new();
+        let wt = tape.param(&w);
+        let loss = tape
+            .constant(&x)
+            .matmul(wt)
+            .tanh()
+            .softmax_cross_entropy_indices(&[1, 0]);
+        tape.backward(loss).unwrap().get(wt).unwrap().clone()
+    };
+    let (x32, w32) = (x.mapv(|v| v as f32), w.mapv(|v| v as f32));
+    let tape = Tape::<f32>::new();
+    let wt = tape.param(&w32);
+    let loss = tape
+        .constant(&x32)
+        .matmul(wt)
+        .tanh()
+        .softmax_cross_entropy_indices(&[1, 0]);
+    let run32 = tape
+        .backward(loss)
+        .unwrap()
+        .get(wt)
+        .unwrap()
+        .mapv(f64::from);
+    assert!(close(&run32, &run64, 1e-6));
+}
+
+#[test]
+fn a_one_dimensional_bias_goes_on_the_tape_as_a_row() {
+    let b = ndarray::arr1(&[1.0, 2.0, 3.0]);
+    let tape = Tape::new();
+    let bt = tape.param(&b);
+    assert_eq!(bt.shape(), (1, 3));
+    let y = tape.constant(Array2::<f64>::zeros((2, 3))).add_row(bt);
+    let grads = tape.backward(y.sum()).unwrap();
+    assert_eq!(grads.get(bt).unwrap(), &array![[2.0, 2.0, 2.0]]);
+}
+
+#[test]
+fn gradients_outlive_the_tape_and_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let w = array![[1.0f32]];
+    let grads = {
+        let tape = Tape::new();
+        let wt = tape.param(&w);
+        tape.backward(wt.exp()).unwrap()
+    };
+    send_sync(&grads);
+    assert_eq!(grads.wrt(&w).unwrap()[[0, 0]], 1f32.exp());
+}
