@@ -5,7 +5,7 @@
 //! Every op, its forward, its vector-Jacobian product and what its rule saves, in one place
 //! (PyTorch's `derivatives.yaml`, without code generation). `G = ∂L/∂Y` is the gradient of
 //! the op's output; `sum_to` sums a broadcast gradient back to the operand's shape
-//! ([`crate::kernels`]); `∘` is the elementwise product. "Saves" lists what the rule reads
+//! (`kernels.rs`); `∘` is the elementwise product. "Saves" lists what the rule reads
 //! during backward: values named there stay on the tape (no copy) until the rule has run,
 //! and a `?` means "only if the other operand needs a gradient".
 //!
@@ -56,7 +56,7 @@
 //!
 //! Take `sigmoid` in `activation.rs` as the model. (1) Write the forward on `ArrayView2`s
 //! (`f(x)`), and the derivative as a function of what the rule needs (`df(y) = y (1 − y)`,
-//! from the output). (2) Declare what the rule saves with [`Saves`](crate::tape::Saves),
+//! from the output). (2) Declare what the rule saves with `Saves` (`tape.rs`),
 //! only what `df` reads. (3) Record with `tape.record`, building the rule only when
 //! `tape.track(..)` says an input needs a gradient. (4) In the rule, add each input's
 //! contribution through the `Ctx` helpers (`accumulate_map`, `accumulate_gemm`, ...):
