@@ -108,25 +108,74 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         }
     }
 
-    /// `dXₖ += f(G, S)` elementwise in one fused pass, where `S` is a saved value of the
-    /// input's shape. The first contribution is computed in place in `G`'s buffer.
+    /// `dXₖ += f(G, S)` elementwise in one fused pass, consuming `G`: `S` is a saved value
+    /// that broadcasts to `G`'s shape. The first contribution is computed in place in `G`'s
+    /// buffer and moved in; a contribution of the output's broadcast shape is summed down.
     pub(crate) fn accumulate_map(
         &mut self,
         k: usize,
-        mut g: Array2<F>,
+        g: Array2<F>,
         s: ArrayView2<'_, F>,
         f: impl Fn(F, F) -> F,
     ) {
-        let (slot, _) = self.slot(k);
-        match slot {
-            Some(d) => Zip::from(d)
-                .and(&g)
+        self.accumulate_zip(k, Grad::Owned(g), s, f);
+    }
+
+    /// As [`Ctx::accumulate_map`], leaving `G` to the caller (for a rule that still needs
+    /// it for another input).
+    pub(crate) fn accumulate_map_view(
+        &mut self,
+        k: usize,
+        g: ArrayView2<'_, F>,
+        s: ArrayView2<'_, F>,
+        f: impl Fn(F, F) -> F,
+    ) {
+        self.accumulate_zip(k, Grad::View(g), s, f);
+    }
+
+    fn accumulate_zip(
+        &mut self,
+        k: usize,
+        g: Grad<'_, F>,
+        s: ArrayView2<'_, F>,
+        f: impl Fn(F, F) -> F,
+    ) {
+        let (slot, shape) = self.slot(k);
+        let dim = g.view().dim();
+        let s = s
+            .broadcast(dim)
+            .expect("a saved operand broadcasts to the output");
+        if dim != shape {
+            let d = Zip::from(&g.view()).and(&s).map_collect(|&g, &s| f(g, s));
+            return self.accumulate(k, d);
+        }
+        match (slot, g) {
+            (Some(d), g) => Zip::from(d)
+                .and(&g.view())
                 .and(&s)
                 .for_each(|d, &g, &s| *d += f(g, s)),
-            None => {
+            (slot @ None, Grad::Owned(mut g)) => {
                 Zip::from(&mut g).and(&s).for_each(|g, &s| *g = f(*g, s));
                 *slot = Some(g);
             }
+            (slot @ None, Grad::View(g)) => {
+                *slot = Some(Zip::from(&g).and(&s).map_collect(|&g, &s| f(g, s)))
+            }
+        }
+    }
+}
+
+/// An upstream gradient a helper may consume or only read.
+enum Grad<'a, F> {
+    Owned(Array2<F>),
+    View(ArrayView2<'a, F>),
+}
+
+impl<F> Grad<'_, F> {
+    fn view(&self) -> ArrayView2<'_, F> {
+        match self {
+            Grad::Owned(g) => g.view(),
+            Grad::View(g) => g.view(),
         }
     }
 }

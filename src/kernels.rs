@@ -10,7 +10,7 @@
 //! which reads any strides in place. Without `blas`, every product goes to matrixmultiply.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use crate::Float;
 
@@ -41,6 +41,36 @@ pub(crate) fn broadcast_shape(a: (usize, usize), b: (usize, usize)) -> Option<(u
     Some((axis(a.0, b.0)?, axis(a.1, b.1)?))
 }
 
+/// `f(a, b)` elementwise over the broadcast `shape` of `a` and `b`, in one pass.
+///
+/// The bias case, `a` of the full shape in standard layout and `b` a contiguous 1 × n row,
+/// runs as one sweep over `a`'s memory in rows of n: ndarray's general broadcasting
+/// iterator costs tens of instructions per row, which dominates for narrow matrices
+/// (the 4-2-3 network of the seeds).
+pub(crate) fn zip_broadcast<F: Float>(
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    shape: (usize, usize),
+    f: impl Fn(F, F) -> F,
+) -> Array2<F> {
+    if a.dim() == shape && b.dim() == (1, shape.1) && shape.1 > 0 {
+        if let (Some(xs), Some(bs)) = (a.as_slice(), b.as_slice()) {
+            let mut out = Vec::with_capacity(xs.len());
+            for row in xs.chunks_exact(shape.1) {
+                out.extend(row.iter().zip(bs).map(|(&x, &b)| f(x, b)));
+            }
+            return Array2::from_shape_vec(shape, out).expect("one element per input element");
+        }
+    }
+    let a = a
+        .broadcast(shape)
+        .expect("the op checked that the shapes broadcast");
+    let b = b
+        .broadcast(shape)
+        .expect("the op checked that the shapes broadcast");
+    Zip::from(&a).and(&b).map_collect(|&a, &b| f(a, b))
+}
+
 /// Un-broadcasting: sums `g` over the axes where `shape` has length 1 and `g` does not.
 /// The VJP of every broadcast (bias gradients are column sums, seed 003).
 ///
@@ -49,9 +79,25 @@ pub(crate) fn sum_to_shape<F: Float>(g: ArrayView2<'_, F>, shape: (usize, usize)
     let (r, c) = g.dim();
     match (shape.0 == 1 && r != 1, shape.1 == 1 && c != 1) {
         (false, false) => g.to_owned(),
-        (true, false) => g.sum_axis(Axis(0)).insert_axis(Axis(0)),
+        (true, false) => column_sums(g),
         (false, true) => g.sum_axis(Axis(1)).insert_axis(Axis(1)),
         (true, true) => Array2::from_elem((1, 1), g.sum()),
+    }
+}
+
+/// `1ᵀ·G` as a 1 × n row: for standard layout one sweep adding rows of n into the sums
+/// (ndarray's `sum_axis(Axis(0))` pays its iterator setup once per row).
+fn column_sums<F: Float>(g: ArrayView2<'_, F>) -> Array2<F> {
+    let c = g.ncols();
+    match g.as_slice() {
+        Some(xs) if c > 0 => {
+            let mut sums = vec![F::zero(); c];
+            for row in xs.chunks_exact(c) {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+            Array2::from_shape_vec((1, c), sums).expect("one sum per column")
+        }
+        _ => g.sum_axis(Axis(0)).insert_axis(Axis(0)),
     }
 }
 
@@ -76,6 +122,20 @@ mod tests {
         assert_eq!(sum_to_shape(g.view(), (2, 1)), array![[6.0], [15.0]]);
         assert_eq!(sum_to_shape(g.view(), (1, 1)), array![[21.0]]);
         assert_eq!(sum_to_shape(g.view(), (2, 3)), g);
+        assert_eq!(sum_to_shape(g.t(), (1, 2)), array![[6.0, 15.0]]);
+    }
+
+    #[test]
+    fn zip_broadcast_matches_ndarray_broadcasting() {
+        let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let b = array![[10.0, 20.0, 30.0]];
+        let c = array![[100.0], [200.0]];
+        let sub = |a: f64, b: f64| a - b;
+        assert_eq!(zip_broadcast(x.view(), b.view(), (2, 3), sub), &x - &b);
+        assert_eq!(zip_broadcast(b.view(), x.view(), (2, 3), sub), &b - &x);
+        assert_eq!(zip_broadcast(x.view(), c.view(), (2, 3), sub), &x - &c);
+        assert_eq!(zip_broadcast(c.view(), b.view(), (2, 3), sub), &c - &b);
+        assert_eq!(zip_broadcast(x.t(), c.t(), (3, 2), sub), &x.t() - &c.t());
     }
 
     #[test]

@@ -24,14 +24,41 @@ use crate::{Float, Tensor};
 /// Index of a node on its tape.
 pub(crate) type NodeId = usize;
 
-/// A VJP rule: given `G = ∂L/∂Y` for the node's output, add `∂L/∂Xₖ` into the gradient
-/// slot of every input `k` that needs one (through `ctx`).
+/// A VJP rule that owns saved state (the fused losses' intermediates): given
+/// `G = ∂L/∂Y` for the node's output, add `∂L/∂Xₖ` into the gradient slot of every input
+/// `k` that needs one (through `ctx`).
 ///
 /// A rule is a pure function of what it saved and `G` (it takes `&self`), which is what
 /// makes `retain_graph` possible and keeps the door open for recording rules themselves
 /// (higher order). Rules here compute on plain arrays: first order only.
 pub(crate) trait Backward<F: Float> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>);
+}
+
+/// The signature of a rule without owned state: `(param, G, ctx)`, where `param` is the
+/// op's one scalar (the `s` of `mul_scalar`, the `1/n` of `mean`; unused by most).
+pub(crate) type RuleFn<F> = fn(F, Array2<F>, &mut Ctx<'_, '_, F>);
+
+/// A recorded VJP rule. Most rules are plain functions of one scalar parameter: no
+/// allocation and no virtual call per op, which is most of what a tiny op costs. Rules
+/// that own saved arrays are boxed.
+pub(crate) enum Rule<F> {
+    Fn(RuleFn<F>, F),
+    Boxed(Box<dyn Backward<F>>),
+}
+
+impl<F: Float> Rule<F> {
+    /// A rule that is a plain function.
+    pub(crate) fn func(f: RuleFn<F>) -> Self {
+        Rule::Fn(f, F::zero())
+    }
+
+    fn run(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        match self {
+            Rule::Fn(f, param) => f(*param, g, ctx),
+            Rule::Boxed(rule) => rule.backward(g, ctx),
+        }
+    }
 }
 
 /// Which values a rule will read during backward: inputs by position (bits 0..7) and the
@@ -56,15 +83,17 @@ impl Saves {
         if cond { Saves(self.0 | (1 << k)) } else { self }
     }
 
+    /// The node ids saved, given the node and its inputs.
     fn ids(self, node: NodeId, inputs: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
-        let bits = self.0;
-        let out = (bits & Self::OUTPUT != 0).then_some(node);
-        inputs
-            .iter()
-            .enumerate()
-            .filter(move |(k, _)| bits & (1 << k) != 0)
-            .map(|(_, &id)| id)
-            .chain(out)
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let k = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(if k == 7 { node } else { inputs[k] })
+        })
     }
 }
 
@@ -92,7 +121,7 @@ pub(crate) struct Node<F> {
     pub(crate) requires_grad: bool,
     pub(crate) leaf: bool,
     saves: Saves,
-    rule: Option<Box<dyn Backward<F>>>,
+    rule: Option<Rule<F>>,
 }
 
 pub(crate) struct Inner<'t, F> {
@@ -104,11 +133,6 @@ pub(crate) struct Inner<'t, F> {
 }
 
 impl<F> Inner<'_, F> {
-    fn inputs(&self, id: NodeId) -> &[NodeId] {
-        let (start, end) = self.nodes[id].inputs;
-        &self.input_ids[start as usize..end as usize]
-    }
-
     /// The error for reading node `id`, whose value (or whose source's) was released as
     /// `lost`'s ([`view_of`]).
     pub(crate) fn released(
@@ -298,13 +322,19 @@ impl<'t, F, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix1>> for LeafData<'t, F> {
 }
 
 impl<'t, F: Float> Tape<'t, F> {
-    /// An empty tape, recording with gradients enabled.
+    /// An empty tape, recording with gradients enabled, with room for 128 tensors before
+    /// it grows.
     pub fn new() -> Self {
+        Self::with_capacity(128)
+    }
+
+    /// An empty tape with room for `nodes` tensors before it grows.
+    pub fn with_capacity(nodes: usize) -> Self {
         Tape {
             inner: RefCell::new(Inner {
-                nodes: Vec::new(),
-                values: Vec::new(),
-                input_ids: Vec::new(),
+                nodes: Vec::with_capacity(nodes),
+                values: Vec::with_capacity(nodes),
+                input_ids: Vec::with_capacity(2 * nodes),
                 consumed: None,
             }),
             grad_enabled: Cell::new(true),
@@ -475,7 +505,13 @@ impl<'t, F: Float> Tape<'t, F> {
             None => Array2::ones((1, 1)),
         };
         let mut inner = self.inner.borrow_mut();
-        if let Some(first) = inner.consumed {
+        let Inner {
+            nodes,
+            values,
+            input_ids,
+            consumed,
+        } = &mut *inner;
+        if let Some(first) = *consumed {
             return fail(ErrorKind::BackwardTwice { first });
         }
         if !root.requires_grad {
@@ -493,26 +529,28 @@ impl<'t, F: Float> Tape<'t, F> {
         let mut slots: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
         slots.resize_with(n, || None);
         slots[root.id] = Some(seed);
+        let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 
         // How many rules still have to read each value; values no rule reads go now.
         let mut uses = Vec::new();
         if !retain {
             uses.resize(n, 0u32);
-            for id in 0..n {
-                if inner.nodes[id].rule.is_some() {
-                    for s in inner.nodes[id].saves.ids(id, inner.inputs(id)) {
-                        uses[source(&inner.values, s)] += 1;
-                    }
+            for (id, node) in nodes[..n]
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| node.rule.is_some())
+            {
+                for s in node.saves.ids(id, inputs_of(node)) {
+                    uses[source(values, s)] += 1;
                 }
             }
             for id in 0..n {
-                release_if_unused(&mut inner, &uses, id, root.id);
+                release_if_unused(nodes, values, &uses, id, root.id);
             }
         }
 
         for id in (0..n).rev() {
-            let inner = &mut *inner;
-            if inner.nodes[id].rule.is_none() {
+            if nodes[id].rule.is_none() {
                 continue;
             }
             let g = slots[id].take();
@@ -521,46 +559,34 @@ impl<'t, F: Float> Tape<'t, F> {
                     kept.push((id, g.clone()));
                 }
             }
-            let owned_rule = if retain {
-                None
-            } else {
-                inner.nodes[id].rule.take()
-            };
+            let owned_rule = if retain { None } else { nodes[id].rule.take() };
             if let Some(g) = g {
                 let rule = match &owned_rule {
-                    Some(rule) => rule.as_ref(),
-                    None => inner.nodes[id].rule.as_deref().expect("checked above"),
+                    Some(rule) => rule,
+                    None => nodes[id].rule.as_ref().expect("checked above"),
                 };
-                let (start, end) = inner.nodes[id].inputs;
                 let mut ctx = Ctx {
-                    nodes: &inner.nodes,
-                    values: &inner.values,
-                    inputs: &inner.input_ids[start as usize..end as usize],
+                    nodes,
+                    values,
+                    inputs: inputs_of(&nodes[id]),
                     output: id,
                     slots: &mut slots,
                 };
-                rule.backward(g, &mut ctx);
+                rule.run(g, &mut ctx);
             }
             if let Some(rule) = owned_rule {
                 drop(rule);
-                let saves: Vec<NodeId> = inner.nodes[id].saves.ids(id, inner.inputs(id)).collect();
-                for s in saves {
-                    let s = source(&inner.values, s);
+                for s in nodes[id].saves.ids(id, inputs_of(&nodes[id])) {
+                    let s = source(values, s);
                     uses[s] -= 1;
-                    release_if_unused(inner, &uses, s, root.id);
+                    release_if_unused(nodes, values, &uses, s, root.id);
                 }
             }
         }
         if !retain {
-            inner.consumed = Some(location);
+            *consumed = Some(location);
         }
-        Ok(Gradients::collect(
-            self.id,
-            &inner.nodes,
-            &inner.values,
-            slots,
-            kept,
-        ))
+        Ok(Gradients::collect(self.id, nodes, values, slots, kept))
     }
 
     /// The id that ties tensors and gradients to this tape.
@@ -608,7 +634,7 @@ impl<'t, F: Float> Tape<'t, F> {
         value: std::result::Result<Array2<F>, NodeId>,
         shape: (usize, usize),
         inputs: &[Tensor<'t, F>],
-        rule: Option<(Saves, Box<dyn Backward<F>>)>,
+        rule: Option<(Saves, Rule<F>)>,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
         let value = value.map_or_else(Value::Released, Value::Owned);
@@ -624,7 +650,7 @@ impl<'t, F: Float> Tape<'t, F> {
         of: Tensor<'t, F>,
         transposed: bool,
         detached: bool,
-        rule: Option<(Saves, Box<dyn Backward<F>>)>,
+        rule: Option<(Saves, Rule<F>)>,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
         let value = match self.inner.borrow().values[of.id] {
@@ -651,7 +677,7 @@ impl<'t, F: Float> Tape<'t, F> {
         value: Value<'t, F>,
         shape: (usize, usize),
         inputs: &[Tensor<'t, F>],
-        rule: Option<(Saves, Box<dyn Backward<F>>)>,
+        rule: Option<(Saves, Rule<F>)>,
         requires_grad: bool,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
@@ -693,10 +719,16 @@ fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
 
 /// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's
 /// data) and the root (the loss, read after backward) stay.
-fn release_if_unused<F>(inner: &mut Inner<'_, F>, uses: &[u32], id: NodeId, root: NodeId) {
-    if uses[id] == 0 && id != root && !inner.nodes[id].leaf {
-        if let Value::Owned(_) = inner.values[id] {
-            inner.values[id] = Value::Released(id);
+fn release_if_unused<F>(
+    nodes: &[Node<F>],
+    values: &mut [Value<'_, F>],
+    uses: &[u32],
+    id: NodeId,
+    root: NodeId,
+) {
+    if uses[id] == 0 && id != root && !nodes[id].leaf {
+        if let Value::Owned(_) = values[id] {
+            values[id] = Value::Released(id);
         }
     }
 }

@@ -22,7 +22,7 @@ use std::panic::Location;
 use ndarray::Array2;
 
 use crate::grad::Ctx;
-use crate::tape::{Backward, Saves};
+use crate::tape::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// An elementwise function and its derivative.
@@ -33,20 +33,31 @@ trait Unary<F: Float>: Copy + 'static {
     const DF_USES_OUTPUT: bool;
     fn f(self, x: F) -> F;
     fn df(self, x_or_y: F) -> F;
+    /// The rule to record: a plain function for the parameter-free functions.
+    fn rule(self) -> Rule<F>;
 }
 
-/// `dX = G ∘ df(saved)`.
-struct UnaryBackward<U>(U);
+/// `dX = G ∘ df(saved)`, one fused pass in G's buffer.
+fn unary_vjp<F: Float, U: Unary<F>>(u: U, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let s = if U::DF_USES_OUTPUT {
+        ctx.output()
+    } else {
+        ctx.input(0)
+    };
+    ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
+}
 
-impl<F: Float, U: Unary<F>> Backward<F> for UnaryBackward<U> {
+/// The rule of a parameter-free function `U`.
+fn unary_backward<F: Float, U: Unary<F> + Default>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    unary_vjp(U::default(), g, ctx);
+}
+
+/// The rule of `powi(n)`, which keeps its exponent.
+struct PowiBackward(i32);
+
+impl<F: Float> Backward<F> for PowiBackward {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let u = self.0;
-        let s = if U::DF_USES_OUTPUT {
-            ctx.output()
-        } else {
-            ctx.input(0)
-        };
-        ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
+        unary_vjp(Powi(self.0), g, ctx);
     }
 }
 
@@ -60,7 +71,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             } else {
                 Saves::NONE.input_if(0, true)
             };
-            (saves, Box::new(UnaryBackward(u)) as Box<dyn Backward<F>>)
+            (saves, u.rule())
         });
         tape.record(U::NAME, y, self.shape, &[self], rule, location)
     }
@@ -223,30 +234,32 @@ impl<'t, F: Float> Tensor<'t, F> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Sigmoid;
 
 impl<F: Float> Unary<F> for Sigmoid {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "sigmoid";
     const DF_USES_OUTPUT: bool = true;
     fn f(self, x: F) -> F {
-        // e⁻ˣ overflows for very negative x; eˣ / (1 + eˣ) is the same value and does not.
-        if x >= F::zero() {
-            F::one() / (F::one() + (-x).exp())
-        } else {
-            let e = x.exp();
-            e / (F::one() + e)
-        }
+        // Stable as written: for very negative x, e⁻ˣ overflows to +∞ and 1/(1 + ∞) is
+        // exactly 0, never NaN. No branch, so the pass stays as fast as the hand-written one.
+        F::one() / (F::one() + (-x).exp())
     }
     fn df(self, y: F) -> F {
         y * (F::one() - y)
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Tanh;
 
 impl<F: Float> Unary<F> for Tanh {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "tanh";
     const DF_USES_OUTPUT: bool = true;
     fn f(self, x: F) -> F {
@@ -257,10 +270,13 @@ impl<F: Float> Unary<F> for Tanh {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Relu;
 
 impl<F: Float> Unary<F> for Relu {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "relu";
     const DF_USES_OUTPUT: bool = true;
     fn f(self, x: F) -> F {
@@ -272,10 +288,13 @@ impl<F: Float> Unary<F> for Relu {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Exp;
 
 impl<F: Float> Unary<F> for Exp {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "exp";
     const DF_USES_OUTPUT: bool = true;
     fn f(self, x: F) -> F {
@@ -286,10 +305,13 @@ impl<F: Float> Unary<F> for Exp {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Log;
 
 impl<F: Float> Unary<F> for Log {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "log";
     const DF_USES_OUTPUT: bool = false;
     fn f(self, x: F) -> F {
@@ -300,10 +322,13 @@ impl<F: Float> Unary<F> for Log {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Sqrt;
 
 impl<F: Float> Unary<F> for Sqrt {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "sqrt";
     const DF_USES_OUTPUT: bool = true;
     fn f(self, x: F) -> F {
@@ -314,10 +339,13 @@ impl<F: Float> Unary<F> for Sqrt {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Square;
 
 impl<F: Float> Unary<F> for Square {
+    fn rule(self) -> Rule<F> {
+        Rule::func(unary_backward::<F, Self>)
+    }
     const NAME: &'static str = "square";
     const DF_USES_OUTPUT: bool = false;
     fn f(self, x: F) -> F {
@@ -332,6 +360,9 @@ impl<F: Float> Unary<F> for Square {
 struct Powi(i32);
 
 impl<F: Float> Unary<F> for Powi {
+    fn rule(self) -> Rule<F> {
+        Rule::Boxed(Box::new(PowiBackward(self.0)))
+    }
     const NAME: &'static str = "powi";
     const DF_USES_OUTPUT: bool = false;
     fn f(self, x: F) -> F {

@@ -56,7 +56,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             let rule = "the row must be 1 × (columns of the input)";
             return Err(shape_error("add_row", self.shape, b.shape, rule, location));
         }
-        self.binary(b, "add_row", location, |x, b| &x + &b, add_rule)
+        self.binary(b, "add_row", location, |x, b| x + b, add_rule)
     }
 
     /// Adds the m × 1 column `c` to every column of `self` (m × n).
@@ -98,7 +98,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             let rule = "the column must be (rows of the input) × 1";
             return Err(shape_error("add_col", self.shape, c.shape, rule, location));
         }
-        self.binary(c, "add_col", location, |x, c| &x + &c, add_rule)
+        self.binary(c, "add_col", location, |x, c| x + c, add_rule)
     }
 }
 

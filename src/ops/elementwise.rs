@@ -13,12 +13,12 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, Zip};
 
 use crate::error::{Result, or_panic, shape_error};
 use crate::grad::Ctx;
-use crate::kernels::broadcast_shape;
-use crate::tape::{Backward, Saves};
+use crate::kernels::{broadcast_shape, zip_broadcast};
+use crate::tape::{Rule, Saves};
 use crate::{Float, Tensor};
 
 const BROADCAST: &str = "each dimension must be equal, or 1 on one side (broadcasting)";
@@ -28,15 +28,15 @@ const BROADCAST: &str = "each dimension must be equal, or 1 on one side (broadca
 #[allow(clippy::should_implement_trait)]
 impl<'t, F: Float> Tensor<'t, F> {
     /// Records the binary op `op` on `self` and `other` after checking that their shapes
-    /// broadcast; `forward` computes the value, `rule` builds the VJP (called only when a
+    /// broadcast; `f` computes each element, `rule` builds the VJP (called only when a
     /// gradient is needed).
     pub(crate) fn binary(
         self,
         other: Tensor<'t, F>,
         op: &'static str,
         location: &'static Location<'static>,
-        forward: impl FnOnce(ArrayView2<'_, F>, ArrayView2<'_, F>) -> Array2<F>,
-        rule: impl FnOnce() -> (Saves, Box<dyn Backward<F>>),
+        f: impl Fn(F, F) -> F,
+        rule: impl FnOnce() -> (Saves, Rule<F>),
     ) -> Result<Tensor<'t, F>> {
         self.same_tape(other, op, location)?;
         let Some(shape) = broadcast_shape(self.shape, other.shape) else {
@@ -49,7 +49,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             ));
         };
         let tape = self.tape;
-        let y = tape.read2(self.id, other.id, forward);
+        let y = tape.read2(self.id, other.id, |a, b| zip_broadcast(a, b, shape, f));
         let rule = tape.track(&[self, other]).then(rule);
         Ok(tape.record(op, y, shape, &[self, other], rule, location))
     }
@@ -87,7 +87,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_add(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        self.binary(other, "add", Location::caller(), |a, b| &a + &b, add_rule)
+        self.binary(other, "add", Location::caller(), |a, b| a + b, add_rule)
     }
 
     /// Elementwise difference `self − other`, broadcasting like [`Tensor::add`].
@@ -121,8 +121,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_sub(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        let rule = || (Saves::NONE, Box::new(SubBackward) as Box<dyn Backward<F>>);
-        self.binary(other, "sub", Location::caller(), |a, b| &a - &b, rule)
+        let rule = || (Saves::NONE, Rule::func(sub_backward));
+        self.binary(other, "sub", Location::caller(), |a, b| a - b, rule)
     }
 
     /// Elementwise (Hadamard) product `self ∘ other`, broadcasting like [`Tensor::add`].
@@ -160,8 +160,8 @@ impl<'t, F: Float> Tensor<'t, F> {
         let saves = Saves::NONE
             .input_if(1, self.requires_grad)
             .input_if(0, other.requires_grad);
-        let rule = || (saves, Box::new(MulBackward) as Box<dyn Backward<F>>);
-        self.binary(other, "mul", Location::caller(), |a, b| &a * &b, rule)
+        let rule = || (saves, Rule::func(mul_backward));
+        self.binary(other, "mul", Location::caller(), |a, b| a * b, rule)
     }
 
     /// Elementwise quotient `self / other`, broadcasting like [`Tensor::add`].
@@ -200,8 +200,8 @@ impl<'t, F: Float> Tensor<'t, F> {
         let saves = Saves::NONE
             .input_if(1, true)
             .input_if(0, other.requires_grad);
-        let rule = || (saves, Box::new(DivBackward) as Box<dyn Backward<F>>);
-        self.binary(other, "div", Location::caller(), |a, b| &a / &b, rule)
+        let rule = || (saves, Rule::func(div_backward));
+        self.binary(other, "div", Location::caller(), |a, b| a / b, rule)
     }
 
     /// Records `Y = α·X + β` elementwise, with VJP `dX = α·G`.
@@ -214,12 +214,9 @@ impl<'t, F: Float> Tensor<'t, F> {
     ) -> Tensor<'t, F> {
         let tape = self.tape;
         let y = tape.read1(self.id, |x| x.mapv(|v| alpha * v + beta));
-        let rule = tape.track(&[self]).then(|| {
-            (
-                Saves::NONE,
-                Box::new(ScaleBackward(alpha)) as Box<dyn Backward<F>>,
-            )
-        });
+        let rule = tape
+            .track(&[self])
+            .then(|| (Saves::NONE, Rule::Fn(scale_backward, alpha)));
         tape.record(op, y, self.shape, &[self], rule, location)
     }
 
@@ -281,85 +278,71 @@ impl<'t, F: Float> Tensor<'t, F> {
 }
 
 /// The rule of `add`, shared with `add_row` and `add_col`.
-pub(crate) fn add_rule<F: Float>() -> (Saves, Box<dyn Backward<F>>) {
-    (Saves::NONE, Box::new(AddBackward))
+pub(crate) fn add_rule<F: Float>() -> (Saves, Rule<F>) {
+    (Saves::NONE, Rule::func(add_backward))
 }
 
 /// `dA = G`, `dB = G`: G moves into one slot, the other gets a copy (or its sum over the
 /// broadcast axis: the bias gradient of `add_row`).
-struct AddBackward;
-
-impl<F: Float> Backward<F> for AddBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        match (ctx.needs_grad(0), ctx.needs_grad(1)) {
-            (true, true) => {
-                ctx.accumulate_scaled(1, F::one(), g.view());
-                ctx.accumulate(0, g);
-            }
-            (true, false) => ctx.accumulate(0, g),
-            (false, true) => ctx.accumulate(1, g),
-            (false, false) => {}
+fn add_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    match (ctx.needs_grad(0), ctx.needs_grad(1)) {
+        (true, true) => {
+            ctx.accumulate_scaled(1, F::one(), g.view());
+            ctx.accumulate(0, g);
         }
+        (true, false) => ctx.accumulate(0, g),
+        (false, true) => ctx.accumulate(1, g),
+        (false, false) => {}
     }
 }
 
 /// `dA = G`, `dB = −G`.
-struct SubBackward;
-
-impl<F: Float> Backward<F> for SubBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        if ctx.needs_grad(1) {
-            ctx.accumulate_scaled(1, -F::one(), g.view());
-        }
-        if ctx.needs_grad(0) {
-            ctx.accumulate(0, g);
-        }
+fn sub_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if ctx.needs_grad(1) {
+        ctx.accumulate_scaled(1, -F::one(), g.view());
+    }
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, g);
     }
 }
 
-/// `dA = G ∘ B`, `dB = G ∘ A`.
-struct MulBackward;
-
-impl<F: Float> Backward<F> for MulBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        if ctx.needs_grad(0) {
-            let b = ctx.input(1);
-            ctx.accumulate(0, &g * &b);
+/// `dA = G ∘ B`, `dB = G ∘ A`, each one fused pass; G's buffer serves the last.
+fn mul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if ctx.needs_grad(1) {
+        let a = ctx.input(0);
+        if !ctx.needs_grad(0) {
+            return ctx.accumulate_map(1, g, a, |g, a| g * a);
         }
-        if ctx.needs_grad(1) {
-            let a = ctx.input(0);
-            ctx.accumulate(1, &g * &a);
-        }
+        ctx.accumulate_map_view(1, g.view(), a, |g, a| g * a);
+    }
+    if ctx.needs_grad(0) {
+        let b = ctx.input(1);
+        ctx.accumulate_map(0, g, b, |g, b| g * b);
     }
 }
 
 /// `dA = G / B`, `dB = −G ∘ A / B²`.
-struct DivBackward;
-
-impl<F: Float> Backward<F> for DivBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let b = ctx.input(1);
-        if ctx.needs_grad(1) {
-            let a = ctx.input(0);
-            ctx.accumulate(1, -(&g * &a) / (&b * &b));
-        }
-        if ctx.needs_grad(0) {
-            ctx.accumulate(0, g / b);
-        }
+fn div_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let b = ctx.input(1);
+    if ctx.needs_grad(1) {
+        let a = ctx.input(0);
+        let d = Zip::from(&g)
+            .and_broadcast(&a)
+            .and_broadcast(&b)
+            .map_collect(|&g, &a, &b| -g * a / (b * b));
+        ctx.accumulate(1, d);
+    }
+    if ctx.needs_grad(0) {
+        ctx.accumulate_map(0, g, b, |g, b| g / b);
     }
 }
 
 /// `dX = α·G`, computed in G's buffer.
-struct ScaleBackward<F>(F);
-
-impl<F: Float> Backward<F> for ScaleBackward<F> {
-    fn backward(&self, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let alpha = self.0;
-        if alpha != F::one() {
-            g.mapv_inplace(|v| alpha * v);
-        }
-        ctx.accumulate(0, g);
+fn scale_backward<F: Float>(alpha: F, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if alpha != F::one() {
+        g.mapv_inplace(|v| alpha * v);
     }
+    ctx.accumulate(0, g);
 }
 
 macro_rules! binary_operator {

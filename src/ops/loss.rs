@@ -20,7 +20,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
-use crate::tape::{Backward, Saves};
+use crate::tape::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// Row-wise `log softmax(z)`, stable for large logits.
@@ -92,8 +92,12 @@ impl<'t, F: Float> Tensor<'t, F> {
         let scale = F::cast(2.0) / F::cast((self.shape.0 * self.shape.1) as f64);
         let track = tape.track(&[self, target]);
         let forward = tape.read2(self.id, target.id, |p, t| {
-            let diff = &p - &t;
-            let sq = diff.fold(F::zero(), |s, &d| s + d * d);
+            let mut sq = F::zero();
+            let diff = Zip::from(&p).and(&t).map_collect(|&p, &t| {
+                let d = p - t;
+                sq += d * d;
+                d
+            });
             (sq * scale / F::cast(2.0), diff)
         });
         let (y, rule) = match forward {
@@ -101,7 +105,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 let rule = track.then(|| {
                     (
                         Saves::NONE,
-                        Box::new(MseBackward { diff, scale }) as Box<dyn Backward<F>>,
+                        Rule::Boxed(Box::new(MseBackward { diff, scale })),
                     )
                 });
                 (Ok(scalar(loss)), rule)
@@ -171,7 +175,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 let rule = track.then(|| {
                     let saves = Saves::NONE.input_if(1, self.requires_grad);
                     let rule = SoftmaxCrossEntropyBackward { logp, inv_n };
-                    (saves, Box::new(rule) as Box<dyn Backward<F>>)
+                    (saves, Rule::Boxed(Box::new(rule)))
                 });
                 (Ok(scalar(loss)), rule)
             }
@@ -254,7 +258,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                         classes: classes.to_vec(),
                         inv_n,
                     };
-                    (Saves::NONE, Box::new(rule) as Box<dyn Backward<F>>)
+                    (Saves::NONE, Rule::Boxed(Box::new(rule)))
                 });
                 (Ok(scalar(loss)), rule)
             }

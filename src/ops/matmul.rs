@@ -16,7 +16,7 @@ use ndarray::Array2;
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::kernels;
-use crate::tape::{Backward, Saves};
+use crate::tape::{Rule, Saves};
 use crate::{Float, Tensor};
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -83,25 +83,21 @@ impl<'t, F: Float> Tensor<'t, F> {
             let saves = Saves::NONE
                 .input_if(1, self.requires_grad)
                 .input_if(0, w.requires_grad);
-            (saves, Box::new(MatMulBackward) as Box<dyn Backward<F>>)
+            (saves, Rule::func(matmul_backward))
         });
         Ok(tape.record("matmul", y, (m, n), &[self, w], rule, location))
     }
 }
 
 /// `dX = G·Wᵀ`, `dW = Xᵀ·G`.
-struct MatMulBackward;
-
-impl<F: Float> Backward<F> for MatMulBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        if ctx.needs_grad(0) {
-            let w = ctx.input(1);
-            ctx.accumulate_gemm(0, g.view(), w.t());
-        }
-        if ctx.needs_grad(1) {
-            let x = ctx.input(0);
-            ctx.accumulate_gemm(1, x.t(), g.view());
-        }
+fn matmul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if ctx.needs_grad(0) {
+        let w = ctx.input(1);
+        ctx.accumulate_gemm(0, g.view(), w.t());
+    }
+    if ctx.needs_grad(1) {
+        let x = ctx.input(0);
+        ctx.accumulate_gemm(1, x.t(), g.view());
     }
 }
 

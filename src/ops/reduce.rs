@@ -11,16 +11,12 @@ use ndarray::{Array2, Axis};
 
 use crate::error::{Error, ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
-use crate::tape::{Backward, Saves};
+use crate::tape::{Rule, Saves};
 use crate::{Float, Tensor};
 
 /// `dX = c·G`, broadcast.
-struct ReduceBackward<F>(F);
-
-impl<F: Float> Backward<F> for ReduceBackward<F> {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        ctx.accumulate_scaled(0, self.0, g.view());
-    }
+fn reduce_backward<F: Float>(c: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    ctx.accumulate_scaled(0, c, g.view());
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -50,12 +46,9 @@ impl<'t, F: Float> Tensor<'t, F> {
             };
             if mean { s * c } else { s }
         });
-        let rule = tape.track(&[self]).then(|| {
-            (
-                Saves::NONE,
-                Box::new(ReduceBackward(c)) as Box<dyn Backward<F>>,
-            )
-        });
+        let rule = tape
+            .track(&[self])
+            .then(|| (Saves::NONE, Rule::Fn(reduce_backward, c)));
         tape.record(op, y, shape, &[self], rule, location)
     }
 

@@ -9,16 +9,12 @@ use std::panic::Location;
 use ndarray::Array2;
 
 use crate::grad::Ctx;
-use crate::tape::{Backward, Saves};
+use crate::tape::{Rule, Saves};
 use crate::{Float, Tensor};
 
 /// `dX = Gᵀ`.
-struct TransposeBackward;
-
-impl<F: Float> Backward<F> for TransposeBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        ctx.accumulate(0, g.reversed_axes());
-    }
+fn transpose_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    ctx.accumulate(0, g.reversed_axes());
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -42,12 +38,10 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// ```
     #[track_caller]
     pub fn t(self) -> Tensor<'t, F> {
-        let rule = self.tape.track(&[self]).then(|| {
-            (
-                Saves::NONE,
-                Box::new(TransposeBackward) as Box<dyn Backward<F>>,
-            )
-        });
+        let rule = self
+            .tape
+            .track(&[self])
+            .then(|| (Saves::NONE, Rule::func(transpose_backward)));
         self.tape
             .record_alias("t", self, true, false, rule, Location::caller())
     }

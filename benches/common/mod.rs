@@ -1,0 +1,133 @@
+//! The benchmark workloads of `shared/bench/WORKLOADS.md`, shared by the benches and the
+//! allocation tests (`#[path]`-included by `tests/alloc.rs`).
+//!
+//! A train step is: forward, loss, backward giving the gradient of every weight and bias,
+//! and the SGD update `W -= lr·dW` with `lr = 0.1`. Every layer is `sigmoid(X·W + b)`;
+//! the loss is the mean over all elements of `(out − target)²`. Weights are drawn from
+//! N(0, 0.1²) with a fixed seed, inputs from N(0, 1), targets from U[0, 1]. All f32.
+//!
+//! Each step exists twice: through the tape ([`tape_step`]) and as the hand-written
+//! ndarray backprop of the textbook formulas ([`hand_step`]), the baseline.
+
+#![allow(dead_code)]
+
+use ndarray::{Array2, Axis, Zip};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal, StandardNormal, Uniform};
+use tapegrad::Tape;
+
+pub const LR: f32 = 0.1;
+
+/// A workload: layer widths (input first) and batch size.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    pub sizes: &'static [usize],
+    pub batch: usize,
+}
+
+pub const W0: Workload = Workload {
+    name: "W0-seed-4-2-3-b150",
+    sizes: &[4, 2, 3],
+    batch: 150,
+};
+pub const W1: Workload = Workload {
+    name: "W1-mnist-784-256-256-10-b128",
+    sizes: &[784, 256, 256, 10],
+    batch: 128,
+};
+pub const W2: Workload = Workload {
+    name: "W2-wide-1024-2048-2048-1024-b256",
+    sizes: &[1024, 2048, 2048, 1024],
+    batch: 256,
+};
+
+/// A multi-layer perceptron's parameters: plain arrays. Biases are 1 × n rows.
+#[derive(Clone)]
+pub struct Mlp {
+    pub ws: Vec<Array2<f32>>,
+    pub bs: Vec<Array2<f32>>,
+}
+
+/// The network, inputs and targets of a workload, from a fixed seed.
+pub fn setup(w: Workload) -> (Mlp, Array2<f32>, Array2<f32>) {
+    let mut rng = StdRng::seed_from_u64(2026);
+    let weight = Normal::new(0.0f32, 0.1).unwrap();
+    let layers = w.sizes.windows(2);
+    let ws = layers
+        .clone()
+        .map(|p| Array2::from_shape_simple_fn((p[0], p[1]), || weight.sample(&mut rng)))
+        .collect();
+    let bs = layers
+        .map(|p| Array2::from_shape_simple_fn((1, p[1]), || weight.sample(&mut rng)))
+        .collect();
+    let x = Array2::from_shape_simple_fn((w.batch, w.sizes[0]), || StandardNormal.sample(&mut rng));
+    let uniform = Uniform::new(0.0f32, 1.0).unwrap();
+    let y = Array2::from_shape_simple_fn((w.batch, *w.sizes.last().unwrap()), || {
+        uniform.sample(&mut rng)
+    });
+    (Mlp { ws, bs }, x, y)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// One train step through the tape. Returns the loss.
+pub fn tape_step(net: &mut Mlp, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
+    let (loss, grads) = {
+        let tape = Tape::new();
+        let mut h = tape.constant(x);
+        for (w, b) in net.ws.iter().zip(&net.bs) {
+            h = h.matmul(tape.param(w)).add_row(tape.param(b)).sigmoid();
+        }
+        let loss = h.mse_loss(tape.constant(y));
+        (loss.item(), tape.backward(loss).expect("scalar loss"))
+    };
+    for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
+        let g = grads.wrt(p).expect("every parameter is on the tape");
+        p.scaled_add(-LR, g);
+    }
+    loss
+}
+
+/// One train step by hand, with the textbook formulas:
+/// `delta_L = 2(out − y)/n ∘ out ∘ (1 − out)`, `dW_l = h_{l−1}ᵀ·delta_l`,
+/// `db_l = colsum(delta_l)`, `delta_{l−1} = (delta_l·W_lᵀ) ∘ h_{l−1} ∘ (1 − h_{l−1})`.
+/// Careful ndarray: in-place bias and activation, one fused pass per delta, transposes as
+/// views. Returns the loss.
+pub fn hand_step(net: &mut Mlp, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
+    let layers = net.ws.len();
+    let mut hs: Vec<Array2<f32>> = Vec::with_capacity(layers);
+    for l in 0..layers {
+        let input = if l == 0 { x } else { &hs[l - 1] };
+        let mut z = input.dot(&net.ws[l]);
+        z += &net.bs[l];
+        z.mapv_inplace(sigmoid);
+        hs.push(z);
+    }
+    let out = &hs[layers - 1];
+    let n = out.len() as f32;
+    let mut sq = 0.0;
+    let mut delta = Zip::from(out).and(y).map_collect(|&o, &t| {
+        let d = o - t;
+        sq += d * d;
+        2.0 * d / n * o * (1.0 - o)
+    });
+    for l in (0..layers).rev() {
+        let input = if l == 0 { x } else { &hs[l - 1] };
+        let dw = input.t().dot(&delta);
+        let db = delta.sum_axis(Axis(0));
+        if l > 0 {
+            let mut dh = delta.dot(&net.ws[l].t());
+            Zip::from(&mut dh)
+                .and(&hs[l - 1])
+                .for_each(|d, &h| *d *= h * (1.0 - h));
+            delta = dh;
+        }
+        net.ws[l].scaled_add(-LR, &dw);
+        net.bs[l].scaled_add(-LR, &db);
+    }
+    sq / n
+}

@@ -1,0 +1,62 @@
+//! Train steps of the workloads W0, W1 and W2 (`shared/bench/WORKLOADS.md`), each measured
+//! through the tape and as the hand-written ndarray backprop, in the same group:
+//!
+//! ```text
+//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench mlp
+//! cargo bench --bench mlp            # pure Rust: matrixmultiply for both sides
+//! ```
+//!
+//! Groups are named `mlp/step/<workload>`; compare `tape` with `hand`. Set up with ndarray
+//! 0.17; the GEMM backend is printed at start.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{W0, W1, W2, Workload, hand_step, setup, tape_step};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn step(c: &mut Criterion, w: Workload, samples: usize) {
+    let (net, x, y) = setup(w);
+    // Warm both paths before measuring either. The first steps of a process pay for the
+    // allocator adapting to these buffer sizes (glibc raises its mmap threshold after the
+    // first large frees), and criterion measures one function after the other: without
+    // this, whichever runs first pays page faults the other does not.
+    let (mut a, mut b) = (net.clone(), net.clone());
+    for _ in 0..3 {
+        hand_step(&mut a, &x, &y);
+        tape_step(&mut b, &x, &y);
+    }
+    let mut group = c.benchmark_group(format!("mlp/step/{}", w.name));
+    group.sample_size(samples);
+    if samples < 100 {
+        group.measurement_time(Duration::from_secs(12));
+    }
+    let mut tape_net = net.clone();
+    group.bench_function("tape", |b| {
+        b.iter(|| black_box(tape_step(&mut tape_net, &x, &y)))
+    });
+    let mut hand_net = net;
+    group.bench_function("hand", |b| {
+        b.iter(|| black_box(hand_step(&mut hand_net, &x, &y)))
+    });
+    group.finish();
+}
+
+fn mlp(c: &mut Criterion) {
+    eprintln!(
+        "GEMM backend: {}",
+        if cfg!(feature = "blas") {
+            "BLAS (cblas_sgemm)"
+        } else {
+            "matrixmultiply (pure Rust)"
+        }
+    );
+    step(c, W0, 100);
+    step(c, W1, 100);
+    step(c, W2, 10);
+}
+
+criterion_group!(benches, mlp);
+criterion_main!(benches);

@@ -1,0 +1,147 @@
+//! Allocation behaviour of the benchmark workloads, with a counting global allocator:
+//! the hand-written baseline and the tape agree; a steady-state W1 step makes the same
+//! bounded number of allocations every time and nothing grows over 10,000 steps; the peak
+//! of a W2 step, against parameters + saved activations + gradients.
+//!
+//! The tests run one at a time (`SERIAL`): the allocator counts every thread.
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use common::{W0, W1, W2, hand_step, setup, tape_step};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        PEAK.fetch_max(live, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The baseline the benches compare against computes the same step as the tape.
+#[test]
+fn hand_written_and_tape_steps_agree() {
+    let _serial = serial();
+    for w in [W0, W1] {
+        let (net, x, y) = setup(w);
+        let (mut a, mut b) = (net.clone(), net);
+        for _ in 0..3 {
+            let (la, lb) = (tape_step(&mut a, &x, &y), hand_step(&mut b, &x, &y));
+            assert!(
+                (la - lb).abs() <= 1e-6 * lb.abs(),
+                "{}: loss {la} vs {lb}",
+                w.name
+            );
+        }
+        for (p, q) in a.ws.iter().chain(&a.bs).zip(b.ws.iter().chain(&b.bs)) {
+            let worst = p.iter().zip(q).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
+            assert!(worst < 1e-5, "{}: parameters differ by {worst}", w.name);
+        }
+    }
+}
+
+/// Allocations a steady-state W1 train step makes: the tape's own vectors (nodes,
+/// values, input ids), 9 forward values, the MSE rule and its saved difference, the
+/// backward bookkeeping (slots, pending reads, the seed, the result), 11 gradient
+/// buffers, and the scratch of matrixmultiply's packing when BLAS is off.
+const W1_STEP_ALLOCATIONS: usize = 40;
+
+#[test]
+fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows() {
+    let _serial = serial();
+    let (mut net, x, y) = setup(W1);
+    for _ in 0..10 {
+        tape_step(&mut net, &x, &y);
+    }
+    let count = |net: &mut common::Mlp| {
+        let before = ALLOCS.load(Relaxed);
+        tape_step(net, &x, &y);
+        ALLOCS.load(Relaxed) - before
+    };
+    let per_step = count(&mut net);
+    eprintln!("a steady-state W1 step makes {per_step} allocations");
+    assert!(
+        per_step <= W1_STEP_ALLOCATIONS,
+        "{per_step} allocations per step"
+    );
+    let live = LIVE.load(Relaxed);
+    for step in 0..10_000 {
+        let n = count(&mut net);
+        assert_eq!(
+            n, per_step,
+            "step {step} made {n} allocations, not {per_step}"
+        );
+    }
+    assert_eq!(
+        LIVE.load(Relaxed),
+        live,
+        "live bytes grew over 10,000 steps"
+    );
+}
+
+/// The peak bytes of a W2 step, against what any backprop must hold: parameters, the
+/// activations the rules save, and one gradient per parameter.
+#[test]
+fn w2_step_peak_memory() {
+    let _serial = serial();
+    let (mut net, x, y) = setup(W2);
+    let f = std::mem::size_of::<f32>();
+    let params: usize = net.ws.iter().chain(&net.bs).map(|p| p.len() * f).sum();
+    let grads = params;
+    // saved by the rules: each layer's sigmoid output (read by its own rule and the next
+    // matmul's), and the loss's difference; the input is the caller's
+    let saved: usize = W2.sizes[1..]
+        .iter()
+        .map(|n| W2.batch * n * f)
+        .sum::<usize>()
+        + y.len() * f;
+    let data = (x.len() + y.len()) * f;
+    tape_step(&mut net, &x, &y);
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    tape_step(&mut net, &x, &y);
+    let peak = PEAK.load(Relaxed) - base + params + data;
+    let floor = params + saved + grads + data;
+    let mb = |b: usize| b as f64 / 1e6;
+    eprintln!(
+        "W2 step peak {:.1} MB = {:.3} × (parameters {:.1} + saved activations {:.1} + gradients {:.1} + data {:.1} MB)",
+        mb(peak),
+        peak as f64 / floor as f64,
+        mb(params),
+        mb(saved),
+        mb(grads),
+        mb(data)
+    );
+    assert!(peak as f64 <= 1.25 * floor as f64);
+}
