@@ -14,33 +14,27 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{W0, W1, W2, Workload, hand_step, setup, tape_step};
+use common::{HandTrainer, TapeTrainer, W0, W1, W2, Workload, setup};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn step(c: &mut Criterion, w: Workload, samples: usize) {
     let (net, x, y) = setup(w);
+    let mut tape = TapeTrainer::new(net.clone());
+    let mut hand = HandTrainer::new(net);
     // Warm both paths before measuring either. The first steps of a process pay for the
     // allocator adapting to these buffer sizes (glibc raises its mmap threshold after the
-    // first large frees), and criterion measures one function after the other: without
-    // this, whichever runs first pays page faults the other does not.
-    let (mut a, mut b) = (net.clone(), net.clone());
+    // first large frees), and criterion measures one function after the other.
     for _ in 0..3 {
-        hand_step(&mut a, &x, &y);
-        tape_step(&mut b, &x, &y);
+        hand.step(&x, &y);
+        tape.step(&x, &y);
     }
     let mut group = c.benchmark_group(format!("mlp/step/{}", w.name));
     group.sample_size(samples);
     if samples < 100 {
         group.measurement_time(Duration::from_secs(12));
     }
-    let mut tape_net = net.clone();
-    group.bench_function("tape", |b| {
-        b.iter(|| black_box(tape_step(&mut tape_net, &x, &y)))
-    });
-    let mut hand_net = net;
-    group.bench_function("hand", |b| {
-        b.iter(|| black_box(hand_step(&mut hand_net, &x, &y)))
-    });
+    group.bench_function("tape", |b| b.iter(|| black_box(tape.step(&x, &y))));
+    group.bench_function("hand", |b| b.iter(|| black_box(hand.step(&x, &y))));
     group.finish();
 }
 

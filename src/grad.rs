@@ -8,7 +8,7 @@
 
 use ndarray::{Array2, ArrayBase, ArrayView2, Data, Ix2, Zip};
 
-use crate::kernels::{broadcast_shape, gemm, gemm_acc, sum_to_shape};
+use crate::kernels::{broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape};
 use crate::tape::{Node, NodeId, Value, view_of};
 use crate::{Float, Tensor};
 
@@ -20,6 +20,9 @@ pub(crate) struct Ctx<'a, 't, F> {
     pub(crate) inputs: &'a [NodeId],
     pub(crate) output: NodeId,
     pub(crate) slots: &'a mut [Option<Array2<F>>],
+    /// Buffers of an earlier step's gradients, by node id, to write first contributions
+    /// into instead of allocating (`BackwardOptions::reuse`). Empty when none were given.
+    pub(crate) spare: &'a mut [Option<Array2<F>>],
 }
 
 impl<'a, F: Float> Ctx<'a, '_, F> {
@@ -54,6 +57,16 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         (&mut self.slots[id], self.nodes[id].shape)
     }
 
+    /// A spare buffer for input `k`'s first contribution, if one was handed in and the
+    /// slot is still empty.
+    fn spare(&mut self, k: usize) -> Option<Array2<F>> {
+        let id = self.inputs[k];
+        match self.slots[id] {
+            None => self.spare.get_mut(id).and_then(Option::take),
+            Some(_) => None,
+        }
+    }
+
     /// `dXₖ += d`, moving `d` in when it is the first contribution. `d` may have the
     /// output's broadcast shape; it is summed down to the input's shape.
     pub(crate) fn accumulate(&mut self, k: usize, d: Array2<F>) {
@@ -72,8 +85,9 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
     /// `dXₖ += α·d`. `d` may be smaller than the input (a 1 × 1 or 1 × n gradient of a
     /// reduction, broadcast up) or larger (the output of a broadcasting op, summed down).
     pub(crate) fn accumulate_scaled(&mut self, k: usize, alpha: F, d: ArrayView2<'_, F>) {
-        let (slot, shape) = self.slot(k);
+        let shape = self.nodes[self.inputs[k]].shape;
         if d.dim() != shape && broadcast_shape(d.dim(), shape) != Some(shape) {
+            let (slot, _) = self.slot(k);
             let mut d = sum_to_shape(d, shape);
             match slot {
                 Some(s) => s.scaled_add(alpha, &d),
@@ -86,9 +100,17 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             }
             return;
         }
-        match slot {
-            Some(s) => s.scaled_add(alpha, &d),
-            None => {
+        let spare = self.spare(k);
+        let (slot, shape) = self.slot(k);
+        match (slot, spare) {
+            (Some(s), _) => s.scaled_add(alpha, &d),
+            (slot @ None, Some(mut buf)) => {
+                Zip::from(&mut buf)
+                    .and_broadcast(&d)
+                    .for_each(|b, &d| *b = alpha * d);
+                *slot = Some(buf);
+            }
+            (slot @ None, None) => {
                 let d = d.broadcast(shape).expect("checked above");
                 *slot = Some(if alpha == F::one() {
                     d.to_owned()
@@ -99,12 +121,18 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         }
     }
 
-    /// `dXₖ += A·B`: GEMM with beta = 1 into the existing buffer, or a new product.
+    /// `dXₖ += A·B`: GEMM with beta = 1 into the existing buffer; for the first
+    /// contribution, beta = 0 into a spare buffer, or a new product.
     pub(crate) fn accumulate_gemm(&mut self, k: usize, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) {
+        let spare = self.spare(k);
         let (slot, _) = self.slot(k);
-        match slot {
-            Some(c) => gemm_acc(a, b, c),
-            None => *slot = Some(gemm(a, b)),
+        match (slot, spare) {
+            (Some(c), _) => gemm_acc(a, b, c),
+            (slot @ None, Some(mut c)) => {
+                gemm_into(a, b, &mut c);
+                *slot = Some(c);
+            }
+            (slot @ None, None) => *slot = Some(gemm(a, b)),
         }
     }
 
@@ -140,7 +168,7 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         s: ArrayView2<'_, F>,
         f: impl Fn(F, F) -> F,
     ) {
-        let (slot, shape) = self.slot(k);
+        let shape = self.nodes[self.inputs[k]].shape;
         let dim = g.view().dim();
         let s = s
             .broadcast(dim)
@@ -149,6 +177,11 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             let d = Zip::from(&g.view()).and(&s).map_collect(|&g, &s| f(g, s));
             return self.accumulate(k, d);
         }
+        let spare = match g {
+            Grad::View(_) => self.spare(k),
+            Grad::Owned(_) => None,
+        };
+        let (slot, _) = self.slot(k);
         match (slot, g) {
             (Some(d), g) => Zip::from(d)
                 .and(&g.view())
@@ -159,7 +192,16 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
                 *slot = Some(g);
             }
             (slot @ None, Grad::View(g)) => {
-                *slot = Some(Zip::from(&g).and(&s).map_collect(|&g, &s| f(g, s)))
+                *slot = Some(match spare {
+                    Some(mut d) => {
+                        Zip::from(&mut d)
+                            .and(&g)
+                            .and(&s)
+                            .for_each(|d, &g, &s| *d = f(g, s));
+                        d
+                    }
+                    None => Zip::from(&g).and(&s).map_collect(|&g, &s| f(g, s)),
+                })
             }
         }
     }
@@ -218,6 +260,7 @@ impl<F: Float> Gradients<F> {
         nodes: &[Node<F>],
         values: &[Value<'_, F>],
         mut slots: Vec<Option<Array2<F>>>,
+        mut spare: Vec<Option<Array2<F>>>,
         kept: Vec<(NodeId, Array2<F>)>,
     ) -> Self {
         let mut entries: Vec<_> = nodes
@@ -225,7 +268,12 @@ impl<F: Float> Gradients<F> {
             .enumerate()
             .filter(|(_, node)| node.leaf && node.requires_grad)
             .map(|(id, node)| {
-                let grad = slots.get_mut(id).and_then(Option::take);
+                let grad = slots.get_mut(id).and_then(Option::take).or_else(|| {
+                    // an unreached parameter whose old buffer was handed in: zeros, in place
+                    let mut g = spare.get_mut(id).and_then(Option::take)?;
+                    g.fill(F::zero());
+                    Some(g)
+                });
                 let key = match &values[id] {
                     Value::Borrowed(v) => Some(ViewKey::of(v)),
                     _ => None,
@@ -236,6 +284,32 @@ impl<F: Float> Gradients<F> {
         entries.extend(kept.into_iter().map(|(id, g)| (id, None, g)));
         entries.sort_by_key(|e| e.0);
         Gradients { tape, entries }
+    }
+
+    /// Hands this step's buffers to the next backward pass: for every borrowed parameter
+    /// leaf of the new tape with the same storage and shape as one here, its old buffer,
+    /// by node id. Buffers whose parameter is gone are dropped.
+    pub(crate) fn into_spare(
+        self,
+        nodes: &[Node<F>],
+        values: &[Value<'_, F>],
+        n: usize,
+    ) -> Vec<Option<Array2<F>>> {
+        let mut spare: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
+        spare.resize_with(n, || None);
+        let mut entries = self.entries;
+        for (id, node) in nodes[..n].iter().enumerate() {
+            if let (true, Value::Borrowed(v)) = (node.leaf && node.requires_grad, &values[id]) {
+                let key = ViewKey::of(v);
+                if let Some(i) = entries.iter().position(|e| e.1 == Some(key)) {
+                    let buffer = entries.swap_remove(i).2;
+                    if buffer.dim() == node.shape {
+                        spare[id] = Some(buffer);
+                    }
+                }
+            }
+        }
+        spare
     }
 
     fn index(&self, t: Tensor<'_, F>) -> Option<usize> {

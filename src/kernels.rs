@@ -20,6 +20,12 @@ pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Arra
     a.dot(&b)
 }
 
+/// `C = A·B` into an existing buffer (GEMM with beta = 0: C's old contents are not read).
+#[inline]
+pub(crate) fn gemm_into<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c: &mut Array2<F>) {
+    general_mat_mul(F::one(), &a, &b, F::zero(), c);
+}
+
 /// `C += A·B` in place (GEMM with beta = 1): how matmul gradients accumulate where a
 /// buffer already exists.
 #[inline]

@@ -224,6 +224,8 @@ pub struct BackwardOptions<F> {
     seed: Option<Array2<F>>,
     /// Non-leaf tensors whose gradient the caller wants: (tape id, node id).
     keep: Vec<(u64, NodeId)>,
+    /// An earlier step's gradients, whose buffers this pass writes into.
+    reuse: Option<Gradients<F>>,
 }
 
 impl<F> Default for BackwardOptions<F> {
@@ -232,6 +234,7 @@ impl<F> Default for BackwardOptions<F> {
             retain_graph: false,
             seed: None,
             keep: Vec::new(),
+            reuse: None,
         }
     }
 }
@@ -275,6 +278,35 @@ impl<F> BackwardOptions<F> {
         F: Float,
     {
         self.keep.push((t.tape.id(), t.id));
+        self
+    }
+
+    /// Write the parameters' gradients into the buffers of `previous` (an earlier step's
+    /// [`Gradients`]) instead of allocating new ones: a matmul's weight gradient becomes
+    /// one GEMM with beta = 0 into last step's buffer. Buffers are matched to parameters
+    /// by storage and shape ([`Gradients::wrt`]); the values are overwritten, never added
+    /// to. Training loops that keep their gradients from one step to the next allocate no
+    /// parameter-sized buffer after the first step.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{BackwardOptions, Tape};
+    ///
+    /// let w = array![[1.0, 2.0], [3.0, 4.0]];
+    /// let mut grads = None;
+    /// for _ in 0..3 {
+    ///     let tape = Tape::new();
+    ///     let loss = tape.constant(array![[1.0, -1.0]]).matmul(tape.param(&w)).sum();
+    ///     let opts = match grads.take() {
+    ///         Some(previous) => BackwardOptions::new().reuse(previous),
+    ///         None => BackwardOptions::new(),
+    ///     };
+    ///     grads = Some(tape.backward_with(loss, opts).unwrap());
+    /// }
+    /// assert_eq!(grads.unwrap().wrt(&w).unwrap(), &array![[1.0, 1.0], [-1.0, -1.0]]);
+    /// ```
+    pub fn reuse(mut self, previous: Gradients<F>) -> Self {
+        self.reuse = Some(previous);
         self
     }
 }
@@ -529,6 +561,10 @@ impl<'t, F: Float> Tape<'t, F> {
         let mut slots: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
         slots.resize_with(n, || None);
         slots[root.id] = Some(seed);
+        let mut spare = match opts.reuse {
+            Some(previous) => previous.into_spare(nodes, values, n),
+            None => Vec::new(),
+        };
         let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 
         // How many rules still have to read each value; values no rule reads go now.
@@ -571,6 +607,7 @@ impl<'t, F: Float> Tape<'t, F> {
                     inputs: inputs_of(&nodes[id]),
                     output: id,
                     slots: &mut slots,
+                    spare: &mut spare,
                 };
                 rule.run(g, &mut ctx);
             }
@@ -586,7 +623,9 @@ impl<'t, F: Float> Tape<'t, F> {
         if !retain {
             *consumed = Some(location);
         }
-        Ok(Gradients::collect(self.id, nodes, values, slots, kept))
+        Ok(Gradients::collect(
+            self.id, nodes, values, slots, spare, kept,
+        ))
     }
 
     /// The id that ties tensors and gradients to this tape.

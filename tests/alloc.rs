@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use common::{W0, W1, W2, hand_step, setup, tape_step};
+use common::{HandTrainer, TapeTrainer, W0, W1, W2, setup};
 
 struct Counting;
 
@@ -55,15 +55,16 @@ fn hand_written_and_tape_steps_agree() {
     let _serial = serial();
     for w in [W0, W1] {
         let (net, x, y) = setup(w);
-        let (mut a, mut b) = (net.clone(), net);
+        let (mut a, mut b) = (TapeTrainer::new(net.clone()), HandTrainer::new(net));
         for _ in 0..3 {
-            let (la, lb) = (tape_step(&mut a, &x, &y), hand_step(&mut b, &x, &y));
+            let (la, lb) = (a.step(&x, &y), b.step(&x, &y));
             assert!(
                 (la - lb).abs() <= 1e-6 * lb.abs(),
                 "{}: loss {la} vs {lb}",
                 w.name
             );
         }
+        let (a, b) = (&a.net, &b.net);
         for (p, q) in a.ws.iter().chain(&a.bs).zip(b.ws.iter().chain(&b.bs)) {
             let worst = p.iter().zip(q).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
             assert!(worst < 1e-5, "{}: parameters differ by {worst}", w.name);
@@ -80,16 +81,17 @@ const W1_STEP_ALLOCATIONS: usize = 40;
 #[test]
 fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows() {
     let _serial = serial();
-    let (mut net, x, y) = setup(W1);
+    let (net, x, y) = setup(W1);
+    let mut trainer = TapeTrainer::new(net);
     for _ in 0..10 {
-        tape_step(&mut net, &x, &y);
+        trainer.step(&x, &y);
     }
-    let count = |net: &mut common::Mlp| {
+    let mut count = || {
         let before = ALLOCS.load(Relaxed);
-        tape_step(net, &x, &y);
+        trainer.step(&x, &y);
         ALLOCS.load(Relaxed) - before
     };
-    let per_step = count(&mut net);
+    let per_step = count();
     eprintln!("a steady-state W1 step makes {per_step} allocations");
     assert!(
         per_step <= W1_STEP_ALLOCATIONS,
@@ -97,7 +99,7 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
     );
     let live = LIVE.load(Relaxed);
     for step in 0..10_000 {
-        let n = count(&mut net);
+        let n = count();
         assert_eq!(
             n, per_step,
             "step {step} made {n} allocations, not {per_step}"
@@ -115,9 +117,10 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
 #[test]
 fn w2_step_peak_memory() {
     let _serial = serial();
-    let (mut net, x, y) = setup(W2);
+    let (net, x, y) = setup(W2);
     let f = std::mem::size_of::<f32>();
     let params: usize = net.ws.iter().chain(&net.bs).map(|p| p.len() * f).sum();
+    let mut trainer = TapeTrainer::new(net);
     let grads = params;
     // saved by the rules: each layer's sigmoid output (read by its own rule and the next
     // matmul's), and the loss's difference; the input is the caller's
@@ -127,11 +130,12 @@ fn w2_step_peak_memory() {
         .sum::<usize>()
         + y.len() * f;
     let data = (x.len() + y.len()) * f;
-    tape_step(&mut net, &x, &y);
+    trainer.step(&x, &y);
+    // live now: parameters, data, and the gradients kept for the next step
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
-    tape_step(&mut net, &x, &y);
-    let peak = PEAK.load(Relaxed) - base + params + data;
+    trainer.step(&x, &y);
+    let peak = PEAK.load(Relaxed) - base + params + grads + data;
     let floor = params + saved + grads + data;
     let mb = |b: usize| b as f64 / 1e6;
     eprintln!(

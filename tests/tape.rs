@@ -201,3 +201,62 @@ fn gradients_outlive_the_tape_and_are_send_and_sync() {
     send_sync(&grads);
     assert_eq!(grads.wrt(&w).unwrap()[[0, 0]], 1f32.exp());
 }
+
+#[test]
+fn reused_gradient_buffers_are_overwritten_in_place() {
+    let w = array![[0.5, -1.0], [2.0, 0.25], [1.0, 1.0]];
+    let b = array![[0.1, 0.2]];
+    let unused = array![[7.0]];
+    let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+    let step = |previous: Option<tapegrad::Gradients<f64>>, scale: f64| {
+        let tape = Tape::new();
+        let (wt, bt, _) = (tape.param(&w), tape.param(&b), tape.param(&unused));
+        let loss = tape
+            .constant(&x)
+            .matmul(wt)
+            .add_row(bt)
+            .tanh()
+            .sum()
+            .mul_scalar(scale);
+        let opts = match previous {
+            Some(p) => BackwardOptions::new().reuse(p),
+            None => BackwardOptions::new(),
+        };
+        tape.backward_with(loss, opts).unwrap()
+    };
+    let first = step(None, 1.0);
+    let (dw_ptr, expected_dw) = (
+        first.wrt(&w).unwrap().as_ptr(),
+        first.wrt(&w).unwrap() * 3.0,
+    );
+    let expected_db = first.wrt(&b).unwrap() * 3.0;
+    let unused_ptr = first.wrt(&unused).unwrap().as_ptr();
+    // A different loss: the buffers are overwritten (not added to) with the new gradients.
+    let second = step(Some(first), 3.0);
+    assert_eq!(
+        second.wrt(&w).unwrap().as_ptr(),
+        dw_ptr,
+        "dW was written into last step's buffer"
+    );
+    assert!(close(second.wrt(&w).unwrap(), &expected_dw, 1e-12));
+    assert!(close(second.wrt(&b).unwrap(), &expected_db, 1e-12));
+    assert_eq!(second.wrt(&unused).unwrap().as_ptr(), unused_ptr);
+    assert_eq!(second.wrt(&unused).unwrap(), &array![[0.0]]);
+}
+
+#[test]
+fn buffers_of_other_parameters_are_not_reused() {
+    let (w, v) = (array![[1.0, 2.0]], array![[1.0, 2.0, 3.0]]);
+    let first = {
+        let tape = Tape::new();
+        let wt = tape.param(&w);
+        tape.backward(wt.square().sum()).unwrap()
+    };
+    let tape = Tape::new();
+    let vt = tape.param(&v);
+    let grads = tape
+        .backward_with(vt.sum(), BackwardOptions::new().reuse(first))
+        .unwrap();
+    assert_eq!(grads.get(vt).unwrap(), &array![[1.0, 1.0, 1.0]]);
+    assert!(grads.wrt(&w).is_none());
+}

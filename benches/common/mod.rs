@@ -6,16 +6,17 @@
 //! the loss is the mean over all elements of `(out − target)²`. Weights are drawn from
 //! N(0, 0.1²) with a fixed seed, inputs from N(0, 1), targets from U[0, 1]. All f32.
 //!
-//! Each step exists twice: through the tape ([`tape_step`]) and as the hand-written
-//! ndarray backprop of the textbook formulas ([`hand_step`]), the baseline.
+//! Each step exists twice: through the tape ([`TapeTrainer`]) and as the hand-written
+//! ndarray backprop of the textbook formulas ([`HandTrainer`]), the baseline.
 
 #![allow(dead_code)]
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, Axis, Zip};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, StandardNormal, Uniform};
-use tapegrad::Tape;
+use tapegrad::{BackwardOptions, Gradients, Tape};
 
 pub const LR: f32 = 0.1;
 
@@ -74,60 +75,101 @@ fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
-/// One train step through the tape. Returns the loss.
-pub fn tape_step(net: &mut Mlp, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
-    let (loss, grads) = {
-        let tape = Tape::new();
-        let mut h = tape.constant(x);
-        for (w, b) in net.ws.iter().zip(&net.bs) {
-            h = h.matmul(tape.param(w)).add_row(tape.param(b)).sigmoid();
-        }
-        let loss = h.mse_loss(tape.constant(y));
-        (loss.item(), tape.backward(loss).expect("scalar loss"))
-    };
-    for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
-        let g = grads.wrt(p).expect("every parameter is on the tape");
-        p.scaled_add(-LR, g);
-    }
-    loss
+/// Train steps through the tape. The gradients of one step are handed to the next
+/// backward pass ([`BackwardOptions::reuse`]), so parameter gradients are written into
+/// last step's buffers instead of fresh allocations.
+pub struct TapeTrainer {
+    pub net: Mlp,
+    grads: Option<Gradients<f32>>,
 }
 
-/// One train step by hand, with the textbook formulas:
+impl TapeTrainer {
+    pub fn new(net: Mlp) -> Self {
+        TapeTrainer { net, grads: None }
+    }
+
+    /// One train step. Returns the loss.
+    pub fn step(&mut self, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
+        let net = &mut self.net;
+        let previous = self.grads.take();
+        let (loss, grads) = {
+            let tape = Tape::new();
+            let mut h = tape.constant(x);
+            for (w, b) in net.ws.iter().zip(&net.bs) {
+                h = h.matmul(tape.param(w)).add_row(tape.param(b)).sigmoid();
+            }
+            let loss = h.mse_loss(tape.constant(y));
+            let opts = match previous {
+                Some(g) => BackwardOptions::new().reuse(g),
+                None => BackwardOptions::new(),
+            };
+            (
+                loss.item(),
+                tape.backward_with(loss, opts).expect("scalar loss"),
+            )
+        };
+        for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
+            let g = grads.wrt(p).expect("every parameter is on the tape");
+            p.scaled_add(-LR, g);
+        }
+        self.grads = Some(grads);
+        loss
+    }
+}
+
+/// Train steps by hand, with the textbook formulas:
 /// `delta_L = 2(out − y)/n ∘ out ∘ (1 − out)`, `dW_l = h_{l−1}ᵀ·delta_l`,
 /// `db_l = colsum(delta_l)`, `delta_{l−1} = (delta_l·W_lᵀ) ∘ h_{l−1} ∘ (1 − h_{l−1})`.
 /// Careful ndarray: in-place bias and activation, one fused pass per delta, transposes as
-/// views. Returns the loss.
-pub fn hand_step(net: &mut Mlp, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
-    let layers = net.ws.len();
-    let mut hs: Vec<Array2<f32>> = Vec::with_capacity(layers);
-    for l in 0..layers {
-        let input = if l == 0 { x } else { &hs[l - 1] };
-        let mut z = input.dot(&net.ws[l]);
-        z += &net.bs[l];
-        z.mapv_inplace(sigmoid);
-        hs.push(z);
+/// views, and weight gradients written by GEMM (beta = 0) into buffers kept from one step
+/// to the next, like the tape's.
+pub struct HandTrainer {
+    pub net: Mlp,
+    dws: Vec<Array2<f32>>,
+    dbs: Vec<Array2<f32>>,
+}
+
+impl HandTrainer {
+    pub fn new(net: Mlp) -> Self {
+        let dws = net.ws.iter().map(|w| Array2::zeros(w.dim())).collect();
+        let dbs = net.bs.iter().map(|b| Array2::zeros(b.dim())).collect();
+        HandTrainer { net, dws, dbs }
     }
-    let out = &hs[layers - 1];
-    let n = out.len() as f32;
-    let mut sq = 0.0;
-    let mut delta = Zip::from(out).and(y).map_collect(|&o, &t| {
-        let d = o - t;
-        sq += d * d;
-        2.0 * d / n * o * (1.0 - o)
-    });
-    for l in (0..layers).rev() {
-        let input = if l == 0 { x } else { &hs[l - 1] };
-        let dw = input.t().dot(&delta);
-        let db = delta.sum_axis(Axis(0));
-        if l > 0 {
-            let mut dh = delta.dot(&net.ws[l].t());
-            Zip::from(&mut dh)
-                .and(&hs[l - 1])
-                .for_each(|d, &h| *d *= h * (1.0 - h));
-            delta = dh;
+
+    /// One train step. Returns the loss.
+    pub fn step(&mut self, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
+        let net = &mut self.net;
+        let layers = net.ws.len();
+        let mut hs: Vec<Array2<f32>> = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let input = if l == 0 { x } else { &hs[l - 1] };
+            let mut z = input.dot(&net.ws[l]);
+            z += &net.bs[l];
+            z.mapv_inplace(sigmoid);
+            hs.push(z);
         }
-        net.ws[l].scaled_add(-LR, &dw);
-        net.bs[l].scaled_add(-LR, &db);
+        let out = &hs[layers - 1];
+        let n = out.len() as f32;
+        let mut sq = 0.0;
+        let mut delta = Zip::from(out).and(y).map_collect(|&o, &t| {
+            let d = o - t;
+            sq += d * d;
+            2.0 * d / n * o * (1.0 - o)
+        });
+        for l in (0..layers).rev() {
+            let input = if l == 0 { x } else { &hs[l - 1] };
+            general_mat_mul(1.0, &input.t(), &delta, 0.0, &mut self.dws[l]);
+            self.dbs[l].row_mut(0).assign(&delta.sum_axis(Axis(0)));
+            if l > 0 {
+                let mut dh = delta.dot(&net.ws[l].t());
+                Zip::from(&mut dh)
+                    .and(&hs[l - 1])
+                    .for_each(|d, &h| *d *= h * (1.0 - h));
+                delta = dh;
+            }
+            net.ws[l].scaled_add(-LR, &self.dws[l]);
+            net.bs[l].scaled_add(-LR, &self.dbs[l]);
+        }
+        sq / n
     }
-    sq / n
 }
