@@ -40,6 +40,12 @@ pub trait Float:
     fn cast(x: f64) -> Self;
     /// Converts to `f64` (exact for both types).
     fn as_f64(self) -> f64;
+    /// Appends the little-endian bytes (checkpoints).
+    #[doc(hidden)]
+    fn write_le(self, out: &mut Vec<u8>);
+    /// Reads from exactly `size_of::<Self>()` little-endian bytes (checkpoints).
+    #[doc(hidden)]
+    fn read_le(bytes: &[u8]) -> Self;
 }
 
 impl Float for f32 {
@@ -51,6 +57,12 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         f64::from(self)
     }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(bytes: &[u8]) -> Self {
+        f32::from_le_bytes(bytes.try_into().expect("4 bytes"))
+    }
 }
 
 impl Float for f64 {
@@ -61,5 +73,11 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(bytes: &[u8]) -> Self {
+        f64::from_le_bytes(bytes.try_into().expect("8 bytes"))
     }
 }

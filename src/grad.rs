@@ -349,6 +349,19 @@ impl<F: Float> Gradients<F> {
         self.entries.iter().find(|e| e.1 == Some(key)).map(|e| &e.2)
     }
 
+    /// The gradient of the parameter whose data is `array`, mutably (to clip or scale
+    /// it before an update); see [`Gradients::wrt`].
+    pub fn wrt_mut<S: Data<Elem = F>>(
+        &mut self,
+        array: &ArrayBase<S, Ix2>,
+    ) -> Option<&mut Array2<F>> {
+        let key = ViewKey::of(&array.view());
+        self.entries
+            .iter_mut()
+            .find(|e| e.1 == Some(key))
+            .map(|e| &mut e.2)
+    }
+
     /// Number of gradients held.
     pub fn len(&self) -> usize {
         self.entries.len()

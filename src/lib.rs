@@ -91,8 +91,11 @@ pub mod check;
 mod error;
 mod float;
 mod grad;
+pub mod io;
 mod kernels;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 mod tape;
 mod tensor;
 

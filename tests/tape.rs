@@ -124,8 +124,8 @@ fn unreached_parameters_get_zero_gradients_and_wrt_finds_borrowed_ones() {
     let tape = Tape::new();
     let (at, bt) = (tape.param(&a), tape.param(&b));
     let grads = tape.backward(at.sum()).unwrap();
-    assert_eq!(grads.get(bt).unwrap(), &Array2::zeros((2, 1)));
-    assert_eq!(grads.wrt(&b).unwrap(), &Array2::zeros((2, 1)));
+    assert_eq!(grads.get(bt).unwrap(), &Array2::<f64>::zeros((2, 1)));
+    assert_eq!(grads.wrt(&b).unwrap(), &Array2::<f64>::zeros((2, 1)));
     assert_eq!(grads.wrt(&a).unwrap(), &array![[1.0, 1.0]]);
     // a different array with equal contents is not a parameter
     assert!(grads.wrt(&a.clone()).is_none());

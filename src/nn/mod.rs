@@ -1,0 +1,112 @@
+//! Layers composed from ops: [`Linear`], activation layers, [`Sequential`] and [`mlp`].
+//!
+//! Models are plain data: their parameters are `ndarray` arrays they own, and they are
+//! `Send + Sync`. A forward pass puts the parameters on the input's tape *borrowed*
+//! ([`Tape::param`](crate::Tape::param)), so nothing is copied, and backward finds each
+//! parameter's gradient by the array itself ([`Gradients::wrt`]).
+//!
+//! Two traits carry everything optimizers ([`crate::optim`]), checkpoints ([`crate::io`])
+//! and gradient read-out need, so none of them asks the user for bookkeeping:
+//!
+//! - [`Parameters`] lists a model's parameters by name (`"0.weight"`, `"0.bias"`, ...);
+//! - [`Module`] adds the forward pass.
+//!
+//! A layer of your own is a struct of parameters and sub-layers that implements both; see
+//! `examples/custom_layer.rs`.
+//!
+//! ```
+//! use ndarray::array;
+//! use rand::SeedableRng;
+//! use tapegrad::nn::{mlp, Activation, Init, Module, Parameters};
+//! use tapegrad::Tape;
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let model = mlp::<f64>(&[2, 8, 1], Activation::Tanh, Activation::Sigmoid, Init::Glorot, &mut rng);
+//! let names: Vec<String> = model.parameters().into_iter().map(|(name, _)| name).collect();
+//! assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
+//!
+//! let tape = Tape::new();
+//! let y = model.forward(tape.constant(array![[0.0, 1.0]])).unwrap();
+//! let grads = tape.backward(y.sum()).unwrap();
+//! for (name, grad) in model.gradients(&grads) {
+//!     assert!(grad.is_some(), "{name} has a gradient");
+//! }
+//! ```
+
+mod activation;
+mod linear;
+mod sequential;
+
+pub use activation::{Activation, Relu, Sigmoid, Tanh};
+pub use linear::{Init, Linear};
+pub use sequential::{Sequential, mlp};
+
+use ndarray::Array2;
+
+use crate::{Float, Gradients, Result, Tensor};
+
+/// A model's parameters, by name, in a fixed order.
+///
+/// Implement the two visitors; everything else is provided. Nested layers prefix their
+/// parameters' names with [`visit_child`] and [`visit_child_mut`].
+pub trait Parameters<F: Float> {
+    /// Calls `f` with the name and value of every parameter.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>));
+
+    /// Calls `f` with the name and value of every parameter, mutably, in the order of
+    /// [`Parameters::visit`].
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>));
+
+    /// Every parameter with its name.
+    fn parameters(&self) -> Vec<(String, &Array2<F>)> {
+        let mut out = Vec::new();
+        self.visit(&mut |name, p| out.push((name.to_string(), p)));
+        out
+    }
+
+    /// The number of scalars in all parameters.
+    fn parameter_count(&self) -> usize {
+        let mut n = 0;
+        self.visit(&mut |_, p| n += p.len());
+        n
+    }
+
+    /// Each parameter's gradient in `grads`, by name: `None` for a parameter that was not
+    /// on the tape `grads` came from.
+    fn gradients<'g>(&self, grads: &'g Gradients<F>) -> Vec<(String, Option<&'g Array2<F>>)> {
+        let mut out = Vec::new();
+        self.visit(&mut |name, p| out.push((name.to_string(), grads.wrt(p))));
+        out
+    }
+}
+
+/// A layer or model: parameters and a forward pass.
+///
+/// `Send + Sync` is required, so every model can move between threads and be shared.
+pub trait Module<F: Float>: Parameters<F> + Send + Sync {
+    /// The forward pass on `x`'s tape, with the parameters borrowed onto it.
+    ///
+    /// # Errors
+    ///
+    /// A shape error from an op, when `x` does not fit the layer.
+    fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
+}
+
+/// Visits `child`'s parameters as `prefix.name`: how a layer names the parameters of the
+/// layers it holds.
+pub fn visit_child<'a, F: Float>(
+    prefix: &str,
+    child: &'a dyn Parameters<F>,
+    f: &mut dyn FnMut(&str, &'a Array2<F>),
+) {
+    child.visit(&mut |name, p| f(&format!("{prefix}.{name}"), p));
+}
+
+/// The mutable twin of [`visit_child`].
+pub fn visit_child_mut<'a, F: Float>(
+    prefix: &str,
+    child: &'a mut dyn Parameters<F>,
+    f: &mut dyn FnMut(&str, &'a mut Array2<F>),
+) {
+    child.visit_mut(&mut |name, p| f(&format!("{prefix}.{name}"), p));
+}

@@ -1,0 +1,107 @@
+//! A stack of layers, and the multi-layer perceptron built from it.
+
+use ndarray::Array2;
+use rand::Rng;
+
+use super::{Activation, Init, Linear, Module, Parameters, visit_child, visit_child_mut};
+use crate::{Float, Result, Tensor};
+
+/// Layers applied in order. Parameters are named by the layer's position:
+/// `"0.weight"`, `"0.bias"`, `"2.weight"`, ... (activation layers have none).
+#[derive(Default)]
+pub struct Sequential<F> {
+    layers: Vec<Box<dyn Module<F>>>,
+}
+
+impl<F: Float> Sequential<F> {
+    /// No layers yet.
+    pub fn new() -> Self {
+        Sequential { layers: Vec::new() }
+    }
+
+    /// Appends a layer.
+    pub fn push(&mut self, layer: impl Module<F> + 'static) -> &mut Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    /// Appends a layer, builder style.
+    pub fn with(mut self, layer: impl Module<F> + 'static) -> Self {
+        self.push(layer);
+        self
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Module<F>>] {
+        &self.layers
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether there are no layers.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+impl<F: Float> Parameters<F> for Sequential<F> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
+        for (i, layer) in self.layers.iter().enumerate() {
+            visit_child(&i.to_string(), layer.as_ref(), f);
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            visit_child_mut(&i.to_string(), layer.as_mut(), f);
+        }
+    }
+}
+
+impl<F: Float> Module<F> for Sequential<F> {
+    fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        self.layers.iter().try_fold(x, |h, layer| layer.forward(h))
+    }
+}
+
+impl<F> std::fmt::Debug for Sequential<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequential")
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+/// A multi-layer perceptron: a [`Linear`] layer between each pair of consecutive `sizes`
+/// (inputs first), `hidden` after every layer but the last, `output` after the last.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use tapegrad::nn::{mlp, Activation, Init, Parameters};
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// // the seeds' 4-2-3 network: sigmoid everywhere
+/// let net = mlp::<f32>(&[4, 2, 3], Activation::Sigmoid, Activation::Sigmoid, Init::Glorot, &mut rng);
+/// assert_eq!(net.parameter_count(), 4 * 2 + 2 + 2 * 3 + 3);
+/// ```
+pub fn mlp<F: Float>(
+    sizes: &[usize],
+    hidden: Activation,
+    output: Activation,
+    init: Init,
+    rng: &mut (impl Rng + ?Sized),
+) -> Sequential<F> {
+    let mut net = Sequential::new();
+    let layers = sizes.len().saturating_sub(1);
+    for (i, pair) in sizes.windows(2).enumerate() {
+        net.push(Linear::<F>::new(pair[0], pair[1], init, rng));
+        let activation = if i + 1 == layers { output } else { hidden };
+        if let Some(layer) = activation.layer::<F>() {
+            net.layers.push(layer);
+        }
+    }
+    net
+}

@@ -1,0 +1,137 @@
+//! Adam and AdamW.
+
+use ndarray::Zip;
+
+use super::{OptimError, Optimizer, Schedule, State};
+use crate::nn::Parameters;
+use crate::{Float, Gradients};
+
+/// Adam as `torch.optim.Adam`, or AdamW (`torch.optim.AdamW`) with decoupled weight
+/// decay. With gradient `g`, step `t` (per parameter, from 1), for each parameter `p`:
+///
+/// ```text
+/// g = g + λ·p                          (Adam with weight decay λ)
+/// p = p − lr·λ·p                       (AdamW instead: decoupled)
+/// m = β₁·m + (1 − β₁)·g
+/// v = β₂·v + (1 − β₂)·g²
+/// p = p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+/// ```
+pub struct Adam<F> {
+    lr: F,
+    beta1: F,
+    beta2: F,
+    eps: F,
+    weight_decay: F,
+    decoupled: bool,
+    schedule: Option<Schedule<F>>,
+    steps: usize,
+    state: State<F>,
+}
+
+impl<F: Float> Adam<F> {
+    /// Adam with learning rate `lr` and PyTorch's defaults: β = (0.9, 0.999), ε = 1e-8,
+    /// no weight decay.
+    pub fn new(lr: F) -> Self {
+        Adam {
+            lr,
+            beta1: F::cast(0.9),
+            beta2: F::cast(0.999),
+            eps: F::cast(1e-8),
+            weight_decay: F::zero(),
+            decoupled: false,
+            schedule: None,
+            steps: 0,
+            state: State::default(),
+        }
+    }
+
+    /// AdamW: Adam with decoupled weight decay `weight_decay` (PyTorch's default is 0.01).
+    pub fn adamw(lr: F, weight_decay: F) -> Self {
+        Adam {
+            weight_decay,
+            decoupled: true,
+            ..Self::new(lr)
+        }
+    }
+
+    /// The moment decay rates (β₁, β₂).
+    pub fn betas(mut self, beta1: F, beta2: F) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+
+    /// The denominator's ε.
+    pub fn eps(mut self, eps: F) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Weight decay `λ`: added to the gradient (Adam), or decoupled (AdamW).
+    pub fn weight_decay(mut self, weight_decay: F) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// A learning-rate schedule: before step `i` (from 0) the rate is `schedule(i, lr)`.
+    pub fn schedule(mut self, schedule: impl Fn(usize, F) -> F + Send + Sync + 'static) -> Self {
+        self.schedule = Some(Box::new(schedule));
+        self
+    }
+}
+
+impl<F: Float> Optimizer<F> for Adam<F> {
+    fn step(
+        &mut self,
+        model: &mut dyn Parameters<F>,
+        grads: &Gradients<F>,
+    ) -> Result<(), OptimError> {
+        let lr = self
+            .schedule
+            .as_ref()
+            .map_or(self.lr, |s| s(self.steps, self.lr));
+        let (b1, b2, eps, wd, decoupled) = (
+            self.beta1,
+            self.beta2,
+            self.eps,
+            self.weight_decay,
+            self.decoupled,
+        );
+        let one = F::one();
+        self.state.apply(model, grads, 2, |p, g, state| {
+            let t = state.steps as i32;
+            let step_size = lr / (one - b1.powi(t));
+            let bias2 = (one - b2.powi(t)).sqrt();
+            let (m, v) = state.buffers.split_at_mut(1);
+            Zip::from(p)
+                .and(g)
+                .and(&mut m[0])
+                .and(&mut v[0])
+                .for_each(|p, &g, m, v| {
+                    let g = if decoupled {
+                        *p -= lr * wd * *p;
+                        g
+                    } else {
+                        g + wd * *p
+                    };
+                    *m = b1 * *m + (one - b1) * g;
+                    *v = b2 * *v + (one - b2) * g * g;
+                    *p -= step_size * *m / (v.sqrt() / bias2 + eps);
+                });
+        })?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> F {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: F) {
+        self.lr = lr;
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+}

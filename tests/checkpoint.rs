@@ -1,0 +1,319 @@
+//! Checkpoints in safetensors: bit-exact round trips in f32 and f64, files written by
+//! Python's safetensors (tests/data/make_fixtures.py), files read by it
+//! (tests/data/check_checkpoint.py), typed errors for bad files, and no panic on any of
+//! thousands of random corruptions.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, array};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tapegrad::io::{self, CheckpointError};
+use tapegrad::nn::{Activation, Init, Linear, Module, Parameters, Sequential, mlp};
+use tapegrad::{Float, Tape};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The fixture's architecture, with random weights.
+fn model<F: Float>(seed: u64) -> Sequential<F> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    mlp(
+        &[3, 4, 2],
+        Activation::Tanh,
+        Activation::Identity,
+        Init::Glorot,
+        &mut rng,
+    )
+}
+
+fn values<F: Float>(m: &dyn Parameters<F>) -> Vec<(String, Array2<F>)> {
+    m.parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.clone()))
+        .collect()
+}
+
+fn bits<F: Float>(m: &dyn Parameters<F>) -> Vec<u8> {
+    io::to_bytes(m).unwrap()
+}
+
+#[test]
+fn round_trips_are_bit_exact_in_f32_and_f64() {
+    fn check<F: Float>(special: [F; 6]) {
+        let mut a = model::<F>(1);
+        // special values too: ±0, ±∞, NaN, a subnormal
+        a.visit_mut(&mut |name, p| {
+            if name == "0.bias" {
+                p.iter_mut().zip(special).for_each(|(x, s)| *x = s);
+            }
+        });
+        let bytes = io::to_bytes(&a).unwrap();
+        let mut b = model::<F>(2);
+        assert_ne!(bits(&b), bytes);
+        io::from_bytes(&mut b, &bytes).unwrap();
+        assert_eq!(bits(&b), bytes, "the loaded model writes the same bytes");
+        for ((na, pa), (nb, pb)) in values(&a).iter().zip(values(&b).iter()) {
+            assert_eq!(na, nb);
+            let same = pa
+                .iter()
+                .zip(pb)
+                .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits());
+            assert!(same, "{na} differs");
+        }
+    }
+    check::<f32>([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40]);
+    check::<f64>([
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        1e-310,
+    ]);
+
+    // and through a file
+    let dir = std::env::temp_dir().join(format!("tapegrad-roundtrip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = model::<f64>(3);
+    io::save(&a, dir.join("m.safetensors")).unwrap();
+    let mut b = model::<f64>(4);
+    io::load(&mut b, dir.join("m.safetensors")).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_file_written_by_python_loads_and_computes_what_numpy_computed() {
+    let expected =
+        io::read_matrices::<f64>(&std::fs::read(data("mlp_3_4_2_expected.safetensors")).unwrap())
+            .unwrap();
+    let (x, y) = (&expected["x"], &expected["y"]);
+
+    let mut m64 = model::<f64>(5);
+    io::load(&mut m64, data("mlp_3_4_2_f64.safetensors")).unwrap();
+    let tape = Tape::new();
+    let out = m64.forward(tape.constant(x)).unwrap().value();
+    let worst = (&out - y).iter().fold(0f64, |m, d| m.max(d.abs()));
+    assert!(worst < 1e-15, "f64 output differs from numpy's by {worst}");
+
+    let mut m32 = model::<f32>(6);
+    io::load(&mut m32, data("mlp_3_4_2_f32.safetensors")).unwrap();
+    let tape = Tape::new();
+    let out = m32
+        .forward(tape.constant(x.mapv(|v| v as f32)))
+        .unwrap()
+        .value();
+    let worst = (&out.mapv(f64::from) - y)
+        .iter()
+        .fold(0f64, |m, d| m.max(d.abs()));
+    assert!(worst < 1e-6, "f32 output differs from numpy's by {worst}");
+
+    // the values are the ones the script wrote: 0.5·sin(0.7·i + k) for parameter k
+    let w0 = &m64.parameters()[0].1;
+    assert_eq!(w0[[0, 1]], 0.5 * (0.7f64).sin());
+}
+
+#[test]
+fn a_file_written_here_loads_in_python() {
+    let mut m = model::<f32>(7);
+    io::load(&mut m, data("mlp_3_4_2_f32.safetensors")).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "tapegrad-for-python-{}.safetensors",
+        std::process::id()
+    ));
+    io::save(&m, &path).unwrap();
+    let python = std::env::var("TAPEGRAD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let run = std::process::Command::new(&python)
+        .arg(data("check_checkpoint.py"))
+        .arg(&path)
+        .arg(data("mlp_3_4_2_f32.safetensors"))
+        .output();
+    std::fs::remove_file(&path).unwrap();
+    let required = std::env::var_os("TAPEGRAD_REQUIRE_PYTHON").is_some();
+    match run {
+        Ok(out) if out.status.success() => {}
+        Ok(out)
+            if !required && String::from_utf8_lossy(&out.stderr).contains("No module named") =>
+        {
+            eprintln!(
+                "skipped: Python's safetensors is not installed (set TAPEGRAD_REQUIRE_PYTHON=1 to require it)"
+            );
+        }
+        Err(e) if !required => eprintln!("skipped: {python} not found ({e})"),
+        Ok(out) => panic!(
+            "Python could not read the file:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{python} not found: {e}"),
+    }
+}
+
+#[test]
+fn bad_files_are_typed_errors_and_leave_the_model_unchanged() {
+    let good = bits(&model::<f32>(8));
+    let mut m = model::<f32>(9);
+    let before = bits(&m);
+
+    let truncated = io::from_bytes(&mut m, &good[..good.len() - 3]).unwrap_err();
+    assert!(
+        matches!(truncated, CheckpointError::Format(_)),
+        "{truncated}"
+    );
+    let empty = io::from_bytes(&mut m, &[]).unwrap_err();
+    assert!(matches!(empty, CheckpointError::Format(_)));
+
+    let f64_file = bits(&model::<f64>(8));
+    match io::from_bytes(&mut m, &f64_file).unwrap_err() {
+        CheckpointError::WrongDtype {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(
+                (name.as_str(), expected.as_str(), found.as_str()),
+                ("0.weight", "F32", "F64")
+            );
+        }
+        other => panic!("expected WrongDtype, got {other}"),
+    }
+
+    let mut wider = Sequential::new().with(Linear::<f32>::new(
+        3,
+        5,
+        Init::Glorot,
+        &mut StdRng::seed_from_u64(0),
+    ));
+    match io::from_bytes(&mut wider, &good).unwrap_err() {
+        CheckpointError::WrongShape {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(
+                (name.as_str(), expected, found),
+                ("0.weight", vec![3, 5], vec![3, 4])
+            );
+        }
+        other => panic!("expected WrongShape, got {other}"),
+    }
+
+    let first_layer_only = {
+        let full = model::<f32>(8);
+        let layer = Linear {
+            weight: full.parameters()[0].1.clone(),
+            bias: Some(full.parameters()[1].1.clone()),
+        };
+        bits(&Sequential::new().with(layer))
+    };
+    match io::from_bytes(&mut m, &first_layer_only).unwrap_err() {
+        CheckpointError::MissingTensor { name } => assert_eq!(name, "2.weight"),
+        other => panic!("expected MissingTensor, got {other}"),
+    }
+    let mut small = Sequential::new().with(Linear::<f32>::new(
+        3,
+        4,
+        Init::He,
+        &mut StdRng::seed_from_u64(0),
+    ));
+    match io::from_bytes(&mut small, &good).unwrap_err() {
+        CheckpointError::UnexpectedTensor { name } => assert!(name.starts_with("2."), "{name}"),
+        other => panic!("expected UnexpectedTensor, got {other}"),
+    }
+    assert_eq!(bits(&m), before, "a failed load changed the model");
+    assert!(matches!(
+        io::load(&mut m, "/nonexistent/model.safetensors"),
+        Err(CheckpointError::Io(_))
+    ));
+}
+
+#[test]
+fn random_corruptions_never_panic() {
+    let good = bits(&model::<f64>(10));
+    let pristine = model::<f64>(11);
+    let mut rng = StdRng::seed_from_u64(12);
+    let (mut loaded, mut rejected) = (0, 0);
+    for trial in 0..5000 {
+        let mut bytes = good.clone();
+        match trial % 5 {
+            // flip a few bytes anywhere
+            0 => {
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..bytes.len());
+                    bytes[i] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            // corrupt the header (the JSON) specifically
+            1 => {
+                let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+                let i = rng.random_range(8..header);
+                bytes[i] = rng.random();
+            }
+            // truncate
+            2 => bytes.truncate(rng.random_range(0..bytes.len())),
+            // a random header length
+            3 => bytes[..8].copy_from_slice(&rng.random::<u64>().to_le_bytes()),
+            // random garbage appended or inserted
+            _ => {
+                let at = rng.random_range(0..bytes.len());
+                let junk: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+                bytes.splice(at..at, junk);
+            }
+        }
+        let mut m = model::<f64>(11);
+        let result = catch_unwind(AssertUnwindSafe(|| io::from_bytes(&mut m, &bytes)));
+        match result {
+            Ok(Ok(())) => loaded += 1,
+            Ok(Err(_)) => {
+                rejected += 1;
+                assert_eq!(
+                    bits(&m),
+                    bits(&pristine),
+                    "trial {trial}: a failed load changed the model"
+                );
+            }
+            Err(_) => panic!("trial {trial}: loading a corrupted file panicked"),
+        }
+    }
+    // flips inside the data are valid files with other values; everything else is rejected
+    assert!(
+        rejected > 3000 && loaded > 0,
+        "{rejected} rejected, {loaded} loaded"
+    );
+}
+
+#[test]
+fn duplicate_parameter_names_are_an_error() {
+    struct Twice(Linear<f32>, Linear<f32>);
+    impl Parameters<f32> for Twice {
+        fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<f32>)) {
+            self.0.visit(f);
+            self.1.visit(f);
+        }
+        fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<f32>)) {
+            self.0.visit_mut(f);
+            self.1.visit_mut(f);
+        }
+    }
+    let layer = Linear {
+        weight: array![[1.0f32]],
+        bias: None,
+    };
+    let mut twice = Twice(layer.clone(), layer);
+    assert!(matches!(
+        io::to_bytes(&twice),
+        Err(CheckpointError::DuplicateName { .. })
+    ));
+    let one = bits(&Linear {
+        weight: array![[2.0f32]],
+        bias: None,
+    });
+    assert!(matches!(
+        io::from_bytes(&mut twice, &one),
+        Err(CheckpointError::DuplicateName { .. })
+    ));
+}
