@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use tapegrad::nn::{Linear, Module, Parameters};
+//! use tapegrad::nn::{Linear, Module};
 //! use tapegrad::optim::{Optimizer, Sgd};
 //! use tapegrad::Tape;
 //!
@@ -171,7 +171,7 @@ impl<F: Float> State<F> {
 /// use tapegrad::optim::clip_grad_norm;
 /// use tapegrad::Tape;
 ///
-/// let model = Linear { weight: array![[3.0, 4.0]], bias: None };
+/// let model = Linear { weight: array![[3.0f64, 4.0]], bias: None };
 /// let mut grads = {
 ///     let tape = Tape::new();
 ///     let w = tape.param(&model.weight);
