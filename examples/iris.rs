@@ -13,52 +13,27 @@ mod common;
 use std::error::Error;
 use std::time::Instant;
 
-use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, Normal};
-use tapegrad::{Gradients, Tensor};
+use tapegrad::nn::{Activation, Init, Module, Sequential, mlp};
+use tapegrad::optim::{Optimizer, Sgd};
+use tapegrad::{BackwardOptions, Tape};
 
-/// The network's parameters: plain arrays, owned by the model.
-pub struct Net {
-    pub w1: Array2<f32>,
-    pub b1: Array2<f32>,
-    pub w2: Array2<f32>,
-    pub b2: Array2<f32>,
-}
+/// Epochs, learning rate and seed of the run the README and the tests describe.
+pub const EPOCHS: usize = 5000;
+pub const LEARNING_RATE: f32 = 5.0;
+pub const SEED: u64 = 42;
 
-impl Net {
-    /// Weights drawn from N(0, 1/fan_in) with a fixed seed, biases zero.
-    pub fn new(seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut init = |rows: usize, cols: usize| {
-            let normal = Normal::new(0.0, (1.0 / rows as f32).sqrt()).expect("positive std");
-            Array2::from_shape_simple_fn((rows, cols), || normal.sample(&mut rng))
-        };
-        Net {
-            w1: init(4, 2),
-            b1: Array2::zeros((1, 2)),
-            w2: init(2, 3),
-            b2: Array2::zeros((1, 3)),
-        }
-    }
-
-    /// `σ(σ(X·W1 + b1)·W2 + b2)`, with the parameters borrowed onto `x`'s tape.
-    pub fn forward<'t>(&'t self, x: Tensor<'t, f32>) -> Tensor<'t, f32> {
-        let tape = x.tape();
-        let (w1, b1) = (tape.param(&self.w1), tape.param(&self.b1));
-        let (w2, b2) = (tape.param(&self.w2), tape.param(&self.b2));
-        let h = x.matmul(w1).add_row(b1).sigmoid();
-        h.matmul(w2).add_row(b2).sigmoid()
-    }
-
-    /// `p -= lr · ∂L/∂p` for every parameter.
-    pub fn step(&mut self, grads: &Gradients<f32>, lr: f32) {
-        for p in [&mut self.w1, &mut self.b1, &mut self.w2, &mut self.b2] {
-            let g = grads.wrt(p).expect("every parameter was on the tape");
-            p.scaled_add(-lr, g);
-        }
-    }
+/// The seed network: `σ(σ(X·W1 + b1)·W2 + b2)`, Glorot-initialised from `seed`.
+pub fn network(seed: u64) -> Sequential<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    mlp(
+        &[4, 2, 3],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Init::Glorot,
+        &mut rng,
+    )
 }
 
 /// Where training ended.
@@ -80,15 +55,17 @@ pub fn train(
     let data = common::iris()?;
     let x = common::standardize(&data.x).mapv(|v| v as f32);
     let y = common::one_hot(&data.labels, data.classes).mapv(|v| v as f32);
-    let mut net = Net::new(seed);
+    let mut net = network(seed);
+    let mut opt = Sgd::new(lr);
     let mut outcome = Outcome {
         loss: f32::NAN,
         accuracy: 0.0,
     };
+    let mut grads = None;
     for epoch in 1..=epochs {
-        let tape = tapegrad::Tape::new();
-        let out = net.forward(tape.constant(&x));
-        let loss = out.mse_loss(tape.constant(&y));
+        let tape = Tape::new();
+        let out = net.forward(tape.constant(&x))?;
+        let loss = out.try_mse_loss(tape.constant(&y))?;
         if epoch == 1 || epoch % every == 0 || epoch == epochs {
             outcome = Outcome {
                 loss: loss.item(),
@@ -96,16 +73,16 @@ pub fn train(
             };
             report(epoch, outcome.loss, outcome.accuracy);
         }
-        let grads = tape.backward(loss)?;
-        net.step(&grads, lr);
+        // last step's gradient buffers are written over, not reallocated
+        let opts = grads
+            .take()
+            .map_or_else(BackwardOptions::new, |g| BackwardOptions::new().reuse(g));
+        let step_grads = tape.backward_with(loss, opts)?;
+        opt.step(&mut net, &step_grads)?;
+        grads = Some(step_grads);
     }
     Ok(outcome)
 }
-
-/// Epochs, learning rate and seed of the run the README and the tests describe.
-pub const EPOCHS: usize = 5000;
-pub const LEARNING_RATE: f32 = 5.0;
-pub const SEED: u64 = 42;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let start = Instant::now();

@@ -76,7 +76,8 @@
 //! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
 //! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order, backward, gradient slots |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
-//! | tools | [`check`] | gradient checking: finite differences and the dot-product test |
+//! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW |
+//! | tools | [`check`], [`io`] | gradient checking; safetensors checkpoints |
 //!
 //! [ndarray]: https://docs.rs/ndarray
 

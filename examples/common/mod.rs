@@ -48,6 +48,50 @@ pub fn iris() -> Result<Dataset, Box<dyn std::error::Error>> {
     })
 }
 
+/// Optical recognition of handwritten digits (UCI, CC BY 4.0): 1797 images of 8 × 8
+/// pixels (0..16), ten classes. Each gzip-compressed CSV row is 64 pixels, then the label.
+pub fn digits() -> Result<Dataset, Box<dyn std::error::Error>> {
+    let file = std::fs::File::open(data_file("digits.csv.gz"))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(flate2::read::GzDecoder::new(file));
+    let (mut values, mut labels) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = record?;
+        if record.len() != 65 {
+            return Err(format!("digits.csv.gz: a row has {} fields, not 65", record.len()).into());
+        }
+        for field in record.iter().take(64) {
+            values.push(field.trim().parse::<f64>()? / 16.0);
+        }
+        labels.push(record[64].trim().parse()?);
+    }
+    let x = Array2::from_shape_vec((labels.len(), 64), values)?;
+    Ok(Dataset {
+        x,
+        labels,
+        classes: 10,
+    })
+}
+
+impl Dataset {
+    /// A seeded shuffle split into (train, test), `test_fraction` of the rows held out.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut order: Vec<usize> = (0..self.labels.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let n_test = (self.labels.len() as f64 * test_fraction).round() as usize;
+        let (test, train) = order.split_at(n_test);
+        let take = |rows: &[usize]| Dataset {
+            x: self.x.select(Axis(0), rows),
+            labels: rows.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes,
+        };
+        (take(train), take(test))
+    }
+}
+
 /// Each column scaled to mean 0 and standard deviation 1.
 pub fn standardize(x: &Array2<f64>) -> Array2<f64> {
     let mean = x.mean_axis(Axis(0)).expect("at least one row");
