@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{OptimError, Optimizer, Schedule, State};
+use super::{Core, OptimError, Optimizer};
 use crate::nn::Parameters;
 use crate::{Float, Gradients};
 
@@ -17,15 +17,12 @@ use crate::{Float, Gradients};
 /// p = p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 /// ```
 pub struct Adam<F> {
-    lr: F,
+    core: Core<F>,
     beta1: F,
     beta2: F,
     eps: F,
     weight_decay: F,
     decoupled: bool,
-    schedule: Option<Schedule<F>>,
-    steps: usize,
-    state: State<F>,
 }
 
 impl<F: Float> Adam<F> {
@@ -33,15 +30,12 @@ impl<F: Float> Adam<F> {
     /// no weight decay.
     pub fn new(lr: F) -> Self {
         Adam {
-            lr,
+            core: Core::new(lr),
             beta1: F::cast(0.9),
             beta2: F::cast(0.999),
             eps: F::cast(1e-8),
             weight_decay: F::zero(),
             decoupled: false,
-            schedule: None,
-            steps: 0,
-            state: State::default(),
         }
     }
 
@@ -75,7 +69,7 @@ impl<F: Float> Adam<F> {
 
     /// A learning-rate schedule: before step `i` (from 0) the rate is `schedule(i, lr)`.
     pub fn schedule(mut self, schedule: impl Fn(usize, F) -> F + Send + Sync + 'static) -> Self {
-        self.schedule = Some(Box::new(schedule));
+        self.core.schedule = Some(Box::new(schedule));
         self
     }
 }
@@ -86,10 +80,6 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         model: &mut dyn Parameters<F>,
         grads: &Gradients<F>,
     ) -> Result<(), OptimError> {
-        let lr = self
-            .schedule
-            .as_ref()
-            .map_or(self.lr, |s| s(self.steps, self.lr));
         let (b1, b2, eps, wd, decoupled) = (
             self.beta1,
             self.beta2,
@@ -98,8 +88,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             self.decoupled,
         );
         let one = F::one();
-        self.state.apply(model, grads, 2, |p, g, state| {
-            let t = state.steps as i32;
+        self.core.step(model, grads, 2, |lr, p, g, state| {
+            let t = i32::try_from(state.steps).unwrap_or(i32::MAX);
             let step_size = lr / (one - b1.powi(t));
             let bias2 = (one - b2.powi(t)).sqrt();
             let (m, v) = state.buffers.split_at_mut(1);
@@ -118,20 +108,18 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                     *v = b2 * *v + (one - b2) * g * g;
                     *p -= step_size * *m / (v.sqrt() / bias2 + eps);
                 });
-        })?;
-        self.steps += 1;
-        Ok(())
+        })
     }
 
     fn learning_rate(&self) -> F {
-        self.lr
+        self.core.lr
     }
 
     fn set_learning_rate(&mut self, lr: F) {
-        self.lr = lr;
+        self.core.lr = lr;
     }
 
     fn steps(&self) -> usize {
-        self.steps
+        self.core.steps
     }
 }

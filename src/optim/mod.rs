@@ -94,13 +94,15 @@ impl fmt::Display for OptimError {
 
 impl std::error::Error for OptimError {}
 
-/// Per-parameter state (momentum buffers, moments), in the model's parameter order.
-#[derive(Clone, Debug, Default)]
-struct State<F> {
+/// What every optimizer keeps: the learning rate and its schedule, the step count, and
+/// per-parameter state (momentum buffers, moments) in the model's parameter order.
+struct Core<F> {
+    lr: F,
+    schedule: Option<Schedule<F>>,
+    steps: usize,
     params: Vec<ParamState<F>>,
 }
 
-#[derive(Clone, Debug)]
 struct ParamState<F> {
     name: String,
     buffers: Vec<Array2<F>>,
@@ -108,16 +110,25 @@ struct ParamState<F> {
     steps: u64,
 }
 
-impl<F: Float> State<F> {
-    /// Checks the model against the state (making the state with `buffers` zero buffers
-    /// per parameter on the first call), then calls `update` for each parameter with a
-    /// gradient.
-    fn apply(
+impl<F: Float> Core<F> {
+    fn new(lr: F) -> Self {
+        Core {
+            lr,
+            schedule: None,
+            steps: 0,
+            params: Vec::new(),
+        }
+    }
+
+    /// One step: checks the model against the state (making the state, with `buffers` zero
+    /// buffers per parameter, on the first step), then calls `update(lr, p, g, state)` for
+    /// each parameter with a gradient, `lr` being this step's scheduled rate.
+    fn step(
         &mut self,
         model: &mut dyn Parameters<F>,
         grads: &Gradients<F>,
         buffers: usize,
-        mut update: impl FnMut(&mut Array2<F>, &Array2<F>, &mut ParamState<F>),
+        mut update: impl FnMut(F, &mut Array2<F>, &Array2<F>, &mut ParamState<F>),
     ) -> Result<(), OptimError> {
         let mut shapes = Vec::new();
         model.visit(&mut |name, p| shapes.push((name.to_string(), p.dim())));
@@ -149,14 +160,19 @@ impl<F: Float> State<F> {
                 return changed(name);
             }
         }
+        let lr = self
+            .schedule
+            .as_ref()
+            .map_or(self.lr, |s| s(self.steps, self.lr));
         let mut states = self.params.iter_mut();
         model.visit_mut(&mut |_, p| {
             let state = states.next().expect("checked: one state per parameter");
             if let Some(g) = grads.wrt(&*p) {
                 state.steps += 1;
-                update(p, g, state);
+                update(lr, p, g, state);
             }
         });
+        self.steps += 1;
         Ok(())
     }
 }

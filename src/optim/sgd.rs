@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{OptimError, Optimizer, Schedule, State};
+use super::{Core, OptimError, Optimizer};
 use crate::nn::Parameters;
 use crate::{Float, Gradients};
 
@@ -16,26 +16,20 @@ use crate::{Float, Gradients};
 /// p = p − lr·d
 /// ```
 pub struct Sgd<F> {
-    lr: F,
+    core: Core<F>,
     momentum: F,
     nesterov: bool,
     weight_decay: F,
-    schedule: Option<Schedule<F>>,
-    steps: usize,
-    state: State<F>,
 }
 
 impl<F: Float> Sgd<F> {
     /// Plain gradient descent with learning rate `lr`.
     pub fn new(lr: F) -> Self {
         Sgd {
-            lr,
+            core: Core::new(lr),
             momentum: F::zero(),
             nesterov: false,
             weight_decay: F::zero(),
-            schedule: None,
-            steps: 0,
-            state: State::default(),
         }
     }
 
@@ -59,7 +53,7 @@ impl<F: Float> Sgd<F> {
 
     /// A learning-rate schedule: before step `i` (from 0) the rate is `schedule(i, lr)`.
     pub fn schedule(mut self, schedule: impl Fn(usize, F) -> F + Send + Sync + 'static) -> Self {
-        self.schedule = Some(Box::new(schedule));
+        self.core.schedule = Some(Box::new(schedule));
         self
     }
 }
@@ -70,13 +64,9 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         model: &mut dyn Parameters<F>,
         grads: &Gradients<F>,
     ) -> Result<(), OptimError> {
-        let lr = self
-            .schedule
-            .as_ref()
-            .map_or(self.lr, |s| s(self.steps, self.lr));
         let (mu, wd, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
         let buffers = usize::from(mu != F::zero());
-        self.state.apply(model, grads, buffers, |p, g, state| {
+        self.core.step(model, grads, buffers, |lr, p, g, state| {
             match state.buffers.first_mut() {
                 None => Zip::from(p)
                     .and(g)
@@ -88,20 +78,18 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                     *p -= lr * d;
                 }),
             }
-        })?;
-        self.steps += 1;
-        Ok(())
+        })
     }
 
     fn learning_rate(&self) -> F {
-        self.lr
+        self.core.lr
     }
 
     fn set_learning_rate(&mut self, lr: F) {
-        self.lr = lr;
+        self.core.lr = lr;
     }
 
     fn steps(&self) -> usize {
-        self.steps
+        self.core.steps
     }
 }
