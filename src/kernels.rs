@@ -26,6 +26,19 @@ pub(crate) fn gemm_into<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c:
     general_mat_mul(F::one(), &a, &b, F::zero(), c);
 }
 
+/// `m` copies of the 1 × n row `b`, stacked: the C that `linear`'s GEMM adds `X·W` to.
+pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Array2<F> {
+    let n = b.ncols();
+    match b.as_slice() {
+        Some(row) => {
+            let mut out = Vec::with_capacity(m * n);
+            (0..m).for_each(|_| out.extend_from_slice(row));
+            Array2::from_shape_vec((m, n), out).expect("m rows of n")
+        }
+        None => b.broadcast((m, n)).expect("a 1 × n row").to_owned(),
+    }
+}
+
 /// `C += A·B` in place (GEMM with beta = 1): how matmul gradients accumulate where a
 /// buffer already exists.
 #[inline]

@@ -57,26 +57,29 @@ fn every_shape_combining_op_names_the_op_both_shapes_and_the_line() {
     let a = tape.constant(zeros(3, 4));
     let b = tape.param(zeros(5, 2));
     let c = tape.param(zeros(2, 4));
+    let x = (3, 4);
     #[rustfmt::skip]
     let cases = [
-        ("matmul", a.try_matmul(b), b.shape(), line!()),
-        ("add", a.try_add(b), b.shape(), line!()),
-        ("add", a.try_add(c), c.shape(), line!()),
-        ("sub", a.try_sub(c), c.shape(), line!()),
-        ("mul", a.try_mul(b), b.shape(), line!()),
-        ("div", a.try_div(c), c.shape(), line!()),
-        ("add_row", a.try_add_row(tape.param(zeros(1, 5))), (1, 5), line!()),
-        ("add_row", a.try_add_row(tape.param(zeros(4, 1))), (4, 1), line!()),
-        ("add_col", a.try_add_col(tape.param(zeros(4, 1))), (4, 1), line!()),
-        ("add_col", a.try_add_col(tape.param(zeros(1, 3))), (1, 3), line!()),
-        ("mse_loss", a.try_mse_loss(c), c.shape(), line!()),
-        ("softmax_cross_entropy", a.try_softmax_cross_entropy(b), b.shape(), line!()),
+        ("matmul", a.try_matmul(b), x, b.shape(), line!()),
+        ("linear", a.try_linear(b, tape.param(zeros(1, 2))), x, b.shape(), line!()),
+        ("linear", tape.param(zeros(3, 5)).try_linear(b, tape.param(zeros(1, 3))), b.shape(), (1, 3), line!()),
+        ("add", a.try_add(b), x, b.shape(), line!()),
+        ("add", a.try_add(c), x, c.shape(), line!()),
+        ("sub", a.try_sub(c), x, c.shape(), line!()),
+        ("mul", a.try_mul(b), x, b.shape(), line!()),
+        ("div", a.try_div(c), x, c.shape(), line!()),
+        ("add_row", a.try_add_row(tape.param(zeros(1, 5))), x, (1, 5), line!()),
+        ("add_row", a.try_add_row(tape.param(zeros(4, 1))), x, (4, 1), line!()),
+        ("add_col", a.try_add_col(tape.param(zeros(4, 1))), x, (4, 1), line!()),
+        ("add_col", a.try_add_col(tape.param(zeros(1, 3))), x, (1, 3), line!()),
+        ("mse_loss", a.try_mse_loss(c), x, c.shape(), line!()),
+        ("softmax_cross_entropy", a.try_softmax_cross_entropy(b), x, b.shape(), line!()),
     ];
-    for (op, result, rhs, line) in cases {
-        assert_shape_error(result, op, (3, 4), rhs, line);
+    for (op, result, lhs, rhs, line) in cases {
+        assert_shape_error(result, op, lhs, rhs, line);
     }
     // the tape recorded nothing for the failed ops
-    assert_eq!(tape.len(), 7);
+    assert_eq!(tape.len(), 10);
 }
 
 #[test]
@@ -125,6 +128,7 @@ fn tensors_of_different_tapes_do_not_mix() {
     let b = t2.param(zeros(2, 2));
     let results = [
         a.try_matmul(b),
+        a.try_linear(b, t2.param(zeros(1, 2))),
         a.try_add(b),
         a.try_sub(b),
         a.try_mul(b),

@@ -96,7 +96,7 @@ impl TapeTrainer {
             let tape = Tape::new();
             let mut h = tape.constant(x);
             for (w, b) in net.ws.iter().zip(&net.bs) {
-                h = h.matmul(tape.param(w)).add_row(tape.param(b)).sigmoid();
+                h = h.linear(tape.param(w), tape.param(b)).sigmoid();
             }
             let loss = h.mse_loss(tape.constant(y));
             let opts = match previous {

@@ -18,7 +18,8 @@ pub enum Init {
 }
 
 /// A fully connected layer: `Y = X·W + b`, with `W` of shape inputs × outputs and the
-/// optional bias `b` a 1 × outputs row. One sample per row of `X`.
+/// optional bias `b` a 1 × outputs row. One sample per row of `X`; the forward pass is
+/// the fused op [`Tensor::linear`].
 ///
 /// The parameters are named `weight` and `bias`. Note the layout: `W` is inputs ×
 /// outputs, the transpose of PyTorch's `nn.Linear.weight`, so that the forward pass is the
@@ -111,10 +112,10 @@ impl<F: Float> Module<F> for Linear<F> {
     #[track_caller]
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let tape = x.tape();
-        let y = x.try_matmul(tape.param(&self.weight))?;
+        let w = tape.param(&self.weight);
         match &self.bias {
-            Some(b) => y.try_add_row(tape.param(b)),
-            None => Ok(y),
+            Some(b) => x.try_linear(w, tape.param(b)),
+            None => x.try_matmul(w),
         }
     }
 }

@@ -1,9 +1,14 @@
-//! Matrix product `Y = X·W`.
+//! Matrix product `Y = X·W`, and the fused layer `Y = X·W + 1·b`.
 //!
 //! VJP, with `G = ∂L/∂Y`:
 //!
 //! - `dX = G·Wᵀ` (needs W: saved only if X requires a gradient)
 //! - `dW = Xᵀ·G` (needs X: saved only if W requires a gradient)
+//! - `db = 1ᵀ·G`, the column sums of G (`linear` only; saves nothing)
+//!
+//! `linear` computes `X·W + b` as one GEMM with beta = 1 over the broadcast bias: one
+//! buffer and no separate pass, where `matmul` then `add_row` keep two activation-sized
+//! buffers until backward.
 //!
 //! Both products reach GEMM with `Wᵀ` and `Xᵀ` as views (transpose flags, no copy; see
 //! [`crate::kernels`]) and accumulate with beta = 1 when the slot already holds a
@@ -64,29 +69,104 @@ impl<'t, F: Float> Tensor<'t, F> {
     #[track_caller]
     pub fn try_matmul(self, w: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
-        self.same_tape(w, "matmul", location)?;
+        let (m, n) = self.product_shape(w, "matmul", location)?;
+        let tape = self.tape;
+        let y = tape.read2(self.id, w.id, kernels::gemm);
+        let rule = tape
+            .track(&[self, w])
+            .then(|| (matmul_saves(self, w), Rule::func(matmul_backward)));
+        Ok(tape.record("matmul", y, (m, n), &[self, w], rule, location))
+    }
+
+    /// The fused layer `self · w + b`: (m × k) · (k × n) plus the 1 × n row `b` added to
+    /// every row, computed as one GEMM with beta = 1 over the broadcast bias.
+    ///
+    /// The derivative: `dX = G·Wᵀ`, `dW = Xᵀ·G`, `db = 1ᵀ·G` (column sums, seed 003). The
+    /// same values as `self.matmul(w).add_row(b)`, with one activation-sized buffer and
+    /// one pass fewer.
+    ///
+    /// # Panics
+    ///
+    /// If the inner dimensions differ, `b` is not 1 × n, or the tapes differ; see
+    /// [`Tensor::try_linear`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.constant(array![[1.0, 2.0], [3.0, 4.0]]);
+    /// let w = tape.param(array![[1.0], [-1.0]]);
+    /// let b = tape.param(array![[0.5]]);
+    /// let y = x.linear(w, b);
+    /// assert_eq!(y.value(), array![[-0.5], [-0.5]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(w).unwrap(), &array![[4.0], [6.0]]); // Xᵀ·1
+    /// assert_eq!(grads.get(b).unwrap(), &array![[2.0]]); // 1ᵀ·1
+    /// ```
+    #[track_caller]
+    pub fn linear(self, w: Tensor<'t, F>, b: Tensor<'t, F>) -> Tensor<'t, F> {
+        or_panic(self.try_linear(w, b))
+    }
+
+    /// The fused layer `X·W + b`, or an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tensor::try_matmul`], and `Shape` if `b` is not 1 × (columns of `w`).
+    #[track_caller]
+    pub fn try_linear(self, w: Tensor<'t, F>, b: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let location = Location::caller();
+        let (m, n) = self.product_shape(w, "linear", location)?;
+        w.same_tape(b, "linear", location)?;
+        if b.shape != (1, n) {
+            let rule = "the bias must be 1 × (columns of the weight)";
+            return Err(shape_error("linear", w.shape, b.shape, rule, location));
+        }
+        let tape = self.tape;
+        let y = tape
+            .read1(b.id, |b| kernels::repeat_row(b, m))
+            .and_then(|mut y| {
+                tape.read2(self.id, w.id, |x, w| kernels::gemm_acc(x, w, &mut y))?;
+                Ok(y)
+            });
+        let rule = tape
+            .track(&[self, w, b])
+            .then(|| (matmul_saves(self, w), Rule::func(linear_backward)));
+        Ok(tape.record("linear", y, (m, n), &[self, w, b], rule, location))
+    }
+
+    /// The shape of `self · w`, or the error for `op`.
+    fn product_shape(
+        self,
+        w: Tensor<'t, F>,
+        op: &'static str,
+        location: &'static Location<'static>,
+    ) -> Result<(usize, usize)> {
+        self.same_tape(w, op, location)?;
         let ((m, k), (k2, n)) = (self.shape, w.shape);
         if k != k2 {
             let rule = "the columns of the left must equal the rows of the right";
-            return Err(shape_error("matmul", self.shape, w.shape, rule, location));
+            return Err(shape_error(op, self.shape, w.shape, rule, location));
         }
         if m.checked_mul(n).is_none_or(|len| len > isize::MAX as usize) {
             return Err(Error::new(
-                "matmul",
+                op,
                 ErrorKind::TooLarge { shape: (m, n) },
                 location,
             ));
         }
-        let tape = self.tape;
-        let y = tape.read2(self.id, w.id, kernels::gemm);
-        let rule = tape.track(&[self, w]).then(|| {
-            let saves = Saves::NONE
-                .input_if(1, self.requires_grad)
-                .input_if(0, w.requires_grad);
-            (saves, Rule::func(matmul_backward))
-        });
-        Ok(tape.record("matmul", y, (m, n), &[self, w], rule, location))
+        Ok((m, n))
     }
+}
+
+/// W is read for `dX` only if X needs a gradient, X for `dW` only if W does.
+fn matmul_saves<F: Float>(x: Tensor<'_, F>, w: Tensor<'_, F>) -> Saves {
+    Saves::NONE
+        .input_if(1, x.requires_grad)
+        .input_if(0, w.requires_grad)
 }
 
 /// `dX = G·Wᵀ`, `dW = Xᵀ·G`.
@@ -99,6 +179,14 @@ fn matmul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         let x = ctx.input(0);
         ctx.accumulate_gemm(1, x.t(), g.view());
     }
+}
+
+/// `dX = G·Wᵀ`, `dW = Xᵀ·G` (inputs 0 and 1), and `db = 1ᵀ·G` (input 2).
+fn linear_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if ctx.needs_grad(2) {
+        ctx.accumulate_scaled(2, F::one(), g.view());
+    }
+    matmul_backward(F::zero(), g, ctx);
 }
 
 #[cfg(test)]

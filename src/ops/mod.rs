@@ -12,6 +12,7 @@
 //! | op | forward | VJP | saves |
 //! |----|---------|-----|-------|
 //! | `matmul(X, W)` | `Y = X·W` | `dX = G·Wᵀ ; dW = Xᵀ·G` (GEMM, beta = 1 into an existing slot) | `W?`, `X?` |
+//! | `linear(X, W, b)` | `X·W + 1·b`, one GEMM with beta = 1 over the broadcast `b` | `dX = G·Wᵀ ; dW = Xᵀ·G ; db = 1ᵀ·G` | `W?`, `X?` |
 //! | `add(A, B)` | `A + B` (broadcast) | `dA = sum_to(G) ; dB = sum_to(G)` | nothing |
 //! | `sub(A, B)` | `A − B` (broadcast) | `dA = sum_to(G) ; dB = −sum_to(G)` | nothing |
 //! | `mul(A, B)` | `A ∘ B` (broadcast) | `dA = sum_to(G ∘ B) ; dB = sum_to(G ∘ A)` | `B?`, `A?` |

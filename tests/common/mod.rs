@@ -60,6 +60,9 @@ fn outer(r: usize, c: usize) -> Vec<(usize, usize)> {
 fn matmul(r: usize, c: usize) -> Vec<(usize, usize)> {
     vec![(r, c), (c, r + 2)]
 }
+fn linear(r: usize, c: usize) -> Vec<(usize, usize)> {
+    vec![(r, c), (c, r + 2), (1, r + 2)]
+}
 fn matmul_tn(r: usize, c: usize) -> Vec<(usize, usize)> {
     vec![(c, r), (c, r + 1)]
 }
@@ -75,6 +78,7 @@ pub fn cases() -> Vec<Case> {
         Case { op: "matmul", f: |x| x[0].matmul(x[1]), shapes: matmul, domains: &[N, N] },
         Case { op: "matmul", f: |x| x[0].t().matmul(x[1]), shapes: matmul_tn, domains: &[N, N] },
         Case { op: "matmul", f: |x| x[0].matmul(x[0].t()), shapes: one, domains: &[N] },
+        Case { op: "linear", f: |x| x[0].linear(x[1], x[2]), shapes: linear, domains: &[N, N, N] },
         Case { op: "add", f: |x| x[0].add(x[1]), shapes: same, domains: &[N, N] },
         Case { op: "add", f: |x| x[0].add(x[1]), shapes: row_lhs, domains: &[N, N] },
         Case { op: "add", f: |x| x[0].add(x[1]), shapes: scalar_rhs, domains: &[N, N] },
