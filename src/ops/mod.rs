@@ -59,10 +59,13 @@
 //! (`f(x)`), and the derivative as a function of what the rule needs (`df(y) = y (1 − y)`,
 //! from the output). (2) Declare what the rule saves with `Saves` (`tape.rs`),
 //! only what `df` reads. (3) Record with `tape.record`, building the rule only when
-//! `tape.track(..)` says an input needs a gradient. (4) In the rule, add each input's
+//! `tape.track(..)` says an input needs a gradient: a plain function
+//! `fn(param, G, ctx)` (`Rule::Fn`, no allocation), or a boxed `Backward` when the rule
+//! must own arrays (`Rule::Boxed`, the fused losses). (4) In the rule, add each input's
 //! contribution through the `Ctx` helpers (`accumulate_map`, `accumulate_gemm`, ...):
 //! they accumulate into existing buffers and un-broadcast. (5) Add a row to the table
-//! above and a case to `tests/gradcheck.rs`; a test fails until both exist.
+//! above and a case to the table in `tests/common/mod.rs`; `tests/gradcheck.rs` fails
+//! until both exist.
 
 mod activation;
 mod broadcast;
