@@ -31,7 +31,7 @@ use std::fmt;
 use std::path::Path;
 
 use ndarray::Array2;
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView, View};
 
 use crate::Float;
 use crate::nn::Parameters;
@@ -149,6 +149,23 @@ fn dtype<F: Float>() -> Dtype {
     }
 }
 
+/// `WrongDtype` unless the file's tensor `name` holds `F`s.
+fn check_dtype<F: Float>(name: &str, tensor: &TensorView<'_>) -> Result<(), CheckpointError> {
+    if tensor.dtype() == dtype::<F>() {
+        return Ok(());
+    }
+    Err(CheckpointError::WrongDtype {
+        name: name.to_string(),
+        expected: dtype::<F>().to_string(),
+        found: tensor.dtype().to_string(),
+    })
+}
+
+/// The `F`s of little-endian `bytes`, in order.
+fn decode<F: Float>(bytes: &[u8]) -> impl Iterator<Item = F> + '_ {
+    bytes.chunks_exact(std::mem::size_of::<F>()).map(F::read_le)
+}
+
 /// One parameter, ready to serialize: its row-major little-endian bytes.
 struct Tensor {
     dtype: Dtype,
@@ -242,14 +259,7 @@ pub fn from_bytes<F: Float>(
             }
             Err(e) => return Err(format_error(e)),
         };
-        if tensor.dtype() != dtype::<F>() {
-            let (expected, found) = (dtype::<F>().to_string(), tensor.dtype().to_string());
-            return Err(CheckpointError::WrongDtype {
-                name: name.clone(),
-                expected,
-                found,
-            });
-        }
+        check_dtype::<F>(name, &tensor)?;
         if tensor.shape() != [*r, *c] {
             let (expected, found) = (vec![*r, *c], tensor.shape().to_vec());
             return Err(CheckpointError::WrongShape {
@@ -273,10 +283,9 @@ pub fn from_bytes<F: Float>(
     let mut data = data.into_iter();
     model.visit_mut(&mut |_, p| {
         let bytes = data.next().expect("validated: one tensor per parameter");
-        let size = std::mem::size_of::<F>();
         p.iter_mut()
-            .zip(bytes.chunks_exact(size))
-            .for_each(|(x, b)| *x = F::read_le(b));
+            .zip(decode::<F>(bytes))
+            .for_each(|(x, v)| *x = v);
     });
     Ok(())
 }
@@ -307,14 +316,7 @@ pub fn read_matrices<F: Float>(
     let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
     let mut out = BTreeMap::new();
     for (name, tensor) in file.tensors() {
-        if tensor.dtype() != dtype::<F>() {
-            let (expected, found) = (dtype::<F>().to_string(), tensor.dtype().to_string());
-            return Err(CheckpointError::WrongDtype {
-                name,
-                expected,
-                found,
-            });
-        }
+        check_dtype::<F>(&name, &tensor)?;
         let shape = match *tensor.shape() {
             [n] => (1, n),
             [r, c] => (r, c),
@@ -327,11 +329,7 @@ pub fn read_matrices<F: Float>(
                 });
             }
         };
-        let values = tensor
-            .data()
-            .chunks_exact(std::mem::size_of::<F>())
-            .map(F::read_le)
-            .collect();
+        let values = decode::<F>(tensor.data()).collect();
         let array = Array2::from_shape_vec(shape, values)
             .map_err(|e| CheckpointError::Format(format!("`{name}`: {e}")))?;
         out.insert(name, array);
