@@ -224,4 +224,16 @@ fn parameters_without_gradients_are_left_alone_and_changed_models_are_errors() {
     );
     assert!(err.to_string().contains("make a new optimizer"));
     assert_eq!(other.parameters()[0].1, &Array2::<f64>::zeros((2, 2)));
+    // plain SGD keeps no buffers, and still checks names and shapes
+    let mut reshaped = Linear {
+        weight: Array2::zeros((2, 1)),
+        bias: Some(array![[5.0]]),
+    };
+    let err = opt.step(&mut reshaped, &g).unwrap_err();
+    assert_eq!(
+        err,
+        OptimError::ModelChanged {
+            name: "weight".into()
+        }
+    );
 }

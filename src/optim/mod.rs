@@ -105,6 +105,7 @@ struct Core<F> {
 
 struct ParamState<F> {
     name: String,
+    shape: (usize, usize),
     buffers: Vec<Array2<F>>,
     /// Updates applied to this parameter (Adam's bias correction counts per parameter).
     steps: u64,
@@ -137,6 +138,7 @@ impl<F: Float> Core<F> {
                 .iter()
                 .map(|(name, shape)| ParamState {
                     name: name.clone(),
+                    shape: *shape,
                     buffers: (0..buffers).map(|_| Array2::zeros(*shape)).collect(),
                     steps: 0,
                 })
@@ -155,8 +157,7 @@ impl<F: Float> Core<F> {
             return changed(name);
         }
         for ((name, shape), state) in shapes.iter().zip(&self.params) {
-            let fits = state.buffers.iter().all(|b| b.dim() == *shape);
-            if *name != state.name || !fits {
+            if *name != state.name || *shape != state.shape {
                 return changed(name);
             }
         }
