@@ -142,7 +142,7 @@ fn matrix(rows: usize, cols: usize, seed: f64) -> Array2<f64> {
 }
 
 fn close(a: &Array2<f64>, b: &Array2<f64>) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
+    a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
 }
 
 #[test]
