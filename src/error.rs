@@ -5,6 +5,8 @@
 use std::fmt;
 use std::panic::Location;
 
+use crate::Missing;
+
 /// Shorthand for `Result<T, tapegrad::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -28,7 +30,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// assert_eq!(err.location().line(), line + 1);
 /// assert!(err.to_string().starts_with("matmul: inputs 3 × 4 and 5 × 2 are not compatible"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` prints the same text as `Display`, so `unwrap()` and `fn main() -> Result`
+/// show the whole message.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     op: &'static str,
     kind: ErrorKind,
@@ -48,8 +53,16 @@ pub enum ErrorKind {
         /// The requirement that failed, in words.
         rule: &'static str,
     },
-    /// The result would have more elements than fit in `isize`.
+    /// The result would have more elements, or more bytes, than fit in `isize` (the
+    /// most any allocation can hold).
     TooLarge {
+        /// The requested shape.
+        shape: (usize, usize),
+    },
+    /// The system refused the memory for the result (its size fits in `isize`, but not in
+    /// this machine). Ops whose result can be larger than their inputs allocate fallibly
+    /// and report this; others abort on a refused allocation, as Rust's collections do.
+    OutOfMemory {
         /// The requested shape.
         shape: (usize, usize),
     },
@@ -86,6 +99,9 @@ pub enum ErrorKind {
     },
     /// The root does not depend on any tensor that requires a gradient.
     NoGradient,
+    /// [`Gradients`](crate::Gradients) holds no gradient for the tensor or array asked
+    /// about; the reason says why.
+    Missing(Missing),
     /// The number of class indices differs from the number of rows of the logits.
     TargetCount {
         /// Rows of the logits.
@@ -147,7 +163,11 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TooLarge { shape } => {
                 f.write_str("the result shape ")?;
                 dims(f, *shape)?;
-                f.write_str(" overflows isize")
+                f.write_str(" has more bytes than any allocation can hold")
+            }
+            ErrorKind::OutOfMemory { shape } => {
+                f.write_str("the system refused the memory for a result of shape ")?;
+                dims(f, *shape)
             }
             ErrorKind::Axis { axis } => {
                 write!(
@@ -183,6 +203,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NoGradient => {
                 f.write_str("the root does not depend on any tensor that requires a gradient")
             }
+            ErrorKind::Missing(reason) => write!(f, "no gradient: {reason}"),
             ErrorKind::TargetCount { rows, targets } => {
                 write!(f, "{targets} class indices given for {rows} rows of logits")
             }
@@ -203,6 +224,12 @@ impl fmt::Display for ErrorKind {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}, called at {}", self.op, self.kind, self.location)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -227,4 +254,38 @@ pub(crate) fn shape_error(
     location: &'static Location<'static>,
 ) -> Error {
     Error::new(op, ErrorKind::Shape { lhs, rhs, rule }, location)
+}
+
+/// `TooLarge` unless an `F` matrix of `shape` fits in one allocation: its element count
+/// and its size in bytes must fit in `isize`. Every op that makes a new shape checks it.
+pub(crate) fn check_size<F>(
+    op: &'static str,
+    shape: (usize, usize),
+    location: &'static Location<'static>,
+) -> Result<(usize, usize)> {
+    let fits = shape
+        .0
+        .checked_mul(shape.1)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<F>()))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    if fits {
+        Ok(shape)
+    } else {
+        Err(Error::new(op, ErrorKind::TooLarge { shape }, location))
+    }
+}
+
+/// The value an op computed, with a refused allocation turned into `OutOfMemory` for `op`
+/// (`value` is `Err(lost)` when an input was released; see `Tape::record`).
+pub(crate) fn allocated<T, L>(
+    value: std::result::Result<Option<T>, L>,
+    op: &'static str,
+    shape: (usize, usize),
+    location: &'static Location<'static>,
+) -> Result<std::result::Result<T, L>> {
+    match value {
+        Ok(Some(t)) => Ok(Ok(t)),
+        Ok(None) => Err(Error::new(op, ErrorKind::OutOfMemory { shape }, location)),
+        Err(lost) => Ok(Err(lost)),
+    }
 }

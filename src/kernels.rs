@@ -9,6 +9,8 @@
 //! strides (a step-2 slice) and products with every dimension ≤ 7 go to matrixmultiply,
 //! which reads any strides in place. Without `blas`, every product goes to matrixmultiply.
 
+use std::mem::MaybeUninit;
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
@@ -20,6 +22,41 @@ pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Arra
     a.dot(&b)
 }
 
+/// Room for `len` elements, or `None` if the system refuses the allocation: ops whose
+/// result can be larger than their inputs allocate through here, so that a refused
+/// allocation is an `OutOfMemory` error instead of an abort.
+fn try_vec<F>(len: usize) -> Option<Vec<F>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    Some(v)
+}
+
+/// A zero matrix of `shape`, or `None` if the allocation is refused. Zeroed by the
+/// allocator (`calloc`), so a large result costs no pass and touches no page until used.
+pub(crate) fn try_zeros<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
+    let len = shape.0.checked_mul(shape.1)?;
+    if len == 0 {
+        return Array2::from_shape_vec(shape, Vec::new()).ok();
+    }
+    let layout = std::alloc::Layout::array::<F>(len).ok()?;
+    // SAFETY: the layout's size is not zero.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<F>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: allocated by the global allocator with the layout of `len` `F`s, and all
+    // bytes zero is the value 0.0 of f32 and f64.
+    let v = unsafe { Vec::from_raw_parts(ptr, len, len) };
+    Array2::from_shape_vec(shape, v).ok()
+}
+
+/// `A·B` in a new array (GEMM with beta = 0), or `None` if the allocation is refused.
+pub(crate) fn try_gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Option<Array2<F>> {
+    let mut c = try_zeros((a.nrows(), b.ncols()))?;
+    gemm_into(a, b, &mut c);
+    Some(c)
+}
+
 /// `C = A·B` into an existing buffer (GEMM with beta = 0: C's old contents are not read).
 #[inline]
 pub(crate) fn gemm_into<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c: &mut Array2<F>) {
@@ -27,16 +64,19 @@ pub(crate) fn gemm_into<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c:
 }
 
 /// `m` copies of the 1 × n row `b`, stacked: the C that `linear`'s GEMM adds `X·W` to.
-pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Array2<F> {
+/// `None` if the allocation is refused.
+pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Option<Array2<F>> {
     let n = b.ncols();
-    match b.as_slice() {
-        Some(row) => {
-            let mut out = Vec::with_capacity(m * n);
-            (0..m).for_each(|_| out.extend_from_slice(row));
-            Array2::from_shape_vec((m, n), out).expect("m rows of n")
-        }
-        None => b.broadcast((m, n)).expect("a 1 × n row").to_owned(),
+    if m == 0 || n == 0 {
+        // nothing to copy (and no loop over 2⁴⁰ empty rows)
+        return try_zeros((m, n));
     }
+    let mut out = try_vec(m.checked_mul(n)?)?;
+    match b.as_slice() {
+        Some(row) => (0..m).for_each(|_| out.extend_from_slice(row)),
+        None => (0..m).for_each(|_| out.extend(b.iter().copied())),
+    }
+    Array2::from_shape_vec((m, n), out).ok()
 }
 
 /// `C += A·B` in place (GEMM with beta = 1): how matmul gradients accumulate where a
@@ -66,19 +106,22 @@ pub(crate) fn broadcast_shape(a: (usize, usize), b: (usize, usize)) -> Option<(u
 /// runs as one sweep over `a`'s memory in rows of n: ndarray's general broadcasting
 /// iterator costs tens of instructions per row, which dominates for narrow matrices
 /// (the 4-2-3 network of the seeds).
+///
+/// `None` if the allocation is refused (the result can be larger than either input).
 pub(crate) fn zip_broadcast<F: Float>(
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
     shape: (usize, usize),
     f: impl Fn(F, F) -> F,
-) -> Array2<F> {
+) -> Option<Array2<F>> {
+    let len = shape.0.checked_mul(shape.1)?;
     if a.dim() == shape && b.dim() == (1, shape.1) && shape.1 > 0 {
         if let (Some(xs), Some(bs)) = (a.as_slice(), b.as_slice()) {
-            let mut out = Vec::with_capacity(xs.len());
+            let mut out = try_vec(len)?;
             for row in xs.chunks_exact(shape.1) {
                 out.extend(row.iter().zip(bs).map(|(&x, &b)| f(x, b)));
             }
-            return Array2::from_shape_vec(shape, out).expect("one element per input element");
+            return Array2::from_shape_vec(shape, out).ok();
         }
     }
     let a = a
@@ -87,7 +130,22 @@ pub(crate) fn zip_broadcast<F: Float>(
     let b = b
         .broadcast(shape)
         .expect("the op checked that the shapes broadcast");
-    Zip::from(&a).and(&b).map_collect(|&a, &b| f(a, b))
+    let mut out = uninit(shape)?;
+    Zip::from(&mut out).and(&a).and(&b).for_each(|o, &a, &b| {
+        o.write(f(a, b));
+    });
+    // SAFETY: the Zip above wrote every element of `out`.
+    Some(unsafe { out.assume_init() })
+}
+
+/// An uninitialised C-order matrix of `shape`, or `None` if the allocation is refused.
+/// The caller writes every element before `assume_init`.
+fn uninit<F>(shape: (usize, usize)) -> Option<Array2<MaybeUninit<F>>> {
+    let len = shape.0.checked_mul(shape.1)?;
+    let mut v: Vec<MaybeUninit<F>> = try_vec(len)?;
+    // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `len`.
+    unsafe { v.set_len(len) };
+    Array2::from_shape_vec(shape, v).ok()
 }
 
 /// Un-broadcasting: sums `g` over the axes where `shape` has length 1 and `g` does not.
@@ -95,6 +153,9 @@ pub(crate) fn zip_broadcast<F: Float>(
 ///
 /// `shape` must be one `g` broadcasts from (checked by the op when it recorded).
 pub(crate) fn sum_to_shape<F: Float>(g: ArrayView2<'_, F>, shape: (usize, usize)) -> Array2<F> {
+    if g.is_empty() {
+        return Array2::zeros(shape);
+    }
     let (r, c) = g.dim();
     match (shape.0 == 1 && r != 1, shape.1 == 1 && c != 1) {
         (false, false) => g.to_owned(),
@@ -150,11 +211,13 @@ mod tests {
         let b = array![[10.0, 20.0, 30.0]];
         let c = array![[100.0], [200.0]];
         let sub = |a: f64, b: f64| a - b;
-        assert_eq!(zip_broadcast(x.view(), b.view(), (2, 3), sub), &x - &b);
-        assert_eq!(zip_broadcast(b.view(), x.view(), (2, 3), sub), &b - &x);
-        assert_eq!(zip_broadcast(x.view(), c.view(), (2, 3), sub), &x - &c);
-        assert_eq!(zip_broadcast(c.view(), b.view(), (2, 3), sub), &c - &b);
-        assert_eq!(zip_broadcast(x.t(), c.t(), (3, 2), sub), &x.t() - &c.t());
+        let zip = |a, b, shape| zip_broadcast(a, b, shape, sub).unwrap();
+        assert_eq!(zip(x.view(), b.view(), (2, 3)), &x - &b);
+        assert_eq!(zip(b.view(), x.view(), (2, 3)), &b - &x);
+        assert_eq!(zip(x.view(), c.view(), (2, 3)), &x - &c);
+        assert_eq!(zip(c.view(), b.view(), (2, 3)), &c - &b);
+        assert_eq!(zip(x.t(), c.t(), (3, 2)), &x.t() - &c.t());
+        assert_eq!(zip(x.t(), x.t(), (3, 2)), &x.t() - &x.t());
     }
 
     #[test]

@@ -45,7 +45,13 @@
 //!
 //! - Ops are recorded in creation order, which is a topological order: backward is one
 //!   reverse loop, with no sort and no hash map ([`tape`](crate::Tape)).
-//! - A value used several times receives the sum of all paths.
+//! - A value used several times receives the sum of all paths. A parameter is one leaf
+//!   however often it goes on the tape: [`Tape::param`] on an array already on the tape
+//!   (or on its transpose) returns the same leaf, so a layer applied twice or tied weights
+//!   get the sum over every use, and [`Gradients::wrt`] finds it by the array.
+//! - Nothing is skipped silently: [`Gradients::try_wrt`] and [`Gradients::try_get`] say
+//!   why a tensor or array has no gradient ([`Missing`]), and an optimizer step with a
+//!   parameter that has none is an error naming it, unless frozen on purpose.
 //! - Leaves that need no gradient ([`Tape::constant`]) cost no backward work: rules skip
 //!   them, and an op whose inputs need no gradient records no rule and saves nothing.
 //! - Each rule saves only what it needs, without copying (the rule table in [`ops`]).
@@ -56,6 +62,10 @@
 //! - Errors are values: every op that combines shapes has a `try_` form returning an
 //!   [`Error`] that names the op, both shapes and the caller's line; the short form panics
 //!   with that message and says so. NaN and infinities propagate; no op panics on them.
+//!   A result whose size does not fit in memory's address space is `TooLarge`, one the
+//!   system refuses is `OutOfMemory` (for every op whose result can be larger than its
+//!   inputs); empty matrices, whatever their other dimension, cost nothing. A fuzz harness
+//!   (`tests/fuzz.rs`) runs random programs over the whole API to keep it so.
 //! - First order only: rules compute on plain arrays. They are pure functions of
 //!   (saved values, G), so rules that record themselves (higher order) remain possible.
 //!
@@ -102,7 +112,7 @@ mod tensor;
 
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
-pub use grad::Gradients;
+pub use grad::{Gradients, Missing};
 pub use tape::{BackwardOptions, LeafData, Tape, TapeStats};
 pub use tensor::Tensor;
 

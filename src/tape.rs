@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix1, Ix2};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::grad::{Ctx, Gradients};
+use crate::grad::{Ctx, Gradients, Params, ViewKey};
 use crate::{Float, Tensor};
 
 /// Index of a node on its tape.
@@ -77,6 +77,15 @@ impl Saves {
         Saves(Self::OUTPUT)
     }
 
+    /// Also saves the op's output when `cond` holds.
+    pub(crate) const fn output_if(self, cond: bool) -> Saves {
+        if cond {
+            Saves(self.0 | Self::OUTPUT)
+        } else {
+            self
+        }
+    }
+
     /// Also saves input `k` when `cond` holds (matmul saves X only if W needs a gradient).
     pub(crate) const fn input_if(self, k: usize, cond: bool) -> Saves {
         assert!(k < 7, "a rule can save at most inputs 0..7");
@@ -128,6 +137,9 @@ pub(crate) struct Inner<'t, F> {
     pub(crate) nodes: Vec<Node<F>>,
     pub(crate) values: Vec<Value<'t, F>>,
     input_ids: Vec<NodeId>,
+    /// Borrowed leaves that require a gradient, by storage: a parameter put on the tape
+    /// again is the same leaf ([`Tape::param`]).
+    params: Params,
     /// Set by a backward pass that did not retain the graph.
     consumed: Option<&'static Location<'static>>,
 }
@@ -360,13 +372,20 @@ impl<'t, F: Float> Tape<'t, F> {
         Self::with_capacity(128)
     }
 
-    /// An empty tape with room for `nodes` tensors before it grows.
+    /// An empty tape with room for `nodes` tensors before it grows. The capacity is a
+    /// hint: one that cannot be allocated (`usize::MAX`) is ignored, never a panic.
     pub fn with_capacity(nodes: usize) -> Self {
+        fn vec<T>(n: usize) -> Vec<T> {
+            let mut v = Vec::new();
+            let _ = v.try_reserve_exact(n);
+            v
+        }
         Tape {
             inner: RefCell::new(Inner {
-                nodes: Vec::with_capacity(nodes),
-                values: Vec::with_capacity(nodes),
-                input_ids: Vec::with_capacity(2 * nodes),
+                nodes: vec(nodes),
+                values: vec(nodes),
+                input_ids: vec(nodes.saturating_mul(2)),
+                params: Params::with_capacity(8),
                 consumed: None,
             }),
             grad_enabled: Cell::new(true),
@@ -376,6 +395,26 @@ impl<'t, F: Float> Tape<'t, F> {
 
     /// A leaf that requires a gradient (a parameter). Borrowed data is not copied; its
     /// gradient can also be found by the array itself, [`Gradients::wrt`].
+    ///
+    /// A parameter is one leaf however often it goes on the tape: borrowing an array that
+    /// is already a parameter of this tape (the same storage, shape and strides) returns
+    /// the same tensor, and its transpose returns that tensor's [`Tensor::t`]. So a layer
+    /// applied twice, or weights tied between two uses, get the sum of the gradients of
+    /// every use. Owned data (`tape.param(w.clone())`) is a new leaf each time, which
+    /// [`Gradients::wrt`] cannot find by the original array.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let w = array![[2.0]];
+    /// let tape = Tape::new();
+    /// let x = tape.constant(array![[3.0]]);
+    /// // the same weight applied twice: y = (x·w)·w, dy/dw = 2·x·w = 12
+    /// let y = x.matmul(tape.param(&w)).matmul(tape.param(&w));
+    /// let grads = tape.backward(y).unwrap();
+    /// assert_eq!(grads.wrt(&w).unwrap()[[0, 0]], 12.0);
+    /// ```
     #[track_caller]
     pub fn param(&'t self, data: impl Into<LeafData<'t, F>>) -> Tensor<'t, F> {
         self.leaf(data, true)
@@ -403,7 +442,19 @@ impl<'t, F: Float> Tape<'t, F> {
             Value::Alias { .. } | Value::Released(_) => unreachable!("leaf data is an array"),
         };
         let requires_grad = requires_grad && self.grad_enabled.get();
-        self.push(
+        let key = match &value {
+            Value::Borrowed(v) if requires_grad => Some(ViewKey::of(v)),
+            _ => None,
+        };
+        if let Some(key) = key {
+            let found = self.inner.borrow_mut().params.find(key);
+            match found {
+                Some((id, false)) => return self.tensor(id),
+                Some((id, true)) => return self.tensor(id).t(),
+                None => {}
+            }
+        }
+        let t = self.push(
             "leaf",
             value,
             shape,
@@ -411,7 +462,24 @@ impl<'t, F: Float> Tape<'t, F> {
             None,
             requires_grad,
             Location::caller(),
-        )
+        );
+        if let Some(key) = key {
+            let elem = std::mem::size_of::<F>();
+            self.inner.borrow_mut().params.insert(key, t.id, elem);
+        }
+        t
+    }
+
+    /// The handle of node `id`.
+    pub(crate) fn tensor(&'t self, id: NodeId) -> Tensor<'t, F> {
+        let inner = self.inner.borrow();
+        let node = &inner.nodes[id];
+        Tensor {
+            tape: self,
+            id,
+            shape: node.shape,
+            requires_grad: node.requires_grad,
+        }
     }
 
     /// Runs `f` with recording of gradients switched off: ops inside record no rule and save
@@ -542,6 +610,8 @@ impl<'t, F: Float> Tape<'t, F> {
             values,
             input_ids,
             consumed,
+            params,
+            ..
         } = &mut *inner;
         if let Some(first) = *consumed {
             return fail(ErrorKind::BackwardTwice { first });
@@ -550,6 +620,8 @@ impl<'t, F: Float> Tape<'t, F> {
             return fail(ErrorKind::NoGradient);
         }
         let retain = opts.retain_graph;
+        // the root stays readable after backward, also when it is a view of another node
+        let root_source = source(values, root.id);
         let keep: Vec<NodeId> = opts
             .keep
             .iter()
@@ -581,7 +653,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 }
             }
             for id in 0..n {
-                release_if_unused(nodes, values, &uses, id, root.id);
+                release_if_unused(nodes, values, &uses, id, root_source);
             }
         }
 
@@ -616,7 +688,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 for s in nodes[id].saves.ids(id, inputs_of(&nodes[id])) {
                     let s = source(values, s);
                     uses[s] -= 1;
-                    release_if_unused(nodes, values, &uses, s, root.id);
+                    release_if_unused(nodes, values, &uses, s, root_source);
                 }
             }
         }
@@ -624,7 +696,7 @@ impl<'t, F: Float> Tape<'t, F> {
             *consumed = Some(location);
         }
         Ok(Gradients::collect(
-            self.id, nodes, values, slots, spare, kept,
+            self.id, nodes, values, slots, spare, kept, params,
         ))
     }
 
@@ -757,15 +829,15 @@ fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
 }
 
 /// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's
-/// data) and the root (the loss, read after backward) stay.
+/// data) and the root's storage (the loss, read after backward) stay.
 fn release_if_unused<F>(
     nodes: &[Node<F>],
     values: &mut [Value<'_, F>],
     uses: &[u32],
     id: NodeId,
-    root: NodeId,
+    root_source: NodeId,
 ) {
-    if uses[id] == 0 && id != root && !nodes[id].leaf {
+    if uses[id] == 0 && id != root_source && !nodes[id].leaf {
         if let Value::Owned(_) = values[id] {
             values[id] = Value::Released(id);
         }

@@ -4,7 +4,10 @@ use ndarray::Array2;
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use std::panic::Location;
+
 use super::{Module, Parameters};
+use crate::error::{check_size, or_panic};
 use crate::{Float, Result, Tensor};
 
 /// How [`Linear::new`] draws the weights (biases start at zero).
@@ -49,10 +52,35 @@ pub struct Linear<F> {
 impl<F: Float> Linear<F> {
     /// A layer with weights drawn by `init` from `rng` (seed it for reproducible runs) and
     /// a zero bias.
+    ///
+    /// # Panics
+    ///
+    /// If `inputs × outputs` elements do not fit in memory's address space; see
+    /// [`Linear::try_new`].
+    #[track_caller]
     pub fn new<R: Rng + ?Sized>(inputs: usize, outputs: usize, init: Init, rng: &mut R) -> Self {
+        or_panic(Self::try_new(inputs, outputs, init, rng))
+    }
+
+    /// A layer as [`Linear::new`], or `TooLarge` if the weight's size in bytes does not
+    /// fit in `isize`. (A size that fits but that the system cannot provide aborts the
+    /// process, as every Rust allocation does.)
+    ///
+    /// # Errors
+    ///
+    /// `TooLarge`, naming the weight's shape.
+    #[track_caller]
+    pub fn try_new<R: Rng + ?Sized>(
+        inputs: usize,
+        outputs: usize,
+        init: Init,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let location = Location::caller();
+        check_size::<F>("Linear::new", (inputs, outputs), location)?;
         let weight = match init {
             Init::Glorot => {
-                let a = (6.0 / (inputs + outputs).max(1) as f64).sqrt();
+                let a = (6.0 / inputs.saturating_add(outputs).max(1) as f64).sqrt();
                 let u = Uniform::new_inclusive(-a, a).expect("a finite range");
                 Array2::from_shape_simple_fn((inputs, outputs), || F::cast(u.sample(rng)))
             }
@@ -62,13 +90,18 @@ impl<F: Float> Linear<F> {
                 Array2::from_shape_simple_fn((inputs, outputs), || F::cast(n.sample(rng)))
             }
         };
-        Linear {
+        Ok(Linear {
             weight,
             bias: Some(Array2::zeros((1, outputs))),
-        }
+        })
     }
 
     /// The same without a bias.
+    ///
+    /// # Panics
+    ///
+    /// As [`Linear::new`].
+    #[track_caller]
     pub fn without_bias<R: Rng + ?Sized>(
         inputs: usize,
         outputs: usize,

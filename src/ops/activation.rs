@@ -318,7 +318,8 @@ impl<F: Float> Unary<F> for Log {
         x.ln()
     }
     fn df(self, x: F) -> F {
-        x.recip()
+        // `x + 0` turns −0 into +0: the derivative at ±0 is +∞, as PyTorch gives
+        (x + F::zero()).recip()
     }
 }
 
@@ -335,7 +336,8 @@ impl<F: Float> Unary<F> for Sqrt {
         x.sqrt()
     }
     fn df(self, y: F) -> F {
-        F::cast(0.5) / y
+        // `y + 0` turns −0 (√−0) into +0: the derivative at ±0 is +∞, as PyTorch gives
+        F::cast(0.5) / (y + F::zero())
     }
 }
 
@@ -369,9 +371,12 @@ impl<F: Float> Unary<F> for Powi {
         x.powi(self.0)
     }
     fn df(self, x: F) -> F {
-        match self.0 {
-            0 => F::zero(),
-            n => F::cast(f64::from(n)) * x.powi(n - 1),
+        let n = self.0;
+        match n.checked_sub(1) {
+            _ if n == 0 => F::zero(),
+            Some(k) => F::cast(f64::from(n)) * x.powi(k),
+            // n = i32::MIN: n − 1 does not fit in i32
+            None => F::cast(f64::from(n)) * x.powf(F::cast(f64::from(n) - 1.0)),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - `Y = A + B`: `dA = G`, `dB = G` (saves nothing)
 //! - `Y = A − B`: `dA = G`, `dB = −G` (saves nothing)
 //! - `Y = A ∘ B`: `dA = G ∘ B`, `dB = G ∘ A` (saves each operand only for the other)
-//! - `Y = A / B`: `dA = G / B`, `dB = −G ∘ A / B²` (saves B, and A if B needs it)
+//! - `Y = A / B`: `dA = G / B`, `dB = −(G / B) ∘ Y` (saves B, and Y if B needs a
+//!   gradient; `A / B²` would overflow or underflow where the quotient does not)
 //! - `Y = −X`, `Y = s·X`, `Y = X + s`: `dX = −G`, `s·G`, `G` (saves nothing)
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -15,7 +16,7 @@ use std::panic::Location;
 
 use ndarray::{Array2, Zip};
 
-use crate::error::{Result, or_panic, shape_error};
+use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::kernels::{broadcast_shape, zip_broadcast};
 use crate::tape::{Rule, Saves};
@@ -48,8 +49,10 @@ impl<'t, F: Float> Tensor<'t, F> {
                 location,
             ));
         };
+        check_size::<F>(op, shape, location)?;
         let tape = self.tape;
         let y = tape.read2(self.id, other.id, |a, b| zip_broadcast(a, b, shape, f));
+        let y = allocated(y, op, shape, location)?;
         let rule = tape.track(&[self, other]).then(rule);
         Ok(tape.record(op, y, shape, &[self, other], rule, location))
     }
@@ -165,7 +168,9 @@ impl<'t, F: Float> Tensor<'t, F> {
     }
 
     /// Elementwise quotient `self / other`, broadcasting like [`Tensor::add`].
-    /// The derivative: `dA = G / B`, `dB = −G ∘ A / B²`. Division by zero gives ±∞ or NaN,
+    /// The derivative: `dA = G / B`, `dB = −G ∘ A / B²`, computed as `−(G / B) ∘ Y` from
+    /// the output `Y = A / B`, which neither overflows nor underflows where the quotient
+    /// itself is finite (`B²` of 10²⁰ overflows f32). Division by zero gives ±∞ or NaN,
     /// never a panic.
     ///
     /// # Panics
@@ -197,9 +202,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_div(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        let saves = Saves::NONE
-            .input_if(1, true)
-            .input_if(0, other.requires_grad);
+        let saves = Saves::NONE.input_if(1, true).output_if(other.requires_grad);
         let rule = || (saves, Rule::func(div_backward));
         self.binary(other, "div", Location::caller(), |a, b| a / b, rule)
     }
@@ -321,15 +324,15 @@ fn mul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     }
 }
 
-/// `dA = G / B`, `dB = −G ∘ A / B²`.
+/// `dA = G / B`, `dB = −(G / B) ∘ Y`.
 fn div_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     let b = ctx.input(1);
     if ctx.needs_grad(1) {
-        let a = ctx.input(0);
+        let y = ctx.output();
         let d = Zip::from(&g)
-            .and_broadcast(&a)
+            .and(&y)
             .and_broadcast(&b)
-            .map_collect(|&g, &a, &b| -g * a / (b * b));
+            .map_collect(|&g, &y, &b| -(g / b) * y);
         ctx.accumulate(1, d);
     }
     if ctx.needs_grad(0) {

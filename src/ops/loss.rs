@@ -10,9 +10,11 @@
 //!   `log softmax(Z)`, and `T` if `Z` needs a gradient.
 //! - `ce` from indices `y`: `dZ = g (softmax(Z) − onehot(y)) / N`. Saves `softmax(Z)`.
 //!
-//! `log softmax` is computed per row as `z − m − ln Σ exp(z − m)` with `m = max(z)`: no
-//! overflow for any finite logits (1000 and −1000 give exact probabilities 1 and 0), and
-//! NaN or infinite logits give a NaN loss rather than a panic.
+//! `log softmax` is computed per row as `(z − m) − ln Σ exp(z − m)` with `m = max(z)`: no
+//! overflow for any finite logits (1000 and −1000 give exact probabilities 1 and 0; equal
+//! f32 logits of 10⁶ give exactly `ln C`), a `−∞` logit gives probability 0 (and a zero
+//! target there contributes 0, not `0 · −∞`), and NaN logits give a NaN loss rather than
+//! a panic.
 
 use std::panic::Location;
 
@@ -23,13 +25,21 @@ use crate::grad::Ctx;
 use crate::tape::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
-/// Row-wise `log softmax(z)`, stable for large logits.
+/// Row-wise `log softmax(z) = (z − m) − ln Σ exp(z − m)` with `m` the row's maximum:
+/// no overflow for any finite logits, and `z − m` is exact where it matters (the largest
+/// logits), so equal logits of 10⁷ in f32 still give `−ln C`. A row whose maximum is
+/// `−∞` is shifted by 0 instead (its result is NaN, as the math says).
 fn log_softmax<F: Float>(z: ArrayView2<'_, F>) -> Array2<F> {
     let mut out = z.to_owned();
+    if out.is_empty() {
+        // no row to walk (there may be 2⁴⁰ rows of nothing)
+        return out;
+    }
     for mut row in out.rows_mut() {
         let m = row.fold(F::neg_infinity(), |m, &v| if v > m { v } else { m });
         let m = if m == F::neg_infinity() { F::zero() } else { m };
-        let lse = m + row.fold(F::zero(), |s, &v| s + (v - m).exp()).ln();
+        row.mapv_inplace(|v| v - m);
+        let lse = row.fold(F::zero(), |s, &v| s + v.exp()).ln();
         row.mapv_inplace(|v| v - lse);
     }
     out
@@ -165,9 +175,10 @@ impl<'t, F: Float> Tensor<'t, F> {
         let track = tape.track(&[self, targets]);
         let forward = tape.read2(self.id, targets.id, |z, t| {
             let logp = log_softmax(z);
-            let total = Zip::from(&logp)
-                .and(&t)
-                .fold(F::zero(), |s, &lp, &t| s + t * lp);
+            // a zero target contributes nothing, also where log p is −∞ (0 · −∞ is NaN)
+            let total = Zip::from(&logp).and(&t).fold(F::zero(), |s, &lp, &t| {
+                if t == F::zero() { s } else { s + t * lp }
+            });
             (-total * inv_n, logp)
         });
         let (y, rule) = match forward {
@@ -299,16 +310,19 @@ impl<F: Float> Backward<F> for SoftmaxCrossEntropyBackward<F> {
         if ctx.needs_grad(0) {
             let t = ctx.input(1);
             let mut dz = Array2::zeros(self.logp.dim());
-            Zip::from(dz.rows_mut())
-                .and(self.logp.rows())
-                .and(t.rows())
-                .for_each(|mut dz, lp, t| {
-                    let mass = t.sum();
-                    Zip::from(&mut dz)
-                        .and(&lp)
-                        .and(&t)
-                        .for_each(|d, &lp, &t| *d = a * (lp.exp() * mass - t));
-                });
+            // (no row to walk when empty: there may be 2⁴⁰ rows of nothing)
+            if !dz.is_empty() {
+                Zip::from(dz.rows_mut())
+                    .and(self.logp.rows())
+                    .and(t.rows())
+                    .for_each(|mut dz, lp, t| {
+                        let mass = t.sum();
+                        Zip::from(&mut dz)
+                            .and(&lp)
+                            .and(&t)
+                            .for_each(|d, &lp, &t| *d = a * (lp.exp() * mass - t));
+                    });
+            }
             ctx.accumulate(0, dz);
         }
         if ctx.needs_grad(1) {

@@ -18,7 +18,7 @@ use std::panic::Location;
 
 use ndarray::Array2;
 
-use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
+use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::kernels;
 use crate::tape::{Rule, Saves};
@@ -65,13 +65,19 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// # Errors
     ///
     /// `Shape` if the columns of `self` differ from the rows of `w`, `TooLarge` if the
-    /// product's size overflows, `ForeignTensor` if the tapes differ.
+    /// product's size in bytes overflows `isize`, `OutOfMemory` if the system refuses its
+    /// memory, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_matmul(self, w: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         let (m, n) = self.product_shape(w, "matmul", location)?;
         let tape = self.tape;
-        let y = tape.read2(self.id, w.id, kernels::gemm);
+        let y = allocated(
+            tape.read2(self.id, w.id, kernels::try_gemm),
+            "matmul",
+            (m, n),
+            location,
+        )?;
         let rule = tape
             .track(&[self, w])
             .then(|| (matmul_saves(self, w), Rule::func(matmul_backward)));
@@ -126,12 +132,16 @@ impl<'t, F: Float> Tensor<'t, F> {
             return Err(shape_error("linear", w.shape, b.shape, rule, location));
         }
         let tape = self.tape;
-        let y = tape
-            .read1(b.id, |b| kernels::repeat_row(b, m))
-            .and_then(|mut y| {
-                tape.read2(self.id, w.id, |x, w| kernels::gemm_acc(x, w, &mut y))?;
-                Ok(y)
-            });
+        let y = allocated(
+            tape.read1(b.id, |b| kernels::repeat_row(b, m)),
+            "linear",
+            (m, n),
+            location,
+        )?
+        .and_then(|mut y| {
+            tape.read2(self.id, w.id, |x, w| kernels::gemm_acc(x, w, &mut y))?;
+            Ok(y)
+        });
         let rule = tape
             .track(&[self, w, b])
             .then(|| (matmul_saves(self, w), Rule::func(linear_backward)));
@@ -151,14 +161,7 @@ impl<'t, F: Float> Tensor<'t, F> {
             let rule = "the columns of the left must equal the rows of the right";
             return Err(shape_error(op, self.shape, w.shape, rule, location));
         }
-        if m.checked_mul(n).is_none_or(|len| len > isize::MAX as usize) {
-            return Err(Error::new(
-                op,
-                ErrorKind::TooLarge { shape: (m, n) },
-                location,
-            ));
-        }
-        Ok((m, n))
+        check_size::<F>(op, (m, n), location)
     }
 }
 

@@ -16,7 +16,7 @@
 //! | `add(A, B)` | `A + B` (broadcast) | `dA = sum_to(G) ; dB = sum_to(G)` | nothing |
 //! | `sub(A, B)` | `A − B` (broadcast) | `dA = sum_to(G) ; dB = −sum_to(G)` | nothing |
 //! | `mul(A, B)` | `A ∘ B` (broadcast) | `dA = sum_to(G ∘ B) ; dB = sum_to(G ∘ A)` | `B?`, `A?` |
-//! | `div(A, B)` | `A / B` (broadcast) | `dA = sum_to(G / B) ; dB = −sum_to(G ∘ A / B²)` | `B`, `A?` |
+//! | `div(A, B)` | `Y = A / B` (broadcast) | `dA = sum_to(G / B) ; dB = −sum_to((G / B) ∘ Y)` | `B`, `Y?` |
 //! | `neg(X)` | `−X` | `dX = −G` | nothing |
 //! | `add_scalar(X, s)` | `X + s` | `dX = G` | nothing |
 //! | `mul_scalar(X, s)` | `s·X` | `dX = s·G` | nothing |
@@ -31,8 +31,8 @@
 //! | `tanh(X)` | `Y = tanh X` | `dX = G ∘ (1 − Y²)` | `Y` |
 //! | `relu(X)` | `Y = max(X, 0)` | `dX = G ∘ [Y > 0]` | `Y` |
 //! | `exp(X)` | `Y = eˣ` | `dX = G ∘ Y` | `Y` |
-//! | `log(X)` | `ln X` | `dX = G / X` | `X` |
-//! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` | `Y` |
+//! | `log(X)` | `ln X` | `dX = G / X` (+∞ at ±0) | `X` |
+//! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` (+∞ at ±0) | `Y` |
 //! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` |
 //! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` |
 //! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) |

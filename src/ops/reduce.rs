@@ -9,8 +9,9 @@ use std::panic::Location;
 
 use ndarray::{Array2, Axis};
 
-use crate::error::{Error, ErrorKind, Result, or_panic};
+use crate::error::{Error, ErrorKind, Result, allocated, check_size, or_panic};
 use crate::grad::Ctx;
+use crate::kernels;
 use crate::tape::{Rule, Saves};
 use crate::{Float, Tensor};
 
@@ -26,10 +27,10 @@ impl<'t, F: Float> Tensor<'t, F> {
         axis: Option<Axis>,
         mean: bool,
         location: &'static Location<'static>,
-    ) -> Tensor<'t, F> {
+    ) -> Result<Tensor<'t, F>> {
         let (m, n) = self.shape;
         let (shape, count) = match axis {
-            None => ((1, 1), m * n),
+            None => ((1, 1), m.saturating_mul(n)),
             Some(Axis(0)) => ((1, n), m),
             Some(_) => ((m, 1), n),
         };
@@ -42,14 +43,26 @@ impl<'t, F: Float> Tensor<'t, F> {
         let y = tape.read1(self.id, |x| {
             let s = match axis {
                 None => Array2::from_elem((1, 1), x.sum()),
+                // An empty input sums to zeros without walking its (maybe 2⁴⁰) empty
+                // lanes; the zeros themselves can be larger than the input.
+                Some(_) if x.is_empty() => kernels::try_zeros(shape)?,
                 Some(a) => x.sum_axis(a).insert_axis(a),
             };
-            if mean { s * c } else { s }
+            Some(if mean { s * c } else { s })
         });
+        let y = allocated(y, op, shape, location)?;
         let rule = tape
             .track(&[self])
             .then(|| (Saves::NONE, Rule::Fn(reduce_backward, c)));
-        tape.record(op, y, shape, &[self], rule, location)
+        Ok(tape.record(op, y, shape, &[self], rule, location))
+    }
+
+    /// The shape of a reduction along `axis` (0 or 1), the axis kept with length 1.
+    fn reduced_shape(self, axis: Axis) -> (usize, usize) {
+        match axis {
+            Axis(0) => (1, self.shape.1),
+            _ => (self.shape.0, 1),
+        }
     }
 
     fn check_axis(
@@ -84,7 +97,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// ```
     #[track_caller]
     pub fn sum(self) -> Tensor<'t, F> {
-        self.reduce("sum", None, false, Location::caller())
+        or_panic(self.reduce("sum", None, false, Location::caller()))
     }
 
     /// Mean of all elements, as a 1 × 1 tensor. The derivative: `dX = G / mn` everywhere.
@@ -103,7 +116,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// ```
     #[track_caller]
     pub fn mean(self) -> Tensor<'t, F> {
-        self.reduce("mean", None, true, Location::caller())
+        or_panic(self.reduce("mean", None, true, Location::caller()))
     }
 
     /// Sum along `axis`, keeping it: `Axis(0)` gives the 1 × n column sums, `Axis(1)` the
@@ -135,12 +148,14 @@ impl<'t, F: Float> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `Axis` if `axis` is not 0 or 1.
+    /// `Axis` if `axis` is not 0 or 1, `TooLarge` or `OutOfMemory` if the result (the sums
+    /// of the empty lanes of a huge empty matrix) does not fit.
     #[track_caller]
     pub fn try_sum_axis(self, axis: Axis) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         Self::check_axis(axis, "sum_axis", location)?;
-        Ok(self.reduce("sum_axis", Some(axis), false, location))
+        check_size::<F>("sum_axis", self.reduced_shape(axis), location)?;
+        self.reduce("sum_axis", Some(axis), false, location)
     }
 
     /// Mean along `axis`, keeping it (1 × n for `Axis(0)`, m × 1 for `Axis(1)`). The
@@ -171,11 +186,12 @@ impl<'t, F: Float> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `Axis` if `axis` is not 0 or 1.
+    /// As [`Tensor::try_sum_axis`].
     #[track_caller]
     pub fn try_mean_axis(self, axis: Axis) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         Self::check_axis(axis, "mean_axis", location)?;
-        Ok(self.reduce("mean_axis", Some(axis), true, location))
+        check_size::<F>("mean_axis", self.reduced_shape(axis), location)?;
+        self.reduce("mean_axis", Some(axis), true, location)
     }
 }
