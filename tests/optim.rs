@@ -198,18 +198,27 @@ fn clipping_scales_the_gradients_to_the_max_norm() {
 }
 
 #[test]
-fn parameters_without_gradients_are_left_alone_and_changed_models_are_errors() {
+fn parameters_without_gradients_are_errors_unless_frozen_and_changed_models_are_errors() {
     let mut m = Linear {
         weight: array![[1.0, 1.0]],
         bias: Some(array![[5.0]]),
     };
     let g = grads(&model([1.0, 1.0])); // gradients of another model's parameter
     let mut opt = Sgd::new(0.1);
+    let err = opt.step(&mut m, &g).unwrap_err();
+    assert!(
+        matches!(&err, OptimError::NoGradient { name, .. } if name == "weight"),
+        "{err}"
+    );
+    assert_eq!(m.weight, array![[1.0, 1.0]]);
+    assert_eq!(m.bias.as_ref().unwrap(), &array![[5.0]]);
+    // frozen on purpose, they are left alone
+    let mut opt = Sgd::new(0.1).freeze(["weight", "bias"]);
     opt.step(&mut m, &g).unwrap();
     assert_eq!(m.weight, array![[1.0, 1.0]]);
     assert_eq!(m.bias.as_ref().unwrap(), &array![[5.0]]);
 
-    let mut adam = Adam::new(0.1);
+    let mut adam = Adam::new(0.1).freeze(["weight", "bias"]);
     adam.step(&mut m, &g).unwrap();
     let mut other = Linear {
         weight: Array2::zeros((2, 2)),

@@ -67,6 +67,14 @@ impl<F: Float> Adam<F> {
         self
     }
 
+    /// Freezes the parameters of these names: they are not updated and need no gradient
+    /// (fine-tuning part of a model). Without this, a parameter with no gradient is an
+    /// error ([`Optimizer::step`]).
+    pub fn freeze<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.core.freeze(names);
+        self
+    }
+
     /// A learning-rate schedule: before step `i` (from 0) the rate is `schedule(i, lr)`.
     pub fn schedule(mut self, schedule: impl Fn(usize, F) -> F + Send + Sync + 'static) -> Self {
         self.core.schedule = Some(Box::new(schedule));

@@ -4,8 +4,10 @@
 //!
 //! An optimizer walks the model's parameters in their fixed order, finds each one's
 //! gradient by the array itself ([`Gradients::wrt`]) and updates it in place, with one
-//! fused pass per parameter. A parameter without a gradient (it was not on the tape) is
-//! left alone. The updates follow PyTorch's `torch.optim` to the letter; the tests check
+//! fused pass per parameter. Every parameter must have a gradient: one without (it was
+//! not on the tape, or went on it as a copy) is an error naming it, and nothing is
+//! updated. To leave parameters alone on purpose, freeze them by name (`freeze` on each
+//! optimizer). The updates follow PyTorch's `torch.optim` to the letter; the tests check
 //! them against updates computed by hand.
 //!
 //! ```
@@ -34,20 +36,26 @@ pub use adam::Adam;
 pub use sgd::Sgd;
 
 use std::fmt;
+use std::panic::Location;
 
 use ndarray::Array2;
 
 use crate::nn::Parameters;
-use crate::{Float, Gradients};
+use crate::{ErrorKind, Float, Gradients, Missing};
 
 /// Updates a model's parameters from their gradients.
 pub trait Optimizer<F: Float> {
-    /// One update of every parameter of `model` that has a gradient in `grads`.
+    /// One update of every parameter of `model` from its gradient in `grads`. Every
+    /// parameter must have a gradient there, except those frozen on purpose (`freeze` on
+    /// each optimizer): a parameter without one is an error, never skipped silently.
     ///
     /// # Errors
     ///
+    /// [`OptimError::NoGradient`] for a parameter (not frozen) without a gradient, with
+    /// the reason; [`OptimError::GradientShape`] for a gradient of the wrong shape;
     /// [`OptimError::ModelChanged`] if the model's parameters are not the ones (by name and
-    /// shape, in order) this optimizer's state was made for; nothing is updated then.
+    /// shape, in order) this optimizer's state was made for; [`OptimError::UnknownParameter`]
+    /// if a frozen name is not a parameter of the model. Nothing is updated then.
     fn step(
         &mut self,
         model: &mut dyn Parameters<F>,
@@ -68,14 +76,36 @@ pub trait Optimizer<F: Float> {
 /// learning rate.
 pub type Schedule<F> = Box<dyn Fn(usize, F) -> F + Send + Sync>;
 
-/// Why an optimizer step failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an optimizer step failed. Nothing was updated.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OptimError {
     /// The model's parameters differ (in name, shape or number) from the ones the
     /// optimizer's state was made for.
     ModelChanged {
         /// The first parameter that differs.
+        name: String,
+    },
+    /// A parameter has no gradient in the gradients given, and is not frozen.
+    NoGradient {
+        /// The parameter's name.
+        name: String,
+        /// Why the gradients hold none for it.
+        reason: Missing,
+    },
+    /// A parameter's gradient does not have the parameter's shape (it was replaced through
+    /// [`Gradients::wrt_mut`]).
+    GradientShape {
+        /// The parameter's name.
+        name: String,
+        /// The parameter's shape.
+        expected: (usize, usize),
+        /// The gradient's shape.
+        found: (usize, usize),
+    },
+    /// A name given to `freeze` is not a parameter of the model.
+    UnknownParameter {
+        /// The name.
         name: String,
     },
 }
@@ -88,24 +118,50 @@ impl fmt::Display for OptimError {
                 "parameter `{name}` is not the one the optimizer's state was made for \
                  (the model changed since the first step; make a new optimizer)"
             ),
+            OptimError::NoGradient { name, reason } => write!(
+                f,
+                "parameter `{name}` has no gradient: {reason}; nothing was updated \
+                 (freeze it with the optimizer's `freeze` if that is intended)"
+            ),
+            OptimError::GradientShape {
+                name,
+                expected: (r, c),
+                found: (gr, gc),
+            } => write!(
+                f,
+                "the gradient of `{name}` is {gr} × {gc}, the parameter is {r} × {c}; \
+                 nothing was updated"
+            ),
+            OptimError::UnknownParameter { name } => {
+                write!(f, "`{name}` was frozen but the model has no such parameter")
+            }
         }
+    }
+}
+
+impl fmt::Debug for OptimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
 impl std::error::Error for OptimError {}
 
-/// What every optimizer keeps: the learning rate and its schedule, the step count, and
-/// per-parameter state (momentum buffers, moments) in the model's parameter order.
+/// What every optimizer keeps: the learning rate and its schedule, the step count, the
+/// frozen parameters, and per-parameter state (momentum buffers, moments) in the model's
+/// parameter order.
 struct Core<F> {
     lr: F,
     schedule: Option<Schedule<F>>,
     steps: usize,
+    frozen: Vec<String>,
     params: Vec<ParamState<F>>,
 }
 
 struct ParamState<F> {
     name: String,
     shape: (usize, usize),
+    frozen: bool,
     buffers: Vec<Array2<F>>,
     /// Updates applied to this parameter (Adam's bias correction counts per parameter).
     steps: u64,
@@ -117,13 +173,24 @@ impl<F: Float> Core<F> {
             lr,
             schedule: None,
             steps: 0,
+            frozen: Vec::new(),
             params: Vec::new(),
         }
     }
 
+    /// Marks parameters as frozen: neither updated nor required to have a gradient.
+    fn freeze<S: Into<String>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.frozen.extend(names.into_iter().map(Into::into));
+        for state in &mut self.params {
+            state.frozen = self.frozen.contains(&state.name);
+        }
+    }
+
     /// One step: checks the model against the state (making the state, with `buffers` zero
-    /// buffers per parameter, on the first step), then calls `update(lr, p, g, state)` for
-    /// each parameter with a gradient, `lr` being this step's scheduled rate.
+    /// buffers per parameter, on the first step) and every gradient, then calls
+    /// `update(lr, p, g, state)` for each parameter that is not frozen, `lr` being this
+    /// step's scheduled rate. Both passes walk the model with `visit_mut`, so a model whose
+    /// `visit` lists its parameters in another order is still updated correctly.
     fn step(
         &mut self,
         model: &mut dyn Parameters<F>,
@@ -131,35 +198,44 @@ impl<F: Float> Core<F> {
         buffers: usize,
         mut update: impl FnMut(F, &mut Array2<F>, &Array2<F>, &mut ParamState<F>),
     ) -> Result<(), OptimError> {
-        let mut shapes = Vec::new();
-        model.visit(&mut |name, p| shapes.push((name.to_string(), p.dim())));
         if self.params.is_empty() {
-            self.params = shapes
-                .iter()
-                .map(|(name, shape)| ParamState {
-                    name: name.clone(),
-                    shape: *shape,
-                    buffers: (0..buffers).map(|_| Array2::zeros(*shape)).collect(),
+            let frozen = &self.frozen;
+            let mut params = Vec::new();
+            model.visit_mut(&mut |name, p| {
+                params.push(ParamState {
+                    name: name.to_string(),
+                    shape: p.dim(),
+                    frozen: frozen.iter().any(|f| f == name),
+                    buffers: (0..buffers).map(|_| Array2::zeros(p.dim())).collect(),
                     steps: 0,
-                })
-                .collect();
-        }
-        let changed = |name: &str| {
-            Err(OptimError::ModelChanged {
-                name: name.to_string(),
-            })
-        };
-        if shapes.len() != self.params.len() {
-            let name = shapes
-                .get(self.params.len())
-                .or(shapes.last())
-                .map_or("", |s| s.0.as_str());
-            return changed(name);
-        }
-        for ((name, shape), state) in shapes.iter().zip(&self.params) {
-            if *name != state.name || *shape != state.shape {
-                return changed(name);
+                });
+            });
+            if let Some(name) = frozen
+                .iter()
+                .find(|f| !params.iter().any(|p| &p.name == *f))
+            {
+                return Err(OptimError::UnknownParameter { name: name.clone() });
             }
+            self.params = params;
+        }
+        let mut error = None;
+        let mut count = 0;
+        let states = &self.params;
+        model.visit_mut(&mut |name, p| {
+            if error.is_some() {
+                return;
+            }
+            error = check(states.get(count), name, p, grads);
+            count += 1;
+        });
+        if error.is_none() && count != self.params.len() {
+            let name = self.params.get(count).map_or("", |s| s.name.as_str());
+            error = Some(OptimError::ModelChanged {
+                name: name.to_string(),
+            });
+        }
+        if let Some(error) = error {
+            return Err(error);
         }
         let lr = self
             .schedule
@@ -168,13 +244,53 @@ impl<F: Float> Core<F> {
         let mut states = self.params.iter_mut();
         model.visit_mut(&mut |_, p| {
             let state = states.next().expect("checked: one state per parameter");
-            if let Some(g) = grads.wrt(&*p) {
+            if !state.frozen {
+                let g = grads
+                    .wrt(&*p)
+                    .expect("checked: every parameter has a gradient");
                 state.steps += 1;
                 update(lr, p, g, state);
             }
         });
         self.steps += 1;
         Ok(())
+    }
+}
+
+/// Checks parameter `name` (value `p`) against its state and its gradient.
+fn check<F: Float>(
+    state: Option<&ParamState<F>>,
+    name: &str,
+    p: &Array2<F>,
+    grads: &Gradients<F>,
+) -> Option<OptimError> {
+    let changed = || OptimError::ModelChanged {
+        name: name.to_string(),
+    };
+    let state = match state {
+        Some(s) if s.name == name && s.shape == p.dim() => s,
+        _ => return Some(changed()),
+    };
+    if state.frozen {
+        return None;
+    }
+    match grads.wrt(p) {
+        Some(g) if g.dim() == p.dim() => None,
+        Some(g) => Some(OptimError::GradientShape {
+            name: name.to_string(),
+            expected: p.dim(),
+            found: g.dim(),
+        }),
+        None => {
+            let reason = match grads.missing(p, Location::caller()).kind() {
+                ErrorKind::Missing(reason) => *reason,
+                _ => Missing::NotOnTape,
+            };
+            Some(OptimError::NoGradient {
+                name: name.to_string(),
+                reason,
+            })
+        }
     }
 }
 
