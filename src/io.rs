@@ -26,18 +26,17 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use ndarray::Array2;
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors, TensorView, View};
 
 use crate::Float;
 use crate::nn::Parameters;
 
 /// Why a checkpoint could not be written or read.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum CheckpointError {
     /// Reading or writing the file failed.
@@ -118,6 +117,12 @@ impl fmt::Display for CheckpointError {
                 )
             }
         }
+    }
+}
+
+impl fmt::Debug for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -218,7 +223,10 @@ pub fn to_bytes<F: Float>(model: &dyn Parameters<F>) -> Result<Vec<u8>, Checkpoi
     safetensors::tensor::serialize(tensors.iter(), Some(metadata)).map_err(format_error)
 }
 
-/// Writes the model's parameters to a safetensors file at `path`.
+/// Writes the model's parameters to a safetensors file at `path`, atomically: the bytes go
+/// to a temporary file in the same directory, which is flushed to disk and then renamed
+/// over `path`. A save that fails or is interrupted leaves the previous file at `path`
+/// intact (and no temporary file, unless the process itself dies).
 ///
 /// # Errors
 ///
@@ -227,8 +235,34 @@ pub fn save<F: Float>(
     model: &dyn Parameters<F>,
     path: impl AsRef<Path>,
 ) -> Result<(), CheckpointError> {
-    std::fs::write(path, to_bytes(model)?)?;
+    let bytes = to_bytes(model)?;
+    write_atomically(path.as_ref(), &bytes)?;
     Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it to `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Sets the model's parameters from a safetensors file in memory: all of them, or none.
@@ -244,12 +278,13 @@ pub fn from_bytes<F: Float>(
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
     let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    // Both passes walk the model with `visit_mut` and match tensors by name, so a model
+    // whose `visit` and `visit_mut` list parameters in different orders still loads right.
     let mut params: Vec<(String, (usize, usize))> = Vec::new();
-    model.visit(&mut |name, p| params.push((name.to_string(), p.dim())));
-    let mut names = HashSet::new();
-    let mut data = Vec::with_capacity(params.len());
+    model.visit_mut(&mut |name, p| params.push((name.to_string(), p.dim())));
+    let mut data: BTreeMap<&str, &[u8]> = BTreeMap::new();
     for (name, (r, c)) in &params {
-        if !names.insert(name.as_str()) {
+        if data.contains_key(name.as_str()) {
             return Err(CheckpointError::DuplicateName { name: name.clone() });
         }
         let tensor = match file.tensor(name) {
@@ -273,16 +308,15 @@ pub fn from_bytes<F: Float>(
                 "`{name}` has the wrong number of bytes"
             )));
         }
-        data.push(tensor.data());
+        data.insert(name, tensor.data());
     }
-    if let Some(extra) = file.names().into_iter().find(|n| !names.contains(n)) {
+    if let Some(extra) = file.names().into_iter().find(|n| !data.contains_key(n)) {
         return Err(CheckpointError::UnexpectedTensor {
             name: extra.to_string(),
         });
     }
-    let mut data = data.into_iter();
-    model.visit_mut(&mut |_, p| {
-        let bytes = data.next().expect("validated: one tensor per parameter");
+    model.visit_mut(&mut |name, p| {
+        let bytes = data[name];
         p.iter_mut()
             .zip(decode::<F>(bytes))
             .for_each(|(x, v)| *x = v);
@@ -299,8 +333,43 @@ pub fn load<F: Float>(
     model: &mut dyn Parameters<F>,
     path: impl AsRef<Path>,
 ) -> Result<(), CheckpointError> {
-    let bytes = std::fs::read(path)?;
+    let bytes = read_checked(path.as_ref())?;
     from_bytes(model, &bytes)
+}
+
+/// Reads a safetensors file after checking, from its header alone, that it holds what
+/// the header declares: a header length or tensor sizes beyond the file's length are
+/// refused before the data is read or its buffer allocated.
+fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    use std::io::Read;
+    /// safetensors' own limit on the header.
+    const MAX_HEADER: u64 = 100_000_000;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix).map_err(|_| {
+        CheckpointError::Format(format!("the file holds {len} bytes, too few for a header"))
+    })?;
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_HEADER || n > len - 8 {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {n} bytes, the file holds {len}"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(8 + n as usize);
+    bytes.extend_from_slice(&prefix);
+    (&mut file).take(n).read_to_end(&mut bytes)?;
+    let header: Metadata = serde_json::from_slice(&bytes[8..])
+        .map_err(|e| CheckpointError::Format(format!("invalid header: {e}")))?;
+    let declared = (header.data_len() as u64).saturating_add(8 + n);
+    if declared != len {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {declared} bytes in all, the file holds {len}"
+        )));
+    }
+    bytes.reserve_exact((len - 8 - n) as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The tensors of a safetensors file as `F` matrices, by name (for data written by other

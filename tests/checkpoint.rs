@@ -317,3 +317,71 @@ fn duplicate_parameter_names_are_an_error() {
         Err(CheckpointError::DuplicateName { .. })
     ));
 }
+
+/// Lies in the header, loaded from a file through `io::load` (which reads the header
+/// before the data): header lengths off by a little or a lot, data offsets and shapes
+/// edited. Never a panic, and a refused file leaves the model as it was.
+#[test]
+fn header_lies_through_load_never_panic() {
+    let good = bits(&model::<f32>(20));
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(good[8..8 + n].to_vec()).unwrap();
+    let pristine = bits(&model::<f32>(21));
+    let dir = std::env::temp_dir().join(format!("tapegrad-lies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let mut rng = StdRng::seed_from_u64(22);
+    let (mut loaded, mut rejected) = (0, 0);
+    for trial in 0..600 {
+        let bytes = match trial % 3 {
+            // the header length: near the truth, or anything
+            0 => {
+                let mut b = good.clone();
+                let lie = match rng.random_range(0..4) {
+                    0 => n as u64 + rng.random_range(1..64),
+                    1 => (n as u64).saturating_sub(rng.random_range(1..64)),
+                    2 => good.len() as u64 + rng.random_range(0..1u64 << 40),
+                    _ => rng.random(),
+                };
+                b[..8].copy_from_slice(&lie.to_le_bytes());
+                b
+            }
+            // a number in the JSON (offsets, shapes) replaced by another
+            _ => {
+                let digits: Vec<usize> = header
+                    .char_indices()
+                    .filter(|(_, c)| c.is_ascii_digit())
+                    .map(|(i, _)| i)
+                    .collect();
+                let at = digits[rng.random_range(0..digits.len())];
+                let mut lied = header.clone();
+                let replacement = match rng.random_range(0..3) {
+                    0 => rng.random_range(0..10u64).to_string(),
+                    1 => rng.random_range(0..100_000u64).to_string(),
+                    _ => u64::MAX.to_string(),
+                };
+                lied.replace_range(at..at + 1, &replacement);
+                let mut b = (lied.len() as u64).to_le_bytes().to_vec();
+                b.extend(lied.as_bytes());
+                b.extend(&good[8 + n..]);
+                b
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let mut m = model::<f32>(21);
+        match catch_unwind(AssertUnwindSafe(|| io::load(&mut m, &path))) {
+            Ok(Ok(())) => loaded += 1,
+            Ok(Err(_)) => {
+                rejected += 1;
+                assert_eq!(
+                    bits(&m),
+                    pristine,
+                    "trial {trial}: a refused file changed the model"
+                );
+            }
+            Err(_) => panic!("trial {trial}: loading a lying header panicked"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(rejected > 300, "{rejected} rejected, {loaded} loaded");
+}
