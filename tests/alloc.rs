@@ -4,14 +4,15 @@
 //! nothing grows over 10,000 steps; the peak of a W2 step, against parameters + saved
 //! activations + gradients.
 //!
-//! The tests run one at a time (`SERIAL`): the allocator counts every thread.
+//! The allocator counts per thread: each test measures only what its own thread
+//! allocates, so nothing the test runner's other threads do (its "has been running for
+//! over 60 seconds" message, other tests) can change a count, however loaded the machine.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 use common::{HandTrainer, TapeTrainer, W0, W1, W2, setup};
 use ndarray::Array2;
@@ -19,28 +20,39 @@ use tapegrad::{BackwardOptions, Tape};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static SERIAL: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// Allocations made by this thread.
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    /// Bytes allocated minus bytes freed by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    /// The largest `LIVE` seen since the last reset.
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Adds `bytes` to this thread's live bytes (and counts an allocation if `alloc`). The
+/// cells are const-initialised and have no destructor, so touching them allocates nothing
+/// and works at any point of a thread's life; `try_with` covers its very end.
+fn count(bytes: isize, alloc: bool) {
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + usize::from(alloc)));
+    let _ = LIVE.try_with(|l| {
+        let live = l.get() + bytes;
+        l.set(live);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(live)));
+    });
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
-        PEAK.fetch_max(live, Relaxed);
+        count(layout.size() as isize, true);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Relaxed);
+        count(-(layout.size() as isize), false);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
-        LIVE.fetch_sub(layout.size(), Relaxed);
-        PEAK.fetch_max(live, Relaxed);
+        count(new_size as isize - layout.size() as isize, true);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -48,14 +60,28 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// This thread's allocations so far.
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
+
+/// This thread's live bytes.
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+/// This thread's peak live bytes since [`reset_peak`].
+fn peak() -> isize {
+    PEAK.with(Cell::get)
+}
+
+fn reset_peak() {
+    PEAK.with(|p| p.set(live()));
 }
 
 /// The baseline the benches compare against computes the same step as the tape.
 #[test]
 fn hand_written_and_tape_steps_agree() {
-    let _serial = serial();
     for w in [W0, W1] {
         let (net, x, y) = setup(w);
         let (mut a, mut b) = (TapeTrainer::new(net.clone()), HandTrainer::new(net));
@@ -85,16 +111,15 @@ const W1_STEP_ALLOCATIONS: usize = 40;
 
 #[test]
 fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows() {
-    let _serial = serial();
     let (net, x, y) = setup(W1);
     let mut trainer = TapeTrainer::new(net);
     for _ in 0..10 {
         trainer.step(&x, &y);
     }
     let mut count = || {
-        let before = ALLOCS.load(Relaxed);
+        let before = allocs();
         trainer.step(&x, &y);
-        ALLOCS.load(Relaxed) - before
+        allocs() - before
     };
     let per_step = count();
     eprintln!("a steady-state W1 step makes {per_step} allocations");
@@ -102,7 +127,7 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
         per_step <= W1_STEP_ALLOCATIONS,
         "{per_step} allocations per step"
     );
-    let live = LIVE.load(Relaxed);
+    let live_before = live();
     for step in 0..10_000 {
         let n = count();
         assert_eq!(
@@ -110,18 +135,13 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
             "step {step} made {n} allocations, not {per_step}"
         );
     }
-    assert_eq!(
-        LIVE.load(Relaxed),
-        live,
-        "live bytes grew over 10,000 steps"
-    );
+    assert_eq!(live(), live_before, "live bytes grew over 10,000 steps");
 }
 
 /// The peak bytes of a W2 step, against what any backprop must hold: parameters, the
 /// activations the rules save, and one gradient per parameter.
 #[test]
 fn w2_step_peak_memory() {
-    let _serial = serial();
     let (net, x, y) = setup(W2);
     let f = std::mem::size_of::<f32>();
     let params: usize = net.ws.iter().chain(&net.bs).map(|p| p.len() * f).sum();
@@ -137,10 +157,10 @@ fn w2_step_peak_memory() {
     let data = (x.len() + y.len()) * f;
     trainer.step(&x, &y);
     // live now: parameters, data, and the gradients kept for the next step
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = live();
+    reset_peak();
     trainer.step(&x, &y);
-    let peak = PEAK.load(Relaxed) - base + params + grads + data;
+    let peak = (peak() - base) as usize + params + grads + data;
     let floor = params + saved + grads + data;
     let mb = |b: usize| b as f64 / 1e6;
     eprintln!(
@@ -175,20 +195,19 @@ fn measure(retain: bool) -> (usize, usize, usize) {
         h = h.matmul(wt).tanh();
     }
     let loss = h.mean();
-    let before = LIVE.load(Relaxed);
-    PEAK.store(before, Relaxed);
+    let before = live();
+    reset_peak();
     let grads = tape
         .backward_with(loss, BackwardOptions::new().retain_graph(retain))
         .unwrap();
-    let peak = PEAK.load(Relaxed);
+    let peak = peak();
     assert_eq!(grads.len(), 1);
     drop(grads);
-    (before, peak, LIVE.load(Relaxed))
+    (before as usize, peak as usize, live() as usize)
 }
 
 #[test]
 fn backward_frees_values_and_gradients_as_they_are_consumed() {
-    let _serial = serial();
     let (before, peak, after) = measure(false);
     eprintln!("release: before {before} peak {peak} after {after} (BUF {BUF})");
     // The forward holds 2·DEPTH values (each matmul and tanh result) of BUF bytes.
@@ -214,4 +233,56 @@ fn backward_frees_values_and_gradients_as_they_are_consumed() {
     eprintln!("retain: before {before} peak {peak} after {after} (BUF {BUF})");
     assert!(peak - before <= 5 * BUF);
     assert!(after + BUF >= before, "retained graph lost values");
+}
+
+/// The counts are this thread's own: another thread allocating while a step is measured
+/// changes nothing (the runner's "running for over 60 seconds" message once did).
+#[test]
+fn allocations_of_other_threads_are_not_counted() {
+    use std::sync::{Arc, Barrier};
+    let (start, end) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (s, e) = (start.clone(), end.clone());
+    let busy = std::thread::spawn(move || {
+        s.wait();
+        let before = allocs();
+        for i in 0..10_000 {
+            drop(std::hint::black_box(vec![i; 64]));
+        }
+        let made = allocs() - before;
+        e.wait();
+        made
+    });
+    let before = allocs();
+    start.wait();
+    end.wait();
+    let here = allocs() - before;
+    let there = busy.join().unwrap();
+    assert_eq!(here, 0, "this thread allocated nothing meanwhile");
+    assert_eq!(there, 10_000, "the other thread counted its own");
+}
+
+/// `io::load` reads a checkpoint's header first: a file holding more than its header
+/// declares (here 32 MB of junk after a 5 KB checkpoint) is refused before its data is
+/// read, so the refusal costs no buffer of the file's size.
+#[test]
+fn a_checkpoint_is_refused_before_its_data_is_read() {
+    use tapegrad::io;
+    let model = tapegrad::nn::Linear {
+        weight: Array2::<f32>::zeros((32, 32)),
+        bias: None,
+    };
+    let mut bytes = io::to_bytes(&model).unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 32 << 20));
+    let path =
+        std::env::temp_dir().join(format!("tapegrad-junk-{}.safetensors", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    drop(bytes);
+    let mut target = model.clone();
+    let base = live();
+    reset_peak();
+    let err = io::load(&mut target, &path).unwrap_err();
+    let extra = peak() - base;
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(err, io::CheckpointError::Format(_)), "{err}");
+    assert!(extra < 1 << 20, "refusing the file allocated {extra} bytes");
 }

@@ -1,0 +1,858 @@
+//! A fuzz harness over the public API: seeded random programs, each run under
+//! `catch_unwind`, checked against invariants and, where the math allows, against central
+//! finite differences.
+//!
+//! A program is a list of instructions over a pool of arrays: leaves (borrowed, transposed,
+//! step-2 slices of other storage, owned copies, constants, parameters made inside
+//! `no_grad`), every public op through its `try_` form with operands chosen to fit most of
+//! the time (and not always), `detach`, `t`, ops inside `no_grad`, tensors from a second
+//! tape. Shapes include 0 and 1 and empty matrices with a dimension of 2⁴⁰; values include
+//! NaN and infinities. Then backward (from a scalar or with a seed, retaining the graph
+//! or not, reusing an earlier step's buffers), a second backward, value reads after
+//! backward, an optimizer step and a checkpoint round trip.
+//!
+//! Invariants: no panic; errors only where the input is wrong (and then typed);
+//! gradients of every leaf in its shape; a retained graph gives the same gradients twice;
+//! reused buffers give the same gradients; and for finite f64 programs the gradient of every
+//! array, summed over every way it went on the tape, matches central differences in a
+//! random direction (skipped where two step sizes disagree: a kink or a tie).
+//!
+//! ```text
+//! cargo test --test fuzz                                      # 300 programs
+//! TAPEGRAD_FUZZ_PROGRAMS=1000000 cargo test --release --test fuzz -- --nocapture
+//! TAPEGRAD_FUZZ_SEED=1234 cargo test --test fuzz -- --nocapture  # replay one program
+//! TAPEGRAD_FUZZ_SEED=1234 TAPEGRAD_FUZZ_TRACE=1 cargo test --test fuzz -- --nocapture
+//! ```
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ndarray::{Array2, Axis, s};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use tapegrad::nn::Parameters;
+use tapegrad::optim::{Adam, Optimizer, Sgd};
+use tapegrad::{BackwardOptions, ErrorKind, Float, Gradients, Missing, Tape, Tensor, io};
+
+/// An op under test: its name, its number of tensor operands, and its `try_` form.
+struct Op<F: Float> {
+    name: &'static str,
+    arity: usize,
+    f: for<'t> fn(&[Tensor<'t, F>]) -> tapegrad::Result<Tensor<'t, F>>,
+    /// Whether operands of these shapes fit (to pick fitting operands most of the time).
+    fits: fn(&[(usize, usize)]) -> bool,
+}
+
+fn any(_: &[(usize, usize)]) -> bool {
+    true
+}
+fn broadcasts(s: &[(usize, usize)]) -> bool {
+    let axis = |a: usize, b: usize| a == b || a == 1 || b == 1;
+    axis(s[0].0, s[1].0) && axis(s[0].1, s[1].1)
+}
+fn same(s: &[(usize, usize)]) -> bool {
+    s[0] == s[1]
+}
+fn product(s: &[(usize, usize)]) -> bool {
+    s[0].1 == s[1].0
+}
+fn layer(s: &[(usize, usize)]) -> bool {
+    s[0].1 == s[1].0 && s[2] == (1, s[1].1)
+}
+fn row(s: &[(usize, usize)]) -> bool {
+    s[1] == (1, s[0].1)
+}
+fn col(s: &[(usize, usize)]) -> bool {
+    s[1] == (s[0].0, 1)
+}
+
+/// Class indices for the rows of `z`: a valid index per row when there are columns.
+fn classes<F: Float>(z: Tensor<'_, F>) -> Vec<usize> {
+    let (r, c) = z.shape();
+    (0..r.min(64))
+        .map(|i| if c == 0 { 0 } else { (3 * i + 1) % c })
+        .collect()
+}
+
+/// Every public op (the test at the bottom checks the list against `src/ops`).
+#[rustfmt::skip]
+fn ops<F: Float>() -> Vec<Op<F>> {
+    vec![
+        Op { name: "matmul", arity: 2, f: |x| x[0].try_matmul(x[1]), fits: product },
+        Op { name: "linear", arity: 3, f: |x| x[0].try_linear(x[1], x[2]), fits: layer },
+        Op { name: "add", arity: 2, f: |x| x[0].try_add(x[1]), fits: broadcasts },
+        Op { name: "sub", arity: 2, f: |x| x[0].try_sub(x[1]), fits: broadcasts },
+        Op { name: "mul", arity: 2, f: |x| x[0].try_mul(x[1]), fits: broadcasts },
+        Op { name: "div", arity: 2, f: |x| x[0].try_div(x[1]), fits: broadcasts },
+        Op { name: "add_row", arity: 2, f: |x| x[0].try_add_row(x[1]), fits: row },
+        Op { name: "add_col", arity: 2, f: |x| x[0].try_add_col(x[1]), fits: col },
+        Op { name: "mse_loss", arity: 2, f: |x| x[0].try_mse_loss(x[1]), fits: same },
+        Op { name: "softmax_cross_entropy", arity: 2, f: |x| x[0].try_softmax_cross_entropy(x[1]), fits: same },
+        Op { name: "softmax_cross_entropy_indices", arity: 1, f: |x| x[0].try_softmax_cross_entropy_indices(&classes(x[0])), fits: any },
+        Op { name: "neg", arity: 1, f: |x| Ok(x[0].neg()), fits: any },
+        Op { name: "add_scalar", arity: 1, f: |x| Ok(x[0].add_scalar(F::cast(0.5))), fits: any },
+        Op { name: "mul_scalar", arity: 1, f: |x| Ok(x[0].mul_scalar(F::cast(-1.5))), fits: any },
+        Op { name: "sum", arity: 1, f: |x| Ok(x[0].sum()), fits: any },
+        Op { name: "mean", arity: 1, f: |x| Ok(x[0].mean()), fits: any },
+        Op { name: "sum_axis", arity: 1, f: |x| x[0].try_sum_axis(Axis(0)), fits: any },
+        Op { name: "sum_axis", arity: 1, f: |x| x[0].try_sum_axis(Axis(1)), fits: any },
+        Op { name: "mean_axis", arity: 1, f: |x| x[0].try_mean_axis(Axis(0)), fits: any },
+        Op { name: "mean_axis", arity: 1, f: |x| x[0].try_mean_axis(Axis(1)), fits: any },
+        Op { name: "t", arity: 1, f: |x| Ok(x[0].t()), fits: any },
+        Op { name: "sigmoid", arity: 1, f: |x| Ok(x[0].sigmoid()), fits: any },
+        Op { name: "tanh", arity: 1, f: |x| Ok(x[0].tanh()), fits: any },
+        Op { name: "relu", arity: 1, f: |x| Ok(x[0].relu()), fits: any },
+        Op { name: "exp", arity: 1, f: |x| Ok(x[0].exp()), fits: any },
+        Op { name: "log", arity: 1, f: |x| Ok(x[0].log()), fits: any },
+        Op { name: "sqrt", arity: 1, f: |x| Ok(x[0].sqrt()), fits: any },
+        Op { name: "square", arity: 1, f: |x| Ok(x[0].square()), fits: any },
+        Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(3)), fits: any },
+        Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(-2)), fits: any },
+        Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(i32::MIN)), fits: any },
+    ]
+}
+
+/// How an array of the pool goes on the tape.
+#[derive(Clone, Copy, Debug)]
+enum Leaf {
+    /// `tape.param(&a)`
+    Param,
+    /// `tape.param(a.t())`: the same parameter, transposed
+    ParamT,
+    /// `tape.param(big.slice(s![..;2, ..;2]))` of a separate storage holding `a`
+    Step2,
+    /// `tape.param(a.clone())`: a new leaf, found by its tensor only
+    Owned,
+    /// `tape.constant(&a)`
+    Constant,
+    /// `tape.param(&a)` inside `no_grad`: a constant
+    NoGradParam,
+}
+
+#[derive(Clone, Debug)]
+enum Instr {
+    Leaf(usize, Leaf),
+    /// Op `op` of [`ops`] on registers (indices taken modulo the registers so far).
+    Op {
+        op: usize,
+        args: Vec<usize>,
+        no_grad: bool,
+    },
+    Detach(usize),
+    /// A binary op with a tensor of the second tape: must be `ForeignTensor`.
+    Foreign {
+        op: usize,
+        arg: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Program {
+    seed: u64,
+    arrays: Vec<Array2<f64>>,
+    instrs: Vec<Instr>,
+    retain: bool,
+    seeded: bool,
+    reuse: bool,
+}
+
+const DIMS: [usize; 6] = [0, 1, 1, 2, 3, 5];
+const HUGE: usize = 1 << 40;
+
+fn generate(seed: u64, ops: usize) -> Program {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n_arrays = rng.random_range(1..6);
+    let arrays = (0..n_arrays)
+        .map(|_| {
+            let mut shape = (
+                DIMS[rng.random_range(0..DIMS.len())],
+                DIMS[rng.random_range(0..DIMS.len())],
+            );
+            if rng.random_bool(0.04) {
+                shape = if rng.random_bool(0.5) {
+                    (HUGE, 0)
+                } else {
+                    (0, HUGE)
+                };
+            }
+            let mut a = Array2::from_shape_simple_fn(shape, || {
+                let v: f64 = StandardNormal.sample(&mut rng);
+                v
+            });
+            if !a.is_empty() && rng.random_bool(0.08) {
+                let (r, c) = a.dim();
+                let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1e300];
+                a[[rng.random_range(0..r), rng.random_range(0..c)]] =
+                    special[rng.random_range(0..special.len())];
+            }
+            a
+        })
+        .collect::<Vec<_>>();
+    let leaves = [
+        Leaf::Param,
+        Leaf::Param,
+        Leaf::Param,
+        Leaf::ParamT,
+        Leaf::Step2,
+        Leaf::Owned,
+        Leaf::Constant,
+        Leaf::Constant,
+        Leaf::NoGradParam,
+    ];
+    let mut instrs: Vec<Instr> = (0..rng.random_range(1..4))
+        .map(|_| {
+            Instr::Leaf(
+                rng.random_range(0..n_arrays),
+                leaves[rng.random_range(0..leaves.len())],
+            )
+        })
+        .collect();
+    for _ in 0..rng.random_range(1..12) {
+        let k = rng.random_range(0..100);
+        let instr = if k < 20 {
+            Instr::Leaf(
+                rng.random_range(0..n_arrays),
+                leaves[rng.random_range(0..leaves.len())],
+            )
+        } else if k < 24 {
+            Instr::Detach(rng.random_range(0..64))
+        } else if k < 26 {
+            Instr::Foreign {
+                op: rng.random_range(0..ops),
+                arg: rng.random_range(0..64),
+            }
+        } else {
+            Instr::Op {
+                op: rng.random_range(0..ops),
+                // operands are picked to fit when `run` finds fitting ones (see `pick`)
+                args: (0..3).map(|_| rng.random_range(0..1 << 20)).collect(),
+                no_grad: rng.random_bool(0.05),
+            }
+        };
+        instrs.push(instr);
+    }
+    Program {
+        seed,
+        arrays,
+        instrs,
+        retain: rng.random_bool(0.3),
+        seeded: rng.random_bool(0.2),
+        reuse: rng.random_bool(0.3),
+    }
+}
+
+/// The arrays of a program in `F`, the step-2 storages and the copies used for constants.
+struct Data<F> {
+    /// What parameters borrow (perturbed by the finite differences).
+    params: Vec<Array2<F>>,
+    /// Storage with each array on every other row and column (NaN between).
+    big: Vec<Array2<F>>,
+    /// What constants borrow (never perturbed: constants get no gradient).
+    constants: Vec<Array2<F>>,
+}
+
+impl<F: Float> Data<F> {
+    fn new(arrays: &[Array2<f64>], constants: &[Array2<f64>]) -> Self {
+        let cast = |a: &Array2<f64>| a.mapv(F::cast);
+        let big = arrays
+            .iter()
+            .map(|a| {
+                let (r, c) = a.dim();
+                let (br, bc) = (r.saturating_mul(2).min(HUGE), c.saturating_mul(2).min(HUGE));
+                if r == 0 || c == 0 {
+                    return Array2::zeros((br.min(r), bc.min(c)));
+                }
+                let mut b = Array2::from_elem((2 * r, 2 * c), F::nan());
+                b.slice_mut(s![..;2, ..;2]).assign(&cast(a));
+                b
+            })
+            .collect();
+        Data {
+            params: arrays.iter().map(cast).collect(),
+            big,
+            constants: constants.iter().map(cast).collect(),
+        }
+    }
+
+    fn step2(&self, k: usize) -> ndarray::ArrayView2<'_, F> {
+        let b = &self.big[k];
+        if b.is_empty() {
+            b.view()
+        } else {
+            b.slice(s![..;2, ..;2])
+        }
+    }
+}
+
+/// One array's leaves that require a gradient: how the gradient of the array itself is
+/// the sum over them.
+#[derive(Default)]
+struct Uses {
+    borrowed: bool,
+    step2: bool,
+    owned: Vec<usize>,
+}
+
+/// Picks operands for `op`: fitting ones when some exist (most of the time), else any.
+fn pick<F: Float>(op: &Op<F>, regs: &[Tensor<'_, F>], args: &[usize]) -> Vec<usize> {
+    let n = regs.len();
+    let mut chosen: Vec<usize> = args[..op.arity].iter().map(|a| a % n).collect();
+    if args[0] % 5 == 0 {
+        return chosen; // sometimes on purpose unfit
+    }
+    // try every combination of the first operand's partners, starting at the given ones
+    let shapes = |c: &[usize]| c.iter().map(|&i| regs[i].shape()).collect::<Vec<_>>();
+    if (op.fits)(&shapes(&chosen)) {
+        return chosen;
+    }
+    match op.arity {
+        2 => {
+            if let Some(j) = (0..n)
+                .map(|d| (chosen[1] + d) % n)
+                .find(|&j| (op.fits)(&shapes(&[chosen[0], j])))
+            {
+                chosen[1] = j;
+            }
+        }
+        3 => {
+            'outer: for d1 in 0..n {
+                for d2 in 0..n {
+                    let c = [chosen[0], (chosen[1] + d1) % n, (chosen[2] + d2) % n];
+                    if (op.fits)(&shapes(&c)) {
+                        chosen = c.to_vec();
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    chosen
+}
+
+/// Whether to print every op of a replayed program (`TAPEGRAD_FUZZ_TRACE=1`).
+fn trace() -> bool {
+    std::env::var_os("TAPEGRAD_FUZZ_TRACE").is_some()
+}
+
+/// What one run of a program produced.
+struct Outcome<F> {
+    loss: Option<f64>,
+    /// Whether every value the program computed was finite (finite differences are an
+    /// oracle only then: past an overflow, ∞·0 = NaN is the right gradient of IEEE math).
+    finite: bool,
+    /// The gradient of each array, summed over its uses (`None`: no use requires one).
+    grads: Vec<Option<Array2<F>>>,
+    all: Option<Gradients<F>>,
+}
+
+/// Runs `p` on `data`. Checks the invariants of one run; returns the loss and gradients.
+fn run<F: Float>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> Outcome<F> {
+    let ops = ops::<F>();
+    let tape = Tape::<F>::new();
+    let other = Tape::<F>::new();
+    let stranger = other.param(Array2::ones((1, 1)));
+    let mut regs: Vec<Tensor<'_, F>> = Vec::new();
+    let mut uses: Vec<Uses> = (0..p.arrays.len()).map(|_| Uses::default()).collect();
+    let mut leaves = Vec::new();
+    for instr in &p.instrs {
+        match instr {
+            &Instr::Leaf(k, kind) => {
+                let t = match kind {
+                    Leaf::Param => {
+                        uses[k].borrowed = true;
+                        tape.param(&data.params[k])
+                    }
+                    Leaf::ParamT => {
+                        uses[k].borrowed = true;
+                        tape.param(data.params[k].t())
+                    }
+                    Leaf::Step2 => {
+                        uses[k].step2 = true;
+                        tape.param(data.step2(k))
+                    }
+                    Leaf::Owned => {
+                        let t = tape.param(data.params[k].clone());
+                        uses[k].owned.push(regs.len());
+                        t
+                    }
+                    Leaf::Constant => tape.constant(&data.constants[k]),
+                    Leaf::NoGradParam => tape.no_grad(|| tape.param(&data.constants[k])),
+                };
+                // (a transposed parameter already on the tape comes back as its `t`)
+                if t.requires_grad() && t.op() == "leaf" {
+                    leaves.push(t);
+                }
+                regs.push(t);
+            }
+            Instr::Detach(i) if !regs.is_empty() => {
+                let t = regs[i % regs.len()].detach();
+                assert!(!t.requires_grad());
+                regs.push(t);
+            }
+            Instr::Detach(_) => {}
+            Instr::Foreign { op, arg } if !regs.is_empty() => {
+                let op = &ops[op % ops.len()];
+                if op.arity == 2 {
+                    let a = regs[arg % regs.len()];
+                    let err = (op.f)(&[a, stranger]).unwrap_err();
+                    let foreign = matches!(err.kind(), ErrorKind::ForeignTensor);
+                    let shape = matches!(err.kind(), ErrorKind::Shape { .. });
+                    assert!(foreign || shape, "{}: {err}", op.name);
+                }
+            }
+            Instr::Foreign { .. } => {}
+            Instr::Op { op, args, no_grad } if !regs.is_empty() => {
+                let op = &ops[op % ops.len()];
+                let chosen = pick(op, &regs, args);
+                let operands: Vec<_> = chosen.iter().map(|&i| regs[i]).collect();
+                let shapes: Vec<_> = operands.iter().map(|t| t.shape()).collect();
+                let result = if *no_grad {
+                    tape.no_grad(|| (op.f)(&operands))
+                } else {
+                    (op.f)(&operands)
+                };
+                if trace() {
+                    let shown = result.as_ref().map(|t| t.value().mapv(|v| v.as_f64()));
+                    eprintln!("{} {chosen:?} {shapes:?} -> {shown:?}", op.name);
+                }
+                match result {
+                    Ok(t) => {
+                        if *no_grad {
+                            assert!(!t.requires_grad(), "{} inside no_grad", op.name);
+                        }
+                        regs.push(t);
+                    }
+                    Err(e) => {
+                        let expected = matches!(
+                            e.kind(),
+                            ErrorKind::Shape { .. }
+                                | ErrorKind::TooLarge { .. }
+                                | ErrorKind::OutOfMemory { .. }
+                                | ErrorKind::TargetCount { .. }
+                                | ErrorKind::ClassIndex { .. }
+                        );
+                        assert!(expected, "{} on {shapes:?}: {e}", op.name);
+                        if let ErrorKind::Shape { .. } = e.kind() {
+                            assert!(!(op.fits)(&shapes), "{} refused {shapes:?}: {e}", op.name);
+                        }
+                    }
+                }
+            }
+            Instr::Op { .. } => {}
+        }
+    }
+    let Some(&last) = regs.last() else {
+        return Outcome {
+            loss: None,
+            finite: false,
+            grads: vec![None; p.arrays.len()],
+            all: None,
+        };
+    };
+    let finite = regs.iter().all(|t| {
+        let v = t.value();
+        v.len() <= 1 << 16 && v.iter().all(|x| x.is_finite())
+    });
+    // the root: the last register, summed to a scalar unless backward gets a seed
+    let root = if p.seeded || last.shape() == (1, 1) {
+        last
+    } else {
+        last.sum()
+    };
+    let loss = if root.shape() == (1, 1) {
+        Some(root.item().as_f64())
+    } else {
+        None
+    };
+    let mut opts = BackwardOptions::new().retain_graph(p.retain);
+    if root.shape() != (1, 1) {
+        let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5eed);
+        let (r, c) = root.shape();
+        if r.checked_mul(c).is_some_and(|n| n <= 1 << 20) {
+            let seed = Array2::from_shape_simple_fn((r, c), || {
+                let v: f64 = StandardNormal.sample(&mut rng);
+                F::cast(v)
+            });
+            opts = opts.seed(seed);
+        } else {
+            return Outcome {
+                loss: None,
+                finite,
+                grads: vec![None; p.arrays.len()],
+                all: None,
+            };
+        }
+    }
+    if let Some(previous) = previous {
+        opts = opts.reuse(previous);
+    }
+    let grads = match tape.backward_with(root, opts.clone()) {
+        Ok(g) if trace() => {
+            for (i, t) in regs.iter().enumerate() {
+                eprintln!("register {i}: gradient {:?}", g.get(*t));
+            }
+            g
+        }
+        Ok(g) => g,
+        Err(e) => {
+            assert!(
+                !root.requires_grad() && e.kind() == &ErrorKind::NoGradient,
+                "backward: {e}"
+            );
+            return Outcome {
+                loss,
+                finite,
+                grads: vec![None; p.arrays.len()],
+                all: None,
+            };
+        }
+    };
+    for t in &leaves {
+        let g = grads
+            .try_get(*t)
+            .expect("every leaf requiring a gradient has one");
+        assert_eq!(g.dim(), t.shape(), "gradient shape");
+    }
+    // the root, and every value, can be read (or the read is a typed error)
+    if let Some(l) = loss {
+        assert!(root.item().as_f64().to_bits() == l.to_bits() || l.is_nan());
+    }
+    for t in &regs {
+        if let Err(e) = t.try_value() {
+            assert!(matches!(e.kind(), ErrorKind::Released { .. }), "{e}");
+        }
+    }
+    // a second backward: the same gradients when retained, a typed error otherwise
+    match tape.backward_with(root, BackwardOptions::new().retain_graph(true)) {
+        Ok(again) if p.retain => {
+            for t in &leaves {
+                let (a, b) = (again.get(*t).unwrap(), grads.get(*t).unwrap());
+                assert!(same_bits(a, b), "a retained graph gave other gradients");
+            }
+        }
+        Ok(_) => panic!("a second backward on a released tape succeeded"),
+        Err(e) if p.retain => {
+            // only a seeded root cannot be run again without its seed
+            assert!(matches!(e.kind(), ErrorKind::NotScalar { .. }), "{e}")
+        }
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::BackwardTwice { .. } | ErrorKind::NotScalar { .. }
+            ),
+            "{e}"
+        ),
+    }
+    let per_array = (0..p.arrays.len())
+        .map(|k| {
+            let u = &uses[k];
+            let mut total: Option<Array2<F>> = None;
+            let mut add = |g: &Array2<F>| match &mut total {
+                Some(t) => *t += g,
+                None => total = Some(g.clone()),
+            };
+            if u.borrowed {
+                add(grads
+                    .try_wrt(&data.params[k])
+                    .expect("a borrowed parameter"));
+            }
+            if u.step2 {
+                match grads.try_wrt(&data.step2(k)) {
+                    Ok(g) => add(g),
+                    Err(e) => panic!("step-2 view: {e}"),
+                }
+            }
+            for &i in &u.owned {
+                add(grads.get(regs[i]).expect("an owned parameter"));
+            }
+            // (empty arrays have no identity: any empty view of that shape finds them)
+            if !u.borrowed && !data.params[k].is_empty() {
+                let err = grads.try_wrt(&data.params[k]).unwrap_err();
+                assert!(
+                    matches!(
+                        err.kind(),
+                        ErrorKind::Missing(Missing::NotOnTape | Missing::Constant)
+                    ),
+                    "{err}"
+                );
+            }
+            total
+        })
+        .collect();
+    Outcome {
+        loss,
+        finite,
+        grads: per_array,
+        all: Some(grads),
+    }
+}
+
+fn same_bits<F: Float>(a: &Array2<F>, b: &Array2<F>) -> bool {
+    a.dim() == b.dim()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits())
+}
+
+/// The program's arrays as a model, for the optimizer step and the checkpoint round trip:
+/// the same storage the tape borrowed, so gradients are found by it.
+struct Pool<'a, F>(&'a mut [Array2<F>]);
+
+impl<F: Float> Parameters<F> for Pool<'_, F> {
+    fn visit<'b>(&'b self, f: &mut dyn FnMut(&str, &'b Array2<F>)) {
+        for (i, a) in self.0.iter().enumerate() {
+            f(&format!("a{i}"), a);
+        }
+    }
+    fn visit_mut<'b>(&'b mut self, f: &mut dyn FnMut(&str, &'b mut Array2<F>)) {
+        for (i, a) in self.0.iter_mut().enumerate() {
+            f(&format!("a{i}"), a);
+        }
+    }
+}
+
+/// Runs program `p` in `F` and checks everything but the finite differences.
+fn check<F: Float>(p: &Program) -> (Data<F>, Outcome<F>) {
+    let mut data = Data::<F>::new(&p.arrays, &p.arrays);
+    let first = run(p, &data, None);
+    if p.reuse && first.all.is_some() {
+        // the same program again, writing into the first run's buffers
+        let previous = first.all.clone();
+        let second = run(p, &data, previous);
+        for (a, b) in first.grads.iter().zip(&second.grads) {
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(same_bits(a, b), "reused buffers gave other gradients");
+            }
+        }
+    }
+    // an optimizer step: parameters without a gradient must be frozen, then it succeeds
+    if let Some(grads) = &first.all {
+        let frozen: Vec<String> = (0..data.params.len())
+            .filter(|&i| grads.try_wrt(&data.params[i]).is_err())
+            .map(|i| format!("a{i}"))
+            .collect();
+        let mut model = Pool(&mut data.params);
+        let r = Sgd::new(F::cast(0.01)).step(&mut model, grads);
+        assert_eq!(r.is_err(), !frozen.is_empty(), "{r:?}");
+        Adam::new(F::cast(0.01))
+            .freeze(frozen)
+            .step(&mut model, grads)
+            .expect("every parameter has a gradient or is frozen");
+        // a checkpoint round trip is bit-exact; a corrupted one is an error or a load
+        let bytes = io::to_bytes(&model).unwrap();
+        let mut zeros: Vec<_> = model.0.iter().map(|a| Array2::zeros(a.dim())).collect();
+        let mut back = Pool(&mut zeros);
+        io::from_bytes(&mut back, &bytes).unwrap();
+        for (a, b) in back.0.iter().zip(model.0.iter()) {
+            assert!(same_bits(a, b), "checkpoint round trip");
+        }
+        let mut bad = bytes.clone();
+        let i = (p.seed as usize) % bad.len();
+        bad[i] ^= 0x5a;
+        let _ = io::from_bytes(&mut back, &bad);
+    }
+    (data, first)
+}
+
+/// The directional derivative of `p`'s loss along random directions by central
+/// differences, at two step sizes; `None` where they disagree (a kink, a tie, a loss that
+/// is not finite) or the program has no loss.
+fn numeric(p: &Program, analytic: &Outcome<f64>) -> Option<(f64, f64)> {
+    analytic.loss.filter(|_| analytic.finite)?;
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0xd1f);
+    let dirs: Vec<Array2<f64>> = p
+        .arrays
+        .iter()
+        .map(|a| {
+            Array2::from_shape_simple_fn(a.dim(), || {
+                let v: f64 = StandardNormal.sample(&mut rng);
+                v
+            })
+        })
+        .collect();
+    let mut expected = 0.0;
+    for (g, d) in analytic.grads.iter().zip(&dirs) {
+        if let Some(g) = g {
+            expected += (g * d).sum();
+        }
+    }
+    if !expected.is_finite() {
+        // a point where the function is not differentiable (√ at 0 through x − x): the
+        // chain rule gives ∞ · 0 there, as in every autodiff system
+        return None;
+    }
+    let at = |eps: f64| -> Option<f64> {
+        let moved = |sign: f64| -> Option<f64> {
+            let arrays: Vec<_> = p
+                .arrays
+                .iter()
+                .zip(&dirs)
+                .map(|(a, d)| a + &(d * (sign * eps)))
+                .collect();
+            let data = Data::<f64>::new(&arrays, &p.arrays);
+            let quiet = Program {
+                retain: true,
+                reuse: false,
+                ..p.clone()
+            };
+            run(&quiet, &data, None).loss
+        };
+        Some((moved(1.0)? - moved(-1.0)?) / (2.0 * eps))
+    };
+    let (coarse, fine) = (at(1e-4)?, at(1e-5)?);
+    let scale = 1.0 + coarse.abs().max(fine.abs());
+    if !(coarse.is_finite() && fine.is_finite()) || (coarse - fine).abs() > 1e-4 * scale {
+        return None;
+    }
+    Some((expected, fine))
+}
+
+/// Runs program `seed` in f64 (with the finite-difference check) or f32. Returns whether
+/// the finite differences were compared.
+fn fuzz_one(seed: u64) -> bool {
+    let n_ops = ops::<f64>().len();
+    let p = generate(seed, n_ops);
+    if seed % 4 == 3 {
+        check::<f32>(&p);
+        return false;
+    }
+    let (_, outcome) = check::<f64>(&p);
+    // finite, moderate, and away from the kinks at exactly 0 (relu, and later abs, ...),
+    // where central differences average the one-sided slopes at every step size
+    let finite = p.arrays.iter().all(|a| {
+        a.iter()
+            .all(|v| v.is_finite() && v.abs() < 1e6 && *v != 0.0)
+    });
+    // detach and no_grad cut the gradient where the value still depends on the input:
+    // finite differences are no oracle there
+    let cut = p
+        .instrs
+        .iter()
+        .any(|i| matches!(i, Instr::Detach(_) | Instr::Op { no_grad: true, .. }));
+    if cut {
+        return false;
+    }
+    if !finite
+        || p.arrays.iter().any(|a| {
+            a.len() > 64
+                || a.is_empty() && a.dim() != (0, 0) && (a.nrows() >= HUGE || a.ncols() >= HUGE)
+        })
+    {
+        return false;
+    }
+    match numeric(&p, &outcome) {
+        Some((analytic, numeric)) => {
+            let tol = 1e-5 * (1.0 + numeric.abs());
+            assert!(
+                (analytic - numeric).abs() <= tol,
+                "gradient: backward gives {analytic:e} along the direction, finite differences {numeric:e}"
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// Runs programs `first..first + count`, each under `catch_unwind`; a panic (or a failed
+/// invariant) reports the seed and the program. A watchdog turns a hang into a report.
+fn fuzz(first: u64, count: u64) -> (u64, u64) {
+    static CURRENT: AtomicU64 = AtomicU64::new(u64::MAX);
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    std::thread::spawn(|| {
+        let mut last = (u64::MAX, 0);
+        loop {
+            // generous on purpose: no program of this harness takes a second when correct
+            std::thread::sleep(Duration::from_secs(300));
+            let now = (
+                CURRENT.load(Ordering::Relaxed),
+                DONE.load(Ordering::Relaxed),
+            );
+            if now == last && now.0 != u64::MAX {
+                eprintln!(
+                    "fuzz: program {} made no progress for 300 s (a hang); replay it with \
+                     TAPEGRAD_FUZZ_SEED={} cargo test --test fuzz -- --nocapture\n{:?}",
+                    now.0,
+                    now.0,
+                    generate(now.0, ops::<f64>().len())
+                );
+                std::process::abort();
+            }
+            last = now;
+        }
+    });
+    let mut compared = 0;
+    for seed in first..first + count {
+        CURRENT.store(seed, Ordering::Relaxed);
+        let r = catch_unwind(AssertUnwindSafe(|| fuzz_one(seed)));
+        match r {
+            Ok(c) => compared += u64::from(c),
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "fuzz program {seed} failed: {msg}\nreplay: TAPEGRAD_FUZZ_SEED={seed} cargo \
+                     test --test fuzz -- --nocapture\n{:?}",
+                    generate(seed, ops::<f64>().len())
+                );
+            }
+        }
+        DONE.fetch_add(1, Ordering::Relaxed);
+    }
+    CURRENT.store(u64::MAX, Ordering::Relaxed);
+    (count, compared)
+}
+
+#[test]
+fn random_programs_keep_every_invariant() {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let (first, count) = match (env("TAPEGRAD_FUZZ_SEED"), env("TAPEGRAD_FUZZ_PROGRAMS")) {
+        (Some(seed), _) => {
+            eprintln!("{:?}", generate(seed, ops::<f64>().len()));
+            (seed, 1)
+        }
+        (None, Some(n)) => (0, n),
+        (None, None) => (0, 300),
+    };
+    let (ran, compared) = fuzz(first, count);
+    eprintln!(
+        "fuzz: {ran} programs from seed {first} without a failure; {compared} gradients compared \
+         with finite differences"
+    );
+    assert!(
+        count < 50 || compared * 5 > count,
+        "too few programs reached the gradient check"
+    );
+}
+
+/// The op list above covers every public op of `src/ops` (as the gradcheck table does).
+#[test]
+fn the_fuzzer_knows_every_op() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    let mut missing = Vec::new();
+    let names: Vec<&str> = ops::<f64>().iter().map(|o| o.name).collect();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if let Some(rest) = line.trim_start().strip_prefix("pub fn ") {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let base = name.strip_prefix("try_").unwrap_or(&name).to_string();
+                if !names.contains(&base.as_str()) && !missing.contains(&base) {
+                    missing.push(base);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ops the fuzzer does not run: {missing:?}"
+    );
+}
