@@ -98,22 +98,26 @@
 #[cfg(feature = "openblas")]
 extern crate openblas_src as _;
 
+mod backward;
 pub mod check;
 mod error;
 mod float;
 mod grad;
+mod gradients;
 pub mod io;
 mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+mod rule;
 mod tape;
 mod tensor;
 
+pub use backward::BackwardOptions;
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
-pub use grad::{Gradients, Missing};
-pub use tape::{BackwardOptions, LeafData, Tape, TapeStats};
+pub use gradients::{Gradients, Missing};
+pub use tape::{LeafData, Tape, TapeStats};
 pub use tensor::Tensor;
 
 #[cfg(doctest)]

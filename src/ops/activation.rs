@@ -22,7 +22,7 @@ use std::panic::Location;
 use ndarray::Array2;
 
 use crate::grad::Ctx;
-use crate::tape::{Backward, Rule, Saves};
+use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// An elementwise function and its derivative.

@@ -19,7 +19,7 @@ use ndarray::{Array2, Zip};
 use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::kernels::{broadcast_shape, zip_broadcast};
-use crate::tape::{Rule, Saves};
+use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
 const BROADCAST: &str = "each dimension must be equal, or 1 on one side (broadcasting)";

@@ -22,7 +22,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
-use crate::tape::{Backward, Rule, Saves};
+use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// Row-wise `log softmax(z) = (z − m) − ln Σ exp(z − m)` with `m` the row's maximum:

@@ -21,7 +21,7 @@ use ndarray::Array2;
 use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::kernels;
-use crate::tape::{Rule, Saves};
+use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
 impl<'t, F: Float> Tensor<'t, F> {

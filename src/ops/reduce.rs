@@ -12,7 +12,7 @@ use ndarray::{Array2, Axis};
 use crate::error::{Error, ErrorKind, Result, allocated, check_size, or_panic};
 use crate::grad::Ctx;
 use crate::kernels;
-use crate::tape::{Rule, Saves};
+use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
 /// `dX = c·G`, broadcast.

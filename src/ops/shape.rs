@@ -9,7 +9,7 @@ use std::panic::Location;
 use ndarray::Array2;
 
 use crate::grad::Ctx;
-use crate::tape::{Rule, Saves};
+use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
 /// `dX = Gᵀ`.

@@ -1,0 +1,310 @@
+//! First-order backward: replays the tape in reverse on plain arrays.
+//!
+//! Creation order is a topological order (an op can only take tensors that already exist),
+//! so backward needs no sort, no hash map and no visited set: it walks the nodes from the
+//! root down to 0, hands each rule the gradient of its output and lets the rule add its
+//! contributions into the gradient slots of its inputs ([`Ctx`](crate::grad::Ctx)).
+//!
+//! A rule reads the values it needs straight from the tape: an op declares at record time
+//! which of its inputs (and whether its output) its rule will read
+//! ([`Saves`](crate::rule::Saves)), so saving never copies. Without `retain_graph`,
+//! backward releases each value as soon as the last rule that reads it has run, frees
+//! every gradient slot as it is consumed, and drops each rule (and whatever it owns) after
+//! running it.
+
+use std::panic::Location;
+
+use ndarray::Array2;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::grad::Ctx;
+use crate::gradients::Gradients;
+use crate::tape::{Inner, Node, NodeId, Value};
+use crate::{Float, Tape, Tensor};
+
+/// Options for [`Tape::backward_with`].
+#[derive(Clone, Debug)]
+pub struct BackwardOptions<F> {
+    retain_graph: bool,
+    seed: Option<Array2<F>>,
+    /// Non-leaf tensors whose gradient the caller wants: (tape id, node id).
+    keep: Vec<(u64, NodeId)>,
+    /// An earlier step's gradients, whose buffers this pass writes into.
+    reuse: Option<Gradients<F>>,
+}
+
+impl<F> Default for BackwardOptions<F> {
+    fn default() -> Self {
+        BackwardOptions {
+            retain_graph: false,
+            seed: None,
+            keep: Vec::new(),
+            reuse: None,
+        }
+    }
+}
+
+impl<F> BackwardOptions<F> {
+    /// The defaults: seed `∂L/∂L = 1` for a 1 × 1 root, release the graph as it is consumed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keep every value and rule, so that backward can run again on the same tape.
+    pub fn retain_graph(mut self, retain: bool) -> Self {
+        self.retain_graph = retain;
+        self
+    }
+
+    /// Start from `seed = ∂L/∂root` instead of 1: backward from a non-scalar root computes
+    /// the vector-Jacobian product with `seed`. It must have the root's shape.
+    pub fn seed(mut self, seed: Array2<F>) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Also return the gradient of the intermediate tensor `t` (PyTorch's `retain_grad`):
+    /// `∂L/∂t` is copied out when backward reaches `t`, and [`Gradients::get`] finds it.
+    /// Leaves need no such request.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{BackwardOptions, Tape};
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1.0, 2.0]]);
+    /// let h = x.mul_scalar(3.0);
+    /// let loss = h.square().sum();
+    /// let grads = tape.backward_with(loss, BackwardOptions::new().retain_grad(h)).unwrap();
+    /// assert_eq!(grads.get(h).unwrap(), &array![[6.0, 12.0]]); // 2h
+    /// ```
+    pub fn retain_grad(mut self, t: Tensor<'_, F>) -> Self
+    where
+        F: Float,
+    {
+        self.keep.push((t.tape.id(), t.id));
+        self
+    }
+
+    /// Write the parameters' gradients into the buffers of `previous` (an earlier step's
+    /// [`Gradients`]) instead of allocating new ones: a matmul's weight gradient becomes
+    /// one GEMM with beta = 0 into last step's buffer. Buffers are matched to parameters
+    /// by storage and shape ([`Gradients::wrt`]); the values are overwritten, never added
+    /// to. Training loops that keep their gradients from one step to the next allocate no
+    /// parameter-sized buffer after the first step.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{BackwardOptions, Tape};
+    ///
+    /// let w = array![[1.0, 2.0], [3.0, 4.0]];
+    /// let mut grads = None;
+    /// for _ in 0..3 {
+    ///     let tape = Tape::new();
+    ///     let loss = tape.constant(array![[1.0, -1.0]]).matmul(tape.param(&w)).sum();
+    ///     let opts = match grads.take() {
+    ///         Some(previous) => BackwardOptions::new().reuse(previous),
+    ///         None => BackwardOptions::new(),
+    ///     };
+    ///     grads = Some(tape.backward_with(loss, opts).unwrap());
+    /// }
+    /// assert_eq!(grads.unwrap().wrt(&w).unwrap(), &array![[1.0, 1.0], [-1.0, -1.0]]);
+    /// ```
+    pub fn reuse(mut self, previous: Gradients<F>) -> Self {
+        self.reuse = Some(previous);
+        self
+    }
+}
+
+impl<'t, F: Float> Tape<'t, F> {
+    /// Backward from a scalar (1 × 1) loss: the gradient of `loss` with respect to every
+    /// leaf that requires one. Releases the graph as it goes (see [`BackwardOptions`] to
+    /// keep it, or to start from a non-scalar root with an explicit seed).
+    ///
+    /// A value used by several ops receives the sum of the gradients along every path.
+    ///
+    /// # Errors
+    ///
+    /// `NotScalar` if `loss` is not 1 × 1, `NoGradient` if it depends on no tensor that
+    /// requires a gradient, `BackwardTwice` if a backward without `retain_graph` already ran
+    /// on this tape, `ForeignTensor` if `loss` is from another tape.
+    #[track_caller]
+    pub fn backward(&self, loss: Tensor<'t, F>) -> Result<Gradients<F>> {
+        self.backward_with(loss, BackwardOptions::new())
+    }
+
+    /// Backward with options: an explicit seed `∂L/∂root`, and/or `retain_graph`.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{BackwardOptions, Tape};
+    ///
+    /// // Seed 000: Y = X·W on two data points, G = ∂L/∂Y given.
+    /// let x = array![[1.0, 2.0], [3.0, 4.0]];
+    /// let w = array![[0.5], [-1.0]];
+    /// let g = array![[0.1], [0.2]];
+    /// let tape = Tape::new();
+    /// let (x_t, w_t) = (tape.param(&x), tape.param(&w));
+    /// let y = x_t.matmul(w_t);
+    /// let opts = BackwardOptions::new().seed(g.clone()).retain_graph(true);
+    /// let grads = tape.backward_with(y, opts).unwrap();
+    /// assert_eq!(grads.get(w_t).unwrap(), &x.t().dot(&g)); // dW = Xᵀ·G
+    /// assert_eq!(grads.get(x_t).unwrap(), &g.dot(&w.t())); // dX = G·Wᵀ
+    /// // retained: a second pass gives the same gradients
+    /// let again = tape.backward_with(y, BackwardOptions::new().seed(g)).unwrap();
+    /// assert_eq!(again.get(w_t), grads.get(w_t));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Tape::backward`], and `SeedShape` if the seed does not have the root's shape.
+    #[track_caller]
+    pub fn backward_with(
+        &self,
+        root: Tensor<'t, F>,
+        opts: BackwardOptions<F>,
+    ) -> Result<Gradients<F>> {
+        let location = Location::caller();
+        let fail = |kind| Err(Error::new("backward", kind, location));
+        if !std::ptr::eq(root.tape, self) {
+            return fail(ErrorKind::ForeignTensor);
+        }
+        let seed = match opts.seed {
+            Some(seed) if seed.dim() != root.shape => {
+                return fail(ErrorKind::SeedShape {
+                    root: root.shape,
+                    seed: seed.dim(),
+                });
+            }
+            Some(seed) => seed,
+            None if root.shape != (1, 1) => {
+                return fail(ErrorKind::NotScalar { shape: root.shape });
+            }
+            None => Array2::ones((1, 1)),
+        };
+        let mut inner = self.inner.borrow_mut();
+        let Inner {
+            nodes,
+            values,
+            input_ids,
+            consumed,
+            params,
+            ..
+        } = &mut *inner;
+        if let Some(first) = *consumed {
+            return fail(ErrorKind::BackwardTwice { first });
+        }
+        if !root.requires_grad {
+            return fail(ErrorKind::NoGradient);
+        }
+        let retain = opts.retain_graph;
+        // the root stays readable after backward, also when it is a view of another node
+        let root_source = source(values, root.id);
+        let keep: Vec<NodeId> = opts
+            .keep
+            .iter()
+            .filter(|k| k.0 == self.id())
+            .map(|k| k.1)
+            .collect();
+        let mut kept = Vec::new();
+        let n = root.id + 1;
+        let mut slots: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
+        slots.resize_with(n, || None);
+        slots[root.id] = Some(seed);
+        let mut spare = match opts.reuse {
+            Some(previous) => previous.into_spare(nodes, values, n),
+            None => Vec::new(),
+        };
+        let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
+
+        // How many rules still have to read each value; values no rule reads go now.
+        let mut uses = Vec::new();
+        if !retain {
+            uses.resize(n, 0u32);
+            for (id, node) in nodes[..n]
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| node.rule.is_some())
+            {
+                for s in node.saves.ids(id, inputs_of(node)) {
+                    uses[source(values, s)] += 1;
+                }
+            }
+            for id in 0..n {
+                release_if_unused(nodes, values, &uses, id, root_source);
+            }
+        }
+
+        for id in (0..n).rev() {
+            if nodes[id].rule.is_none() {
+                continue;
+            }
+            let g = slots[id].take();
+            if let Some(g) = &g {
+                if keep.contains(&id) {
+                    kept.push((id, g.clone()));
+                }
+            }
+            let owned_rule = if retain { None } else { nodes[id].rule.take() };
+            if let Some(g) = g {
+                let rule = match &owned_rule {
+                    Some(rule) => rule,
+                    None => nodes[id].rule.as_ref().expect("checked above"),
+                };
+                let mut ctx = Ctx {
+                    nodes,
+                    values,
+                    inputs: inputs_of(&nodes[id]),
+                    output: id,
+                    slots: &mut slots,
+                    spare: &mut spare,
+                };
+                rule.run(g, &mut ctx);
+            }
+            if let Some(rule) = owned_rule {
+                drop(rule);
+                for s in nodes[id].saves.ids(id, inputs_of(&nodes[id])) {
+                    let s = source(values, s);
+                    uses[s] -= 1;
+                    release_if_unused(nodes, values, &uses, s, root_source);
+                }
+            }
+        }
+        if !retain {
+            *consumed = Some(location);
+        }
+        Ok(Gradients::collect(
+            self.id(),
+            nodes,
+            values,
+            slots,
+            spare,
+            kept,
+            params,
+        ))
+    }
+}
+
+/// The node whose storage `id`'s value is (itself, unless `id` is an alias).
+fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
+    match values[id] {
+        Value::Alias { of, .. } => of,
+        _ => id,
+    }
+}
+
+/// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's
+/// data) and the root's storage (the loss, read after backward) stay.
+fn release_if_unused<F>(
+    nodes: &[Node<F>],
+    values: &mut [Value<'_, F>],
+    uses: &[u32],
+    id: NodeId,
+    root_source: NodeId,
+) {
+    if uses[id] == 0 && id != root_source && !nodes[id].leaf {
+        if let Value::Owned(_) = values[id] {
+            values[id] = Value::Released(id);
+        }
+    }
+}

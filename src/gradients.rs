@@ -1,0 +1,495 @@
+//! What backward returns ([`Gradients`]), and how a parameter's gradient is found by the
+//! array itself: borrowed leaves are keyed by their storage ([`ViewKey`], [`Params`]).
+
+use std::panic::Location;
+
+use ndarray::{Array2, ArrayBase, ArrayView2, Data, Ix2};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::tape::{Node, NodeId, Value};
+use crate::{Float, Tensor};
+
+/// Identifies a borrowed leaf by its storage, so [`Gradients::wrt`] can find the gradient
+/// of a model's parameter from the array itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ViewKey {
+    ptr: usize,
+    shape: (usize, usize),
+    strides: [isize; 2],
+}
+
+impl ViewKey {
+    pub(crate) fn of<F>(v: &ArrayView2<'_, F>) -> Self {
+        let s = v.strides();
+        ViewKey {
+            ptr: v.as_ptr() as usize,
+            shape: v.dim(),
+            strides: [s[0], s[1]],
+        }
+    }
+
+    /// The key of the transposed view of the same storage.
+    pub(crate) fn transposed(self) -> Self {
+        ViewKey {
+            ptr: self.ptr,
+            shape: (self.shape.1, self.shape.0),
+            strides: [self.strides[1], self.strides[0]],
+        }
+    }
+
+    /// Whether the view has the strides of a row-major array of its shape, `[c, 1]`, as
+    /// every owned `Array2` has (the transposed view of a 1 × n row is not one).
+    fn is_standard(self) -> bool {
+        self.strides == [self.shape.1 as isize, 1]
+    }
+
+    /// Whether the view has no element.
+    fn is_empty(self) -> bool {
+        self.shape.0 == 0 || self.shape.1 == 0
+    }
+
+    /// The bytes `[start, end)` the view's elements occupy (empty for an empty view).
+    fn bytes(self, elem: usize) -> (usize, usize) {
+        let (r, c) = self.shape;
+        if r == 0 || c == 0 {
+            return (self.ptr, self.ptr);
+        }
+        let reach = |len: usize, stride: isize| {
+            let d = (len as isize - 1) * stride;
+            (d.min(0), d.max(0))
+        };
+        let (lo0, hi0) = reach(r, self.strides[0]);
+        let (lo1, hi1) = reach(c, self.strides[1]);
+        let e = elem as isize;
+        let start = self.ptr as isize + (lo0 + lo1) * e;
+        let end = self.ptr as isize + (hi0 + hi1 + 1) * e;
+        (start as usize, end as usize)
+    }
+}
+
+/// The borrowed leaves of a tape that require a gradient, by storage: what makes a
+/// parameter one leaf however often it goes on the tape, and what [`Gradients::wrt`]
+/// finds gradients by.
+#[derive(Default)]
+pub(crate) struct Params {
+    leaves: Vec<ParamLeaf>,
+    /// Transposed views of those leaves that also went on the tape.
+    transposed: Vec<(ViewKey, NodeId)>,
+}
+
+struct ParamLeaf {
+    key: ViewKey,
+    id: NodeId,
+    /// The storage overlaps another parameter's, given as a different view (a slice).
+    overlaps: bool,
+}
+
+impl Params {
+    /// With room for `n` parameters.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Params {
+            leaves: Vec::with_capacity(n),
+            transposed: Vec::new(),
+        }
+    }
+
+    /// The leaf already holding `key`'s storage, and whether `key` is its transpose (which
+    /// is then remembered, so that the transposed view finds the gradient too).
+    pub(crate) fn find(&mut self, key: ViewKey) -> Option<(NodeId, bool)> {
+        let (id, transposed) = self.leaves.iter().find_map(|p| {
+            if p.key == key {
+                Some((p.id, false))
+            } else if p.key.transposed() == key {
+                Some((p.id, true))
+            } else {
+                None
+            }
+        })?;
+        if transposed && !self.transposed.contains(&(key, id)) {
+            self.transposed.push((key, id));
+        }
+        Some((id, transposed))
+    }
+
+    /// Adds the leaf `id` holding `key`'s storage of `elem`-byte elements, marking it and
+    /// every parameter whose storage it overlaps.
+    pub(crate) fn insert(&mut self, key: ViewKey, id: NodeId, elem: usize) {
+        let (start, end) = key.bytes(elem);
+        let mut overlaps = false;
+        for p in &mut self.leaves {
+            let (s, e) = p.key.bytes(elem);
+            if start < e && s < end {
+                p.overlaps = true;
+                overlaps = true;
+            }
+        }
+        self.leaves.push(ParamLeaf { key, id, overlaps });
+    }
+
+    fn overlaps(&self, id: NodeId) -> bool {
+        self.leaves.iter().any(|p| p.id == id && p.overlaps)
+    }
+}
+
+/// Why [`Gradients`] holds no gradient for a tensor or an array
+/// ([`Gradients::try_get`], [`Gradients::try_wrt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A constant: made with [`Tape::constant`](crate::Tape::constant), or with
+    /// [`Tape::param`](crate::Tape::param) inside [`Tape::no_grad`](crate::Tape::no_grad).
+    Constant,
+    /// The result of [`Tensor::detach`]: a leaf that requires no gradient.
+    Detached,
+    /// An intermediate result, whose gradient backward does not keep unless asked to with
+    /// [`BackwardOptions::retain_grad`](crate::BackwardOptions::retain_grad).
+    Intermediate,
+    /// The tensor is from another tape than the one these gradients came from.
+    OtherTape,
+    /// No leaf of the tape borrows this array. A parameter put on the tape by value
+    /// (`tape.param(w.clone())`) is a copy that the array cannot be found by: pass `&w`.
+    NotOnTape,
+    /// The array's storage overlaps that of another parameter on the tape, given as a
+    /// different view (a slice of it, say): its gradient would miss the other's share, so
+    /// none is given. Put one view on the tape and slice it with tensor ops instead.
+    Overlapping,
+    /// The gradient was moved out with [`Gradients::take`].
+    Taken,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Constant => {
+                "it is a constant (Tape::constant, or Tape::param inside Tape::no_grad)"
+            }
+            Missing::Detached => "it is the result of detach, which cuts the graph",
+            Missing::Intermediate => {
+                "it is an intermediate result; ask for it with BackwardOptions::retain_grad"
+            }
+            Missing::OtherTape => "it belongs to another tape than these gradients",
+            Missing::NotOnTape => {
+                "no leaf of the tape borrows this array (a parameter put on the tape by \
+                 value, such as tape.param(w.clone()), cannot be found by the array: pass &w)"
+            }
+            Missing::Overlapping => {
+                "its storage overlaps another parameter view on the same tape, so its \
+                 gradient would be incomplete (put one view on the tape and slice it there)"
+            }
+            Missing::Taken => "it was moved out with Gradients::take",
+        })
+    }
+}
+
+/// Where [`Gradients::find`] found a parameter's gradient.
+#[derive(Clone, Copy)]
+enum Found {
+    Entry(usize),
+    Transposed(usize),
+}
+
+/// One gradient: of a leaf that requires one, or of a tensor named with `retain_grad`.
+#[derive(Clone, Debug)]
+struct Entry<F> {
+    id: NodeId,
+    /// The storage of a borrowed parameter, for [`Gradients::wrt`]; `None` for owned leaves,
+    /// retained intermediates and parameters whose storage overlaps another's.
+    key: Option<ViewKey>,
+    grad: Array2<F>,
+}
+
+/// The gradients a backward pass returns: one array per leaf that requires a gradient,
+/// with the leaf's shape (a leaf the root does not depend on gets zeros), and one per
+/// tensor named with [`BackwardOptions::retain_grad`](crate::BackwardOptions::retain_grad).
+///
+/// A parameter is one leaf however often it is put on the tape: [`Tape::param`] on an
+/// array already on the tape returns the same tensor, so the gradient is the sum over
+/// every use (a layer applied twice, tied weights).
+///
+/// Owned data with no reference to the tape: `Send + Sync`, and free to outlive it.
+///
+/// [`Tape::param`]: crate::Tape::param
+#[derive(Clone, Debug)]
+pub struct Gradients<F> {
+    tape: u64,
+    /// Sorted by node id.
+    entries: Vec<Entry<F>>,
+    /// Borrowed storage with no entry, and why: constants, and parameters whose storage
+    /// overlaps another parameter's.
+    absent: Vec<(ViewKey, Missing)>,
+    /// The transposed views of parameters that also went on the tape, with the gradient in
+    /// their orientation (a copy), so that either array finds it.
+    transposed: Vec<(ViewKey, Array2<F>)>,
+}
+
+impl<F: Float> Gradients<F> {
+    /// Gathers the result of a backward pass: `slots` holds the accumulated gradients by
+    /// node id, `spare` the unused buffers of an earlier step, `params` the borrowed
+    /// parameter leaves.
+    pub(crate) fn collect(
+        tape: u64,
+        nodes: &[Node<F>],
+        values: &[Value<'_, F>],
+        mut slots: Vec<Option<Array2<F>>>,
+        mut spare: Vec<Option<Array2<F>>>,
+        kept: Vec<(NodeId, Array2<F>)>,
+        params: &Params,
+    ) -> Self {
+        let mut absent = Vec::new();
+        let wanted = nodes.iter().filter(|n| n.leaf && n.requires_grad).count();
+        let mut entries: Vec<Entry<F>> = Vec::with_capacity(wanted + kept.len());
+        for (id, node) in nodes.iter().enumerate().filter(|(_, n)| n.leaf) {
+            let key = match &values[id] {
+                Value::Borrowed(v) => Some(ViewKey::of(v)),
+                _ => None,
+            };
+            if !node.requires_grad {
+                if let Some(key) = key {
+                    absent.push((key, Missing::Constant));
+                }
+                continue;
+            }
+            let grad = slots.get_mut(id).and_then(Option::take).or_else(|| {
+                // an unreached parameter whose old buffer was handed in: zeros, in place
+                let mut g = spare.get_mut(id).and_then(Option::take)?;
+                g.fill(F::zero());
+                Some(g)
+            });
+            let grad = grad.unwrap_or_else(|| Array2::zeros(node.shape));
+            // A parameter overlapping another parameter view gets no key: `wrt` never
+            // gives a gradient that misses the other view's share.
+            let key = match key {
+                Some(key) if params.overlaps(id) => {
+                    absent.push((key, Missing::Overlapping));
+                    None
+                }
+                key => key,
+            };
+            entries.push(Entry { id, key, grad });
+        }
+        // A parameter that went on the tape transposed is also found by its own array:
+        // where both orientations were used, and wherever the transposed view is a
+        // row-major array (`tape.param(w.t())`, looked up as `wrt(&w)` by an optimizer).
+        let transposed = entries
+            .iter()
+            .filter_map(|e| {
+                let own = e.key?;
+                let key = own.transposed();
+                let wanted = params.transposed.contains(&(key, e.id))
+                    || own.is_empty()
+                    || (!own.is_standard() && key.is_standard());
+                wanted.then(|| (key, e.grad.t().as_standard_layout().into_owned()))
+            })
+            .collect();
+        entries.extend(kept.into_iter().map(|(id, grad)| Entry {
+            id,
+            key: None,
+            grad,
+        }));
+        entries.sort_by_key(|e| e.id);
+        Gradients {
+            tape,
+            entries,
+            absent,
+            transposed,
+        }
+    }
+
+    /// Hands this step's buffers to the next backward pass: for every borrowed parameter
+    /// leaf of the new tape with the same storage and shape as one here, its old buffer,
+    /// by node id. Buffers whose parameter is gone are dropped.
+    pub(crate) fn into_spare(
+        self,
+        nodes: &[Node<F>],
+        values: &[Value<'_, F>],
+        n: usize,
+    ) -> Vec<Option<Array2<F>>> {
+        let mut spare: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
+        spare.resize_with(n, || None);
+        let mut entries = self.entries;
+        for (id, node) in nodes[..n].iter().enumerate() {
+            if let (true, Value::Borrowed(v)) = (node.leaf && node.requires_grad, &values[id]) {
+                let key = ViewKey::of(v);
+                if let Some(i) = entries.iter().position(|e| e.key == Some(key)) {
+                    let buffer = entries.swap_remove(i).grad;
+                    if buffer.dim() == node.shape {
+                        spare[id] = Some(buffer);
+                    }
+                }
+            }
+        }
+        spare
+    }
+
+    fn index(&self, t: Tensor<'_, F>) -> Option<usize> {
+        if t.tape.id() != self.tape {
+            return None;
+        }
+        self.entries.binary_search_by_key(&t.id, |e| e.id).ok()
+    }
+
+    /// The gradient of `t`, or `None` if `t` is neither a leaf requiring a gradient nor a
+    /// tensor named with `retain_grad`, on the tape these gradients came from;
+    /// [`Gradients::try_get`] says why.
+    pub fn get(&self, t: Tensor<'_, F>) -> Option<&Array2<F>> {
+        self.index(t).map(|i| &self.entries[i].grad)
+    }
+
+    /// The gradient of `t`, or an error saying why there is none ([`Missing`]).
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{ErrorKind, Missing, Tape};
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.constant(array![[1.0, 2.0]]);
+    /// let w = tape.param(array![[3.0, 4.0]]);
+    /// let h = x.mul(w);
+    /// let grads = tape.backward(h.sum()).unwrap();
+    /// assert_eq!(grads.try_get(w).unwrap(), &array![[1.0, 2.0]]);
+    /// let err = grads.try_get(h).unwrap_err();
+    /// assert_eq!(err.kind(), &ErrorKind::Missing(Missing::Intermediate));
+    /// assert_eq!(grads.try_get(x).unwrap_err().kind(), &ErrorKind::Missing(Missing::Constant));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Missing`](crate::ErrorKind::Missing) with the reason.
+    #[track_caller]
+    pub fn try_get(&self, t: Tensor<'_, F>) -> Result<&Array2<F>> {
+        let location = Location::caller();
+        if let Some(g) = self.get(t) {
+            return Ok(g);
+        }
+        let reason = if t.tape.id() != self.tape {
+            Missing::OtherTape
+        } else {
+            let inner = t.tape.inner();
+            let node = &inner.nodes[t.id];
+            match (node.leaf, node.requires_grad) {
+                (true, true) => Missing::Taken,
+                (true, false) if node.op == "detach" => Missing::Detached,
+                (true, false) => Missing::Constant,
+                (false, _) => Missing::Intermediate,
+            }
+        };
+        Err(Error::new("get", ErrorKind::Missing(reason), location))
+    }
+
+    /// Moves the gradient of `t` out (a later `get` returns `None`).
+    pub fn take(&mut self, t: Tensor<'_, F>) -> Option<Array2<F>> {
+        self.index(t).map(|i| self.entries.remove(i).grad)
+    }
+
+    /// Where the gradient of the parameter stored as `array` is: an entry, or the
+    /// transposed copy of one.
+    fn find<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Option<Found> {
+        let key = ViewKey::of(&array.view());
+        if let Some(i) = self.entries.iter().position(|e| e.key == Some(key)) {
+            return Some(Found::Entry(i));
+        }
+        self.transposed
+            .iter()
+            .position(|t| t.0 == key)
+            .map(Found::Transposed)
+    }
+
+    fn found(&self, at: Found) -> &Array2<F> {
+        match at {
+            Found::Entry(i) => &self.entries[i].grad,
+            Found::Transposed(i) => &self.transposed[i].1,
+        }
+    }
+
+    /// The gradient of the parameter whose data is `array`, when `array` went on the tape
+    /// borrowed with [`Tape::param`](crate::Tape::param). Optimizers and checkpoints use
+    /// this to find a model's gradients without keeping the tensor handles. `None` when
+    /// there is none; [`Gradients::try_wrt`] says why.
+    ///
+    /// A parameter that went on the tape transposed (`tape.param(w.t())`) is found by its
+    /// row-major array `&w` too, with the gradient transposed to `w`'s shape.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let w = array![[1.0, 2.0], [3.0, 4.0]];
+    /// let tape = Tape::new();
+    /// let loss = tape.param(&w).square().sum();
+    /// let grads = tape.backward(loss).unwrap();
+    /// assert_eq!(grads.wrt(&w).unwrap(), &(&w * 2.0));
+    /// ```
+    pub fn wrt<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Option<&Array2<F>> {
+        self.find(array).map(|at| self.found(at))
+    }
+
+    /// The gradient of the parameter whose data is `array`, or an error saying why there
+    /// is none: the array went on the tape as a constant, was copied onto it
+    /// (`tape.param(w.clone())`), or overlaps another parameter view ([`Missing`]).
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{ErrorKind, Missing, Tape};
+    ///
+    /// let w = array![[1.0, 2.0]];
+    /// let tape = Tape::new();
+    /// let loss = tape.param(w.clone()).square().sum(); // a copy: not found by &w
+    /// let grads = tape.backward(loss).unwrap();
+    /// let err = grads.try_wrt(&w).unwrap_err();
+    /// assert_eq!(err.kind(), &ErrorKind::Missing(Missing::NotOnTape));
+    /// assert!(err.to_string().contains("pass &w"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Missing`](crate::ErrorKind::Missing) with the reason.
+    #[track_caller]
+    pub fn try_wrt<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Result<&Array2<F>> {
+        match self.find(array) {
+            Some(at) => Ok(self.found(at)),
+            None => Err(self.missing(array, Location::caller())),
+        }
+    }
+
+    /// Why `array` has no gradient here.
+    pub(crate) fn missing<S: Data<Elem = F>>(
+        &self,
+        array: &ArrayBase<S, Ix2>,
+        location: &'static Location<'static>,
+    ) -> Error {
+        let key = ViewKey::of(&array.view());
+        let reason = self
+            .absent
+            .iter()
+            .find(|a| a.0 == key)
+            .map_or(Missing::NotOnTape, |a| a.1);
+        Error::new("wrt", ErrorKind::Missing(reason), location)
+    }
+
+    /// The gradient of the parameter whose data is `array`, mutably (to clip or scale
+    /// it before an update); see [`Gradients::wrt`].
+    pub fn wrt_mut<S: Data<Elem = F>>(
+        &mut self,
+        array: &ArrayBase<S, Ix2>,
+    ) -> Option<&mut Array2<F>> {
+        match self.find(array)? {
+            Found::Entry(i) => Some(&mut self.entries[i].grad),
+            Found::Transposed(i) => Some(&mut self.transposed[i].1),
+        }
+    }
+
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The gradients in the order their leaves were created.
+    pub fn iter(&self) -> impl Iterator<Item = &Array2<F>> {
+        self.entries.iter().map(|e| &e.grad)
+    }
+}
