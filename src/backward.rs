@@ -295,7 +295,7 @@ fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
 
 /// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's
 /// data) and the root's storage (the loss, read after backward) stay.
-fn release_if_unused<F>(
+fn release_if_unused<F: Float>(
     nodes: &[Node<F>],
     values: &mut [Value<'_, F>],
     uses: &[u32],

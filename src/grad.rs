@@ -13,7 +13,7 @@ use crate::tape::{Node, NodeId, Value, view_of};
 
 /// What a rule sees during backward: the values it saved and the gradient slots of its
 /// inputs, addressed by input position `k`.
-pub(crate) struct Ctx<'a, 't, F> {
+pub(crate) struct Ctx<'a, 't, F: Float> {
     pub(crate) nodes: &'a [Node<F>],
     pub(crate) values: &'a [Value<'t, F>],
     pub(crate) inputs: &'a [NodeId],

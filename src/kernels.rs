@@ -138,6 +138,21 @@ pub(crate) fn zip_broadcast<F: Float>(
     Some(unsafe { out.assume_init() })
 }
 
+/// `x` repeated to `shape` (which it broadcasts to), or `None` if the allocation is
+/// refused.
+pub(crate) fn try_broadcast<F: Float>(
+    x: ArrayView2<'_, F>,
+    shape: (usize, usize),
+) -> Option<Array2<F>> {
+    let x = x.broadcast(shape)?;
+    let mut out = uninit(shape)?;
+    Zip::from(&mut out).and(&x).for_each(|o, &x| {
+        o.write(x);
+    });
+    // SAFETY: the Zip above wrote every element of `out`.
+    Some(unsafe { out.assume_init() })
+}
+
 /// An uninitialised C-order matrix of `shape`, or `None` if the allocation is refused.
 /// The caller writes every element before `assume_init`.
 fn uninit<F>(shape: (usize, usize)) -> Option<Array2<MaybeUninit<F>>> {

@@ -104,6 +104,7 @@ mod error;
 mod float;
 mod grad;
 mod gradients;
+mod higher;
 pub mod io;
 mod kernels;
 pub mod nn;

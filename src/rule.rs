@@ -1,48 +1,107 @@
 //! The form of a VJP rule, and what a rule declares it will read.
 //!
-//! A rule is a pure function of what its op saved and of `G = ∂L/∂Y` for the op's output:
-//! it adds `∂L/∂Xₖ` into the gradient slot of every input `k` that needs one, through
-//! [`Ctx`](crate::grad::Ctx). Rules compute on plain arrays, accumulating in place.
+//! Every rule comes in two forms, side by side in each op's file:
+//!
+//! - the **array form** (`vjp`): given `G = ∂L/∂Y` as an array, it adds `∂L/∂Xₖ` into the
+//!   gradient slot of every input `k` that needs one, through [`Ctx`]: plain arrays,
+//!   fused passes, GEMM with beta = 1, in place. First-order backward runs only this form,
+//!   so its speed is untouched by higher order.
+//! - the **tensor form** (`vjp_tensor`): the same formula written in tensor ops, given `G`
+//!   as a [`Tensor`] and the op's inputs and output as tensors of the same tape
+//!   ([`TensorCtx`]). [`Tape::grad`](crate::Tape::grad) runs this form, so the gradients
+//!   it returns are themselves recorded and can be differentiated again, to any order.
+//!
+//! The two forms are independent implementations of one formula: the gradient checks run
+//! both and require equal results (`tests/gradcheck.rs`).
+
+use std::rc::Rc;
 
 use ndarray::Array2;
 
 use crate::Float;
+use crate::error::Result;
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
 use crate::tape::NodeId;
+use crate::tensor::Tensor;
 
-/// A VJP rule that owns saved state (the fused losses' intermediates): given
-/// `G = ∂L/∂Y` for the node's output, add `∂L/∂Xₖ` into the gradient slot of every input
-/// `k` that needs one (through `ctx`).
-///
-/// A rule is a pure function of what it saved and `G` (it takes `&self`), which is what
-/// makes `retain_graph` possible and keeps the door open for recording rules themselves
-/// (higher order). Rules here compute on plain arrays: first order only.
+/// A rule that owns saved state (the fused losses' intermediates, `powi`'s exponent), in
+/// both forms. A rule is a pure function of what it saved and `G` (it takes `&self`),
+/// which is what makes `retain_graph` and the tensor form possible.
 pub(crate) trait Backward<F: Float> {
+    /// The array form: adds each input's contribution through `ctx`.
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>);
+
+    /// The tensor form: adds each input's contribution, as a tensor, through `ctx`.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()>;
 }
 
-/// The signature of a rule without owned state: `(param, G, ctx)`, where `param` is the
+/// The array form of a rule without owned state: `(param, G, ctx)`, where `param` is the
 /// op's one scalar (the `s` of `mul_scalar`, the `1/n` of `mean`; unused by most).
 pub(crate) type RuleFn<F> = fn(F, Array2<F>, &mut Ctx<'_, '_, F>);
 
-/// A recorded VJP rule. Most rules are plain functions of one scalar parameter: no
-/// allocation and no virtual call per op, which is most of what a tiny op costs. Rules
-/// that own saved arrays are boxed.
-pub(crate) enum Rule<F> {
-    Fn(RuleFn<F>, F),
-    Boxed(Box<dyn Backward<F>>),
+/// The tensor form of a rule without owned state: `(param, G, ctx)`.
+pub(crate) type TensorRuleFn<F> =
+    for<'a, 't> fn(F, Tensor<'t, F>, &mut TensorCtx<'a, 't, F>) -> Result<()>;
+
+/// A recorded VJP rule. Most rules are a pair of plain functions of one scalar parameter:
+/// no allocation and no virtual call per op, which is most of what a tiny op costs. Rules
+/// that own saved arrays are reference-counted objects.
+pub(crate) enum Rule<F: Float> {
+    Fn {
+        vjp: RuleFn<F>,
+        tensor: TensorRuleFn<F>,
+        param: F,
+    },
+    Boxed(Rc<dyn Backward<F>>),
 }
 
 impl<F: Float> Rule<F> {
-    /// A rule that is a plain function.
-    pub(crate) fn func(f: RuleFn<F>) -> Self {
-        Rule::Fn(f, F::zero())
+    /// A rule given by its two forms, without a parameter.
+    pub(crate) fn new(vjp: RuleFn<F>, tensor: TensorRuleFn<F>) -> Self {
+        Self::with_param(vjp, tensor, F::zero())
     }
 
+    /// A rule given by its two forms and the op's scalar parameter.
+    pub(crate) fn with_param(vjp: RuleFn<F>, tensor: TensorRuleFn<F>, param: F) -> Self {
+        Rule::Fn { vjp, tensor, param }
+    }
+
+    /// A rule that owns state.
+    pub(crate) fn boxed(rule: impl Backward<F> + 'static) -> Self {
+        Rule::Boxed(Rc::new(rule))
+    }
+
+    /// Runs the array form.
     pub(crate) fn run(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         match self {
-            Rule::Fn(f, param) => f(*param, g, ctx),
+            Rule::Fn { vjp, param, .. } => vjp(*param, g, ctx),
             Rule::Boxed(rule) => rule.backward(g, ctx),
+        }
+    }
+
+    /// A handle on the tensor form that does not borrow the tape (the tensor form records
+    /// on the tape while it runs).
+    pub(crate) fn tensor_form(&self) -> TensorRule<F> {
+        match self {
+            Rule::Fn { tensor, param, .. } => TensorRule::Fn(*tensor, *param),
+            Rule::Boxed(rule) => TensorRule::Boxed(Rc::clone(rule)),
+        }
+    }
+}
+
+/// The tensor form of a recorded rule, detached from the tape ([`Rule::tensor_form`]).
+pub(crate) enum TensorRule<F: Float> {
+    Fn(TensorRuleFn<F>, F),
+    Boxed(Rc<dyn Backward<F>>),
+}
+
+impl<F: Float> TensorRule<F> {
+    /// Runs the tensor form.
+    pub(crate) fn run<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        match self {
+            TensorRule::Fn(f, param) => f(*param, g, ctx),
+            TensorRule::Boxed(rule) => rule.backward_tensor(g, ctx),
         }
     }
 }

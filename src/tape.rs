@@ -30,7 +30,7 @@ pub(crate) enum Value<'t, F> {
 }
 
 /// What a tape records for every tensor.
-pub(crate) struct Node<F> {
+pub(crate) struct Node<F: Float> {
     pub(crate) op: &'static str,
     pub(crate) location: &'static Location<'static>,
     pub(crate) shape: (usize, usize),
@@ -42,7 +42,7 @@ pub(crate) struct Node<F> {
     pub(crate) rule: Option<Rule<F>>,
 }
 
-pub(crate) struct Inner<'t, F> {
+pub(crate) struct Inner<'t, F: Float> {
     pub(crate) nodes: Vec<Node<F>>,
     pub(crate) values: Vec<Value<'t, F>>,
     pub(crate) input_ids: Vec<NodeId>,
@@ -53,7 +53,12 @@ pub(crate) struct Inner<'t, F> {
     pub(crate) consumed: Option<&'static Location<'static>>,
 }
 
-impl<F> Inner<'_, F> {
+impl<F: Float> Inner<'_, F> {
+    /// The input ids of `node`.
+    pub(crate) fn inputs_of(&self, node: &Node<F>) -> &[NodeId] {
+        &self.input_ids[node.inputs.0 as usize..node.inputs.1 as usize]
+    }
+
     /// The error for reading node `id`, whose value (or whose source's) was released as
     /// `lost`'s ([`view_of`]).
     pub(crate) fn released(

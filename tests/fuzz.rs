@@ -111,6 +111,14 @@ fn ops<F: Float>() -> Vec<Op<F>> {
         Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(3)), fits: any },
         Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(-2)), fits: any },
         Op { name: "powi", arity: 1, f: |x| Ok(x[0].powi(i32::MIN)), fits: any },
+        Op { name: "powf", arity: 1, f: |x| Ok(x[0].powf(F::cast(1.5))), fits: any },
+        Op { name: "broadcast_to", arity: 2, f: |x| x[0].try_broadcast_to(x[1].shape()), fits: |s| broadcasts(s) && (s[0].0 == 1 || s[0].0 == s[1].0) && (s[0].1 == 1 || s[0].1 == s[1].1) },
+        Op { name: "softmax", arity: 1, f: |x| x[0].try_softmax(Axis(1)), fits: any },
+        Op { name: "softmax", arity: 1, f: |x| x[0].try_softmax(Axis(0)), fits: any },
+        Op { name: "log_softmax", arity: 1, f: |x| x[0].try_log_softmax(Axis(1)), fits: any },
+        Op { name: "log_softmax", arity: 1, f: |x| x[0].try_log_softmax(Axis(0)), fits: any },
+        Op { name: "logsumexp", arity: 1, f: |x| x[0].try_logsumexp(Axis(1)), fits: any },
+        Op { name: "logsumexp", arity: 1, f: |x| x[0].try_logsumexp(Axis(0)), fits: any },
     ]
 }
 

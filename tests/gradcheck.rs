@@ -14,7 +14,7 @@ use common::{Domain, OpFn, SHAPES, cases, draw};
 use ndarray::{Array2, ArrayView2, s};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tapegrad::check::{CheckOptions, gradcheck, vjp_dot_test};
+use tapegrad::check::{CheckOptions, gradcheck, gradgradcheck, vjp_dot_test};
 use tapegrad::{BackwardOptions, Tape};
 
 /// The memory layouts every input is tried in.
@@ -118,6 +118,65 @@ fn every_op_passes_gradcheck_on_every_shape_and_layout() {
     assert_eq!(checked, cases().len() * SHAPES.len() * 3);
 }
 
+/// Ops whose rule has no tensor form, exempt from the second-order pass (none: every
+/// built-in rule is differentiable again).
+const FIRST_ORDER_ONLY: &[&str] = &[];
+
+/// The cases of the second-order pass.
+fn second_order_cases() -> Vec<common::Case> {
+    cases()
+        .into_iter()
+        .filter(|c| !FIRST_ORDER_ONLY.contains(&c.op))
+        .collect()
+}
+
+/// For every op, shape and layout: the gradient recorded by `Tape::grad` (the rules'
+/// tensor forms) equals first-order backward's (their array forms); Hessian-vector
+/// products match central differences of the gradient; the Hessian is symmetric.
+#[test]
+fn every_op_passes_the_second_order_check_on_every_shape_and_layout() {
+    let opts = CheckOptions::default();
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut checked = 0;
+    for case in second_order_cases() {
+        for (r, c) in SHAPES {
+            let inputs: Vec<Array2<f64>> = (case.shapes)(r, c)
+                .iter()
+                .zip(case.domains)
+                .map(|(&s, &d)| draw(s, d, &mut rng))
+                .collect();
+            for layout in [Layout::C, Layout::F, Layout::Step2] {
+                let stored: Vec<_> = inputs.iter().map(|a| store(a, layout)).collect();
+                let views: Vec<_> = stored.iter().map(|s| view(s, layout)).collect();
+                let opts = CheckOptions {
+                    seed: checked,
+                    ..opts.clone()
+                };
+                gradgradcheck(case.f, &views, &opts).unwrap_or_else(|e| {
+                    panic!("{} on {r} × {c} in {layout:?} layout: {e}", case.op)
+                });
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(
+        checked as usize,
+        second_order_cases().len() * SHAPES.len() * 3
+    );
+}
+
+/// A composition whose Hessian is wrong on purpose: `x ∘ detach(x)` hides a dependence,
+/// so the Hessian-vector product through the recorded gradient (0) disagrees with
+/// differences of the first-order gradient. (That each rule's two forms and its second
+/// derivative are checked is shown with deliberately broken rules in `src/check.rs`.)
+#[test]
+fn gradgradcheck_catches_a_wrong_hessian() {
+    let wrong: common::OpFn = |x| x[0].mul(x[0].detach());
+    let x = Array2::from_elem((2, 3), 0.7);
+    let err = gradgradcheck(wrong, &[x.view()], &CheckOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("Hessian-vector product"), "{err}");
+}
+
 #[test]
 fn every_op_passes_the_dot_product_test_at_larger_sizes() {
     let opts = CheckOptions {
@@ -191,6 +250,15 @@ fn every_op_has_a_case_and_a_row_in_the_rule_table() {
     assert!(
         missing.is_empty(),
         "ops without a gradcheck case: {missing:?}"
+    );
+    let second: BTreeSet<String> = second_order_cases()
+        .iter()
+        .map(|c| c.op.to_string())
+        .collect();
+    let missing: Vec<_> = ops.difference(&second).collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a second-order case: {missing:?}"
     );
     let unknown: Vec<_> = covered.difference(&ops).collect();
     assert!(

@@ -1,5 +1,5 @@
 //! Elementwise functions as `(f, df)` pairs, dfdx style: `sigmoid`, `tanh`, `relu`, `exp`,
-//! `log`, `sqrt`, `square`, `powi`.
+//! `log`, `sqrt`, `square`, `powi`, `powf`.
 //!
 //! Each pair says whether `df` reads the output `Y` or the input `X`
 //! (`DF_USES_OUTPUT`), and the rule saves exactly that one value. The VJP is always
@@ -16,16 +16,19 @@
 //! | sqrt | `√x` | `1 / 2y` | Y |
 //! | square | `x²` | `2x` | X |
 //! | powi(n) | `xⁿ` | `n xⁿ⁻¹` | X |
+//! | powf(p) | `xᵖ` | `p xᵖ⁻¹` | X |
 
 use std::panic::Location;
 
 use ndarray::Array2;
 
+use crate::error::Result;
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
 use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
-/// An elementwise function and its derivative.
+/// An elementwise function and its derivative, in both rule forms.
 trait Unary<F: Float>: Copy + 'static {
     /// The op's name in the rule table.
     const NAME: &'static str;
@@ -33,7 +36,10 @@ trait Unary<F: Float>: Copy + 'static {
     const DF_USES_OUTPUT: bool;
     fn f(self, x: F) -> F;
     fn df(self, x_or_y: F) -> F;
-    /// The rule to record: a plain function for the parameter-free functions.
+    /// The tensor form of the VJP: `G ∘ df(s)` in recorded ops, `s` being the saved `Y`
+    /// or `X` as a tensor.
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
+    /// The rule to record.
     fn rule(self) -> Rule<F>;
 }
 
@@ -47,9 +53,37 @@ fn unary_vjp<F: Float, U: Unary<F>>(u: U, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>
     ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
 }
 
-/// The rule of a parameter-free function `U`.
+/// `dX = G ∘ df(saved)`, recorded.
+fn unary_vjp_tensor<'t, F: Float, U: Unary<F>>(
+    u: U,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let s = if U::DF_USES_OUTPUT {
+        ctx.output()
+    } else {
+        ctx.input(0)
+    };
+    ctx.accumulate(0, u.vjp_tensor(g, s)?)
+}
+
+/// The array form of a parameter-free function `U`.
 fn unary_backward<F: Float, U: Unary<F> + Default>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     unary_vjp(U::default(), g, ctx);
+}
+
+/// The tensor form of a parameter-free function `U`.
+fn unary_tensor<'t, F: Float, U: Unary<F> + Default>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    unary_vjp_tensor(U::default(), g, ctx)
+}
+
+/// The rule of a parameter-free function `U`.
+fn plain_rule<F: Float, U: Unary<F> + Default>() -> Rule<F> {
+    Rule::new(unary_backward::<F, U>, unary_tensor::<F, U>)
 }
 
 /// The rule of `powi(n)`, which keeps its exponent.
@@ -59,6 +93,20 @@ impl<F: Float> Backward<F> for PowiBackward {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         unary_vjp(Powi(self.0), g, ctx);
     }
+
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        unary_vjp_tensor(Powi(self.0), g, ctx)
+    }
+}
+
+/// The array form of `powf(p)`, `p` being the rule's parameter.
+fn powf_backward<F: Float>(p: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    unary_vjp(Powf(p), g, ctx);
+}
+
+/// The tensor form of `powf(p)`.
+fn powf_tensor<'t, F: Float>(p: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+    unary_vjp_tensor(Powf(p), g, ctx)
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -232,6 +280,28 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn powi(self, n: i32) -> Tensor<'t, F> {
         self.unary(Powi(n), Location::caller())
     }
+
+    /// `xᵖ` for a real exponent `p`, elementwise (NaN for negative `x` and a fractional
+    /// `p`, as `f64::powf`). The derivative is `p xᵖ⁻¹` (0 for `p = 0`): the rule saves
+    /// `X`, `dX = p G ∘ Xᵖ⁻¹`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[4.0]]);
+    /// let y = x.powf(1.5);
+    /// assert_eq!(y.item(), 8.0);
+    /// let grads = tape.backward(y).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 3.0); // 1.5 · 4^0.5
+    /// ```
+    #[track_caller]
+    pub fn powf(self, p: F) -> Tensor<'t, F> {
+        self.unary(Powf(p), Location::caller())
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -239,7 +309,11 @@ struct Sigmoid;
 
 impl<F: Float> Unary<F> for Sigmoid {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // Y − Y² = Y (1 − Y)
+        g.try_mul(s.try_sub(s.square())?)
     }
     const NAME: &'static str = "sigmoid";
     const DF_USES_OUTPUT: bool = true;
@@ -258,7 +332,11 @@ struct Tanh;
 
 impl<F: Float> Unary<F> for Tanh {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // G − G ∘ Y²
+        g.try_sub(g.try_mul(s.square())?)
     }
     const NAME: &'static str = "tanh";
     const DF_USES_OUTPUT: bool = true;
@@ -275,7 +353,14 @@ struct Relu;
 
 impl<F: Float> Unary<F> for Relu {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // the step [Y > 0] has derivative 0 wherever it has one: a constant mask
+        let mask = s
+            .try_value()?
+            .mapv(|y| if y > F::zero() { F::one() } else { F::zero() });
+        g.try_mul(s.tape().constant(mask))
     }
     const NAME: &'static str = "relu";
     const DF_USES_OUTPUT: bool = true;
@@ -293,7 +378,10 @@ struct Exp;
 
 impl<F: Float> Unary<F> for Exp {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(s)
     }
     const NAME: &'static str = "exp";
     const DF_USES_OUTPUT: bool = true;
@@ -310,7 +398,11 @@ struct Log;
 
 impl<F: Float> Unary<F> for Log {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // `X + 0` turns −0 into +0, as the array form does
+        g.try_div(s.add_scalar(F::zero()))
     }
     const NAME: &'static str = "log";
     const DF_USES_OUTPUT: bool = false;
@@ -328,7 +420,11 @@ struct Sqrt;
 
 impl<F: Float> Unary<F> for Sqrt {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // `2Y` is computed as 2Y + 0, which turns −0 into +0, as the array form does
+        g.try_div(s.mul_scalar(F::cast(2.0)))
     }
     const NAME: &'static str = "sqrt";
     const DF_USES_OUTPUT: bool = true;
@@ -346,7 +442,10 @@ struct Square;
 
 impl<F: Float> Unary<F> for Square {
     fn rule(self) -> Rule<F> {
-        Rule::func(unary_backward::<F, Self>)
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        Ok(g.try_mul(s)?.mul_scalar(F::cast(2.0)))
     }
     const NAME: &'static str = "square";
     const DF_USES_OUTPUT: bool = false;
@@ -363,7 +462,17 @@ struct Powi(i32);
 
 impl<F: Float> Unary<F> for Powi {
     fn rule(self) -> Rule<F> {
-        Rule::Boxed(Box::new(PowiBackward(self.0)))
+        Rule::boxed(PowiBackward(self.0))
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let n = self.0;
+        let power = match n.checked_sub(1) {
+            _ if n == 0 => return Ok(g.mul_scalar(F::zero())),
+            Some(k) => x.powi(k),
+            // n = i32::MIN: n − 1 does not fit in i32
+            None => x.powf(F::cast(f64::from(n) - 1.0)),
+        };
+        Ok(g.try_mul(power)?.mul_scalar(F::cast(f64::from(n))))
     }
     const NAME: &'static str = "powi";
     const DF_USES_OUTPUT: bool = false;
@@ -377,6 +486,35 @@ impl<F: Float> Unary<F> for Powi {
             Some(k) => F::cast(f64::from(n)) * x.powi(k),
             // n = i32::MIN: n − 1 does not fit in i32
             None => F::cast(f64::from(n)) * x.powf(F::cast(f64::from(n) - 1.0)),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Powf<F>(F);
+
+impl<F: Float> Unary<F> for Powf<F> {
+    fn rule(self) -> Rule<F> {
+        Rule::with_param(powf_backward, powf_tensor, self.0)
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let p = self.0;
+        if p == F::zero() {
+            return Ok(g.mul_scalar(F::zero()));
+        }
+        Ok(g.try_mul(x.powf(p - F::one()))?.mul_scalar(p))
+    }
+    const NAME: &'static str = "powf";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.powf(self.0)
+    }
+    fn df(self, x: F) -> F {
+        let p = self.0;
+        if p == F::zero() {
+            F::zero()
+        } else {
+            p * x.powf(p - F::one())
         }
     }
 }

@@ -18,6 +18,7 @@ use ndarray::{Array2, Zip};
 
 use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
 use crate::kernels::{broadcast_shape, zip_broadcast};
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
@@ -124,7 +125,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Shape` if the shapes do not broadcast, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_sub(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        let rule = || (Saves::NONE, Rule::func(sub_backward));
+        let rule = || (Saves::NONE, Rule::new(sub_backward, sub_tensor));
         self.binary(other, "sub", Location::caller(), |a, b| a - b, rule)
     }
 
@@ -163,7 +164,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         let saves = Saves::NONE
             .input_if(1, self.requires_grad)
             .input_if(0, other.requires_grad);
-        let rule = || (saves, Rule::func(mul_backward));
+        let rule = || (saves, Rule::new(mul_backward, mul_tensor));
         self.binary(other, "mul", Location::caller(), |a, b| a * b, rule)
     }
 
@@ -203,7 +204,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     #[track_caller]
     pub fn try_div(self, other: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let saves = Saves::NONE.input_if(1, true).output_if(other.requires_grad);
-        let rule = || (saves, Rule::func(div_backward));
+        let rule = || (saves, Rule::new(div_backward, div_tensor));
         self.binary(other, "div", Location::caller(), |a, b| a / b, rule)
     }
 
@@ -217,9 +218,12 @@ impl<'t, F: Float> Tensor<'t, F> {
     ) -> Tensor<'t, F> {
         let tape = self.tape;
         let y = tape.read1(self.id, |x| x.mapv(|v| alpha * v + beta));
-        let rule = tape
-            .track(&[self])
-            .then(|| (Saves::NONE, Rule::Fn(scale_backward, alpha)));
+        let rule = tape.track(&[self]).then(|| {
+            (
+                Saves::NONE,
+                Rule::with_param(scale_backward, scale_tensor, alpha),
+            )
+        });
         tape.record(op, y, self.shape, &[self], rule, location)
     }
 
@@ -282,7 +286,65 @@ impl<'t, F: Float> Tensor<'t, F> {
 
 /// The rule of `add`, shared with `add_row` and `add_col`.
 pub(crate) fn add_rule<F: Float>() -> (Saves, Rule<F>) {
-    (Saves::NONE, Rule::func(add_backward))
+    (Saves::NONE, Rule::new(add_backward, add_tensor))
+}
+
+/// `dA = G`, `dB = G`, recorded (un-broadcast by the accumulation).
+fn add_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+    for k in 0..2 {
+        if ctx.needs_grad(k) {
+            ctx.accumulate(k, g)?;
+        }
+    }
+    Ok(())
+}
+
+/// `dA = G`, `dB = −G`, recorded.
+fn sub_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, g)?;
+    }
+    if ctx.needs_grad(1) {
+        ctx.accumulate(1, g.neg())?;
+    }
+    Ok(())
+}
+
+/// `dA = G ∘ B`, `dB = G ∘ A`, recorded.
+fn mul_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, g.try_mul(ctx.input(1))?)?;
+    }
+    if ctx.needs_grad(1) {
+        ctx.accumulate(1, g.try_mul(ctx.input(0))?)?;
+    }
+    Ok(())
+}
+
+/// `dA = G / B`, `dB = −(G / B) ∘ Y`, recorded.
+fn div_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+    let q = g.try_div(ctx.input(1))?;
+    if ctx.needs_grad(1) {
+        ctx.accumulate(1, q.try_mul(ctx.output())?.neg())?;
+    }
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, q)?;
+    }
+    Ok(())
+}
+
+/// `dX = α·G`, recorded.
+fn scale_tensor<'t, F: Float>(
+    alpha: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let d = if alpha == F::one() {
+        g
+    } else {
+        g.mul_scalar(alpha)
+    };
+    ctx.accumulate(0, d)
 }
 
 /// `dA = G`, `dB = G`: G moves into one slot, the other gets a copy (or its sum over the

@@ -18,32 +18,14 @@
 
 use std::panic::Location;
 
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, Axis, Zip};
 
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
+use crate::ops::softmax::log_softmax_rows;
 use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
-
-/// Row-wise `log softmax(z) = (z − m) − ln Σ exp(z − m)` with `m` the row's maximum:
-/// no overflow for any finite logits, and `z − m` is exact where it matters (the largest
-/// logits), so equal logits of 10⁷ in f32 still give `−ln C`. A row whose maximum is
-/// `−∞` is shifted by 0 instead (its result is NaN, as the math says).
-fn log_softmax<F: Float>(z: ArrayView2<'_, F>) -> Array2<F> {
-    let mut out = z.to_owned();
-    if out.is_empty() {
-        // no row to walk (there may be 2⁴⁰ rows of nothing)
-        return out;
-    }
-    for mut row in out.rows_mut() {
-        let m = row.fold(F::neg_infinity(), |m, &v| if v > m { v } else { m });
-        let m = if m == F::neg_infinity() { F::zero() } else { m };
-        row.mapv_inplace(|v| v - m);
-        let lse = row.fold(F::zero(), |s, &v| s + v.exp()).ln();
-        row.mapv_inplace(|v| v - lse);
-    }
-    out
-}
 
 /// The scalar loss as a 1 × 1 array.
 fn scalar<F: Float>(x: F) -> Array2<F> {
@@ -112,12 +94,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         });
         let (y, rule) = match forward {
             Ok((loss, diff)) => {
-                let rule = track.then(|| {
-                    (
-                        Saves::NONE,
-                        Rule::Boxed(Box::new(MseBackward { diff, scale })),
-                    )
-                });
+                let rule = track.then(|| (Saves::NONE, Rule::boxed(MseBackward { diff, scale })));
                 (Ok(scalar(loss)), rule)
             }
             Err(lost) => (Err(lost), None),
@@ -174,7 +151,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         let inv_n = F::one() / F::cast(self.shape.0 as f64);
         let track = tape.track(&[self, targets]);
         let forward = tape.read2(self.id, targets.id, |z, t| {
-            let logp = log_softmax(z);
+            let logp = log_softmax_rows(z);
             // a zero target contributes nothing, also where log p is −∞ (0 · −∞ is NaN)
             let total = Zip::from(&logp).and(&t).fold(F::zero(), |s, &lp, &t| {
                 if t == F::zero() { s } else { s + t * lp }
@@ -186,7 +163,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 let rule = track.then(|| {
                     let saves = Saves::NONE.input_if(1, self.requires_grad);
                     let rule = SoftmaxCrossEntropyBackward { logp, inv_n };
-                    (saves, Rule::Boxed(Box::new(rule)))
+                    (saves, Rule::boxed(rule))
                 });
                 (Ok(scalar(loss)), rule)
             }
@@ -253,7 +230,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         let inv_n = F::one() / F::cast(rows as f64);
         let track = tape.track(&[self]);
         let forward = tape.read1(self.id, |z| {
-            let logp = log_softmax(z);
+            let logp = log_softmax_rows(z);
             let total = classes
                 .iter()
                 .enumerate()
@@ -269,7 +246,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                         classes: classes.to_vec(),
                         inv_n,
                     };
-                    (Saves::NONE, Rule::Boxed(Box::new(rule)))
+                    (Saves::NONE, Rule::boxed(rule))
                 });
                 (Ok(scalar(loss)), rule)
             }
@@ -295,6 +272,19 @@ impl<F: Float> Backward<F> for MseBackward<F> {
         if ctx.needs_grad(1) {
             ctx.accumulate_scaled(1, -a, self.diff.view());
         }
+    }
+
+    /// `dP = 2g (P − T) / NC`, `dT = −dP`, recorded from the inputs.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let d = ctx.input(0).try_sub(ctx.input(1))?;
+        let dp = d.try_mul(g.mul_scalar(self.scale))?;
+        if ctx.needs_grad(1) {
+            ctx.accumulate(1, dp.neg())?;
+        }
+        if ctx.needs_grad(0) {
+            ctx.accumulate(0, dp)?;
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +319,23 @@ impl<F: Float> Backward<F> for SoftmaxCrossEntropyBackward<F> {
             ctx.accumulate_scaled(1, -a, self.logp.view());
         }
     }
+
+    /// `dZ = g (softmax(Z) ∘ rowsum(T) − T) / N`, `dT = −g log softmax(Z) / N`, recorded
+    /// from the inputs.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let (z, t) = (ctx.input(0), ctx.input(1));
+        let a = g.mul_scalar(self.inv_n);
+        let logp = z.try_log_softmax(Axis(1))?;
+        if ctx.needs_grad(0) {
+            let mass = t.try_sum_axis(Axis(1))?;
+            let dz = logp.exp().try_mul(mass)?.try_sub(t)?.try_mul(a)?;
+            ctx.accumulate(0, dz)?;
+        }
+        if ctx.needs_grad(1) {
+            ctx.accumulate(1, logp.try_mul(a)?.neg())?;
+        }
+        Ok(())
+    }
 }
 
 /// `dZ = g (softmax(Z) − onehot(y)) / N`.
@@ -347,23 +354,27 @@ impl<F: Float> Backward<F> for IndexCrossEntropyBackward<F> {
         }
         ctx.accumulate(0, dz);
     }
+
+    /// `dZ = g (softmax(Z) − onehot(y)) / N`, recorded from the input.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let z = ctx.input(0);
+        let mut onehot = Array2::zeros(z.shape());
+        for (i, &c) in self.classes.iter().enumerate() {
+            onehot[[i, c]] = F::one();
+        }
+        let p = z.try_softmax(Axis(1))?;
+        let dz = p
+            .try_sub(ctx.constant(onehot))?
+            .try_mul(g.mul_scalar(self.inv_n))?;
+        ctx.accumulate(0, dz)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use ndarray::array;
 
-    use super::log_softmax;
     use crate::Tape;
-
-    #[test]
-    fn log_softmax_is_stable() {
-        let z = array![[1000.0f32, -1000.0, 0.0], [1.0, 1.0, 1.0]];
-        let lp = log_softmax(z.view());
-        assert_eq!(lp[[0, 0]], 0.0);
-        assert_eq!(lp[[0, 1]], -2000.0);
-        assert!((lp[[1, 0]] + 3f32.ln()).abs() < 1e-6);
-    }
 
     #[test]
     fn indices_and_one_hot_agree() {

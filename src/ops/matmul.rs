@@ -20,6 +20,7 @@ use ndarray::Array2;
 
 use crate::error::{Result, allocated, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
 use crate::kernels;
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
@@ -78,9 +79,12 @@ impl<'t, F: Float> Tensor<'t, F> {
             (m, n),
             location,
         )?;
-        let rule = tape
-            .track(&[self, w])
-            .then(|| (matmul_saves(self, w), Rule::func(matmul_backward)));
+        let rule = tape.track(&[self, w]).then(|| {
+            (
+                matmul_saves(self, w),
+                Rule::new(matmul_backward, matmul_tensor),
+            )
+        });
         Ok(tape.record("matmul", y, (m, n), &[self, w], rule, location))
     }
 
@@ -142,9 +146,12 @@ impl<'t, F: Float> Tensor<'t, F> {
             tape.read2(self.id, w.id, |x, w| kernels::gemm_acc(x, w, &mut y))?;
             Ok(y)
         });
-        let rule = tape
-            .track(&[self, w, b])
-            .then(|| (matmul_saves(self, w), Rule::func(linear_backward)));
+        let rule = tape.track(&[self, w, b]).then(|| {
+            (
+                matmul_saves(self, w),
+                Rule::new(linear_backward, linear_tensor),
+            )
+        });
         Ok(tape.record("linear", y, (m, n), &[self, w, b], rule, location))
     }
 
@@ -184,12 +191,41 @@ fn matmul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     }
 }
 
+/// `dX = G·Wᵀ`, `dW = Xᵀ·G`, recorded.
+fn matmul_tensor<'t, F: Float>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    if ctx.needs_grad(0) {
+        let w = ctx.input(1);
+        ctx.accumulate(0, g.try_matmul(w.t())?)?;
+    }
+    if ctx.needs_grad(1) {
+        let x = ctx.input(0);
+        ctx.accumulate(1, x.t().try_matmul(g)?)?;
+    }
+    Ok(())
+}
+
 /// `dX = G·Wᵀ`, `dW = Xᵀ·G` (inputs 0 and 1), and `db = 1ᵀ·G` (input 2).
 fn linear_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     if ctx.needs_grad(2) {
         ctx.accumulate_scaled(2, F::one(), g.view());
     }
     matmul_backward(F::zero(), g, ctx);
+}
+
+/// `dX = G·Wᵀ`, `dW = Xᵀ·G`, `db = 1ᵀ·G` (the column sums, by un-broadcasting), recorded.
+fn linear_tensor<'t, F: Float>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    if ctx.needs_grad(2) {
+        ctx.accumulate(2, g)?;
+    }
+    matmul_tensor(F::zero(), g, ctx)
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@
 //! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` (+∞ at ±0) | `Y` |
 //! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` |
 //! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` |
+//! | `powf(X, p)` | `Xᵖ` | `dX = p G ∘ Xᵖ⁻¹` | `X` |
+//! | `broadcast_to(X, shape)` | `X` repeated to `shape` | `dX = sum_to(G)` | nothing |
+//! | `softmax(X, a)` | `Y = exp(X − lse_a(X))` | `dX = Y ∘ (G − Σ_a(G ∘ Y))` | `Y` |
+//! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` |
+//! | `logsumexp(X, a)` | `Y = m + ln Σ_a exp(X − m)` | `dX = G ∘ exp(X − Y)` | `X`, `Y` |
 //! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) |
 //! | `softmax_cross_entropy(Z, T)` | `−Σ T ∘ log softmax(Z) / m` (1 × 1) | `dZ = G (softmax(Z) ∘ rowsum(T) − T) / m ; dT = −G log softmax(Z) / m` | `log softmax(Z)` (owned), `T?` |
 //! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) |
@@ -74,3 +79,4 @@ mod loss;
 mod matmul;
 mod reduce;
 mod shape;
+mod softmax;

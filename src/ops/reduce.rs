@@ -11,6 +11,7 @@ use ndarray::{Array2, Axis};
 
 use crate::error::{Error, ErrorKind, Result, allocated, check_size, or_panic};
 use crate::grad::Ctx;
+use crate::higher::TensorCtx;
 use crate::kernels;
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
@@ -18,6 +19,17 @@ use crate::{Float, Tensor};
 /// `dX = c·G`, broadcast.
 fn reduce_backward<F: Float>(c: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     ctx.accumulate_scaled(0, c, g.view());
+}
+
+/// `dX = c·G`, broadcast, recorded.
+fn reduce_tensor<'t, F: Float>(
+    c: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let d = if c == F::one() { g } else { g.mul_scalar(c) };
+    let shape = ctx.input(0).shape();
+    ctx.accumulate(0, d.try_broadcast_to(shape)?)
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -51,9 +63,12 @@ impl<'t, F: Float> Tensor<'t, F> {
             Some(if mean { s * c } else { s })
         });
         let y = allocated(y, op, shape, location)?;
-        let rule = tape
-            .track(&[self])
-            .then(|| (Saves::NONE, Rule::Fn(reduce_backward, c)));
+        let rule = tape.track(&[self]).then(|| {
+            (
+                Saves::NONE,
+                Rule::with_param(reduce_backward, reduce_tensor, c),
+            )
+        });
         Ok(tape.record(op, y, shape, &[self], rule, location))
     }
 
