@@ -66,8 +66,30 @@
 //!   system refuses is `OutOfMemory` (for every op whose result can be larger than its
 //!   inputs); empty matrices, whatever their other dimension, cost nothing. A fuzz harness
 //!   (`tests/fuzz.rs`) runs random programs over the whole API to keep it so.
-//! - First order only: rules compute on plain arrays. They are pure functions of
-//!   (saved values, G), so rules that record themselves (higher order) remain possible.
+//! - Derivatives of any order. Every rule exists in two forms: an array form that
+//!   first-order backward runs (plain arrays, in place: the fast path the benchmarks
+//!   measure) and a tensor form, the same formula in recorded ops, that [`Tape::grad`]
+//!   runs. The gradients `grad` returns are tensors of the tape: put them in a loss and
+//!   differentiate again (a gradient penalty), or differentiate them along a direction
+//!   (a Hessian-vector product). [`functional`] has `vjp`, `jvp` (forward mode by two
+//!   reverse passes), `hvp`, `jacobian` and `hessian`.
+//!
+//! # Higher order
+//!
+//! ```
+//! use ndarray::array;
+//! use tapegrad::Tape;
+//!
+//! // f(x, w) = Σ tanh(x·w); a penalty on ‖∂f/∂x‖² trained through the recorded gradient
+//! let (x, w) = (array![[0.5, -1.0]], array![[0.3], [0.8]]);
+//! let tape = Tape::new();
+//! let (xt, wt) = (tape.param(&x), tape.param(&w));
+//! let f = xt.matmul(wt).tanh().sum();
+//! let dfdx = tape.grad(f, &[xt]).unwrap()[0]; // a tensor: (1 − tanh²)·wᵀ
+//! let penalty = dfdx.square().sum();
+//! let grads = tape.backward(penalty).unwrap(); // differentiates through the gradient
+//! assert_eq!(grads.wrt(&w).unwrap().dim(), (2, 1));
+//! ```
 //!
 //! # Feature flags
 //!
@@ -84,10 +106,10 @@
 //! | layer | where | holds |
 //! |-------|-------|-------|
 //! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
-//! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order, backward, gradient slots |
+//! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order; first-order backward on arrays; backward recorded on the tape ([`Tape::grad`]) |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW |
-//! | tools | [`check`], [`io`] | gradient checking; safetensors checkpoints |
+//! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
 //! [ndarray]: https://docs.rs/ndarray
 
@@ -102,6 +124,7 @@ mod backward;
 pub mod check;
 mod error;
 mod float;
+pub mod functional;
 mod grad;
 mod gradients;
 mod higher;

@@ -11,9 +11,15 @@ mod custom_layer;
 #[path = "../examples/digits.rs"]
 #[allow(dead_code)]
 mod digits;
+#[path = "../examples/gradient_penalty.rs"]
+#[allow(dead_code)]
+mod gradient_penalty;
 #[path = "../examples/iris.rs"]
 #[allow(dead_code)]
 mod iris;
+#[path = "../examples/newton.rs"]
+#[allow(dead_code)]
+mod newton;
 #[path = "../examples/xor.rs"]
 #[allow(dead_code)]
 mod xor;
@@ -75,4 +81,47 @@ fn the_custom_layer_learns_a_product() {
     let mut restored = custom_layer::network(99);
     tapegrad::io::from_bytes(&mut restored, &bytes).unwrap();
     assert_eq!(custom_layer::loss(&restored).unwrap(), after);
+}
+
+#[test]
+fn newton_cg_reaches_the_tolerance_in_a_few_iterations() {
+    let prob = newton::problem().expect("digits.csv.gz loads");
+    let run = newton::newton_cg(&prob, 30);
+    let last = *run.norms.last().unwrap();
+    assert!(
+        last < newton::TOLERANCE,
+        "‖∇f‖ = {last:e} after {} iterations",
+        run.norms.len()
+    );
+    assert!(
+        run.norms.len() <= 15,
+        "{} outer iterations",
+        run.norms.len()
+    );
+    assert!(newton::accuracy(&run.params, &prob.x_test, &prob.test_labels) > 0.95);
+    // gradient descent with as many gradients as Newton-CG used gradients and
+    // Hessian-vector products together is still far from the minimum
+    let budget = run.norms.len() + run.hessian_vector_products;
+    let gd = newton::gradient_descent(&prob, budget, std::time::Duration::from_secs(3600));
+    assert!(*gd.norms.last().unwrap() > 1e3 * newton::TOLERANCE);
+}
+
+#[test]
+fn the_gradient_penalty_makes_the_fit_smoother() {
+    let plain =
+        gradient_penalty::train(0.0, gradient_penalty::STEPS, gradient_penalty::SEED).unwrap();
+    let penalised =
+        gradient_penalty::train(0.1, gradient_penalty::STEPS, gradient_penalty::SEED).unwrap();
+    assert!(
+        penalised.penalty < 0.2 * plain.penalty,
+        "mean ‖∂f/∂x‖²: {} with the penalty, {} without",
+        penalised.penalty,
+        plain.penalty
+    );
+    assert!(
+        penalised.mse < 0.2,
+        "the penalised network still fits: {}",
+        penalised.mse
+    );
+    assert!(penalised.curve.last().unwrap() < &(0.3 * penalised.curve[0]));
 }

@@ -173,3 +173,55 @@ impl HandTrainer {
         sq / n
     }
 }
+
+/// Train steps through `nn` and `optim`: the network as a `Sequential` of `Linear` and
+/// `Sigmoid` layers, updated by `optim::Sgd` (which finds gradients by parameter), with
+/// gradient buffers reused from one step to the next like [`TapeTrainer`].
+pub struct NnTrainer {
+    pub model: tapegrad::nn::Sequential<f32>,
+    opt: tapegrad::optim::Sgd<f32>,
+    grads: Option<Gradients<f32>>,
+}
+
+impl NnTrainer {
+    pub fn new(net: Mlp) -> Self {
+        let mut model = tapegrad::nn::Sequential::new();
+        for (w, b) in net.ws.into_iter().zip(net.bs) {
+            model.push(tapegrad::nn::Linear {
+                weight: w,
+                bias: Some(b),
+            });
+            model.push(tapegrad::nn::Sigmoid);
+        }
+        NnTrainer {
+            model,
+            opt: tapegrad::optim::Sgd::new(LR),
+            grads: None,
+        }
+    }
+
+    /// One train step. Returns the loss.
+    pub fn step(&mut self, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
+        use tapegrad::nn::Module;
+        use tapegrad::optim::Optimizer;
+        let previous = self.grads.take();
+        let (loss, grads) = {
+            let tape = Tape::new();
+            let out = self.model.forward(tape.constant(x)).expect("shapes fit");
+            let loss = out.mse_loss(tape.constant(y));
+            let opts = match previous {
+                Some(g) => BackwardOptions::new().reuse(g),
+                None => BackwardOptions::new(),
+            };
+            (
+                loss.item(),
+                tape.backward_with(loss, opts).expect("scalar loss"),
+            )
+        };
+        self.opt
+            .step(&mut self.model, &grads)
+            .expect("every parameter has a gradient");
+        self.grads = Some(grads);
+        loss
+    }
+}

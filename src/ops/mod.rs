@@ -9,40 +9,49 @@
 //! during backward: values named there stay on the tape (no copy) until the rule has run,
 //! and a `?` means "only if the other operand needs a gradient".
 //!
-//! | op | forward | VJP | saves |
-//! |----|---------|-----|-------|
-//! | `matmul(X, W)` | `Y = X·W` | `dX = G·Wᵀ ; dW = Xᵀ·G` (GEMM, beta = 1 into an existing slot) | `W?`, `X?` |
-//! | `linear(X, W, b)` | `X·W + 1·b`, one GEMM with beta = 1 over the broadcast `b` | `dX = G·Wᵀ ; dW = Xᵀ·G ; db = 1ᵀ·G` | `W?`, `X?` |
-//! | `add(A, B)` | `A + B` (broadcast) | `dA = sum_to(G) ; dB = sum_to(G)` | nothing |
-//! | `sub(A, B)` | `A − B` (broadcast) | `dA = sum_to(G) ; dB = −sum_to(G)` | nothing |
-//! | `mul(A, B)` | `A ∘ B` (broadcast) | `dA = sum_to(G ∘ B) ; dB = sum_to(G ∘ A)` | `B?`, `A?` |
-//! | `div(A, B)` | `Y = A / B` (broadcast) | `dA = sum_to(G / B) ; dB = −sum_to((G / B) ∘ Y)` | `B`, `Y?` |
-//! | `neg(X)` | `−X` | `dX = −G` | nothing |
-//! | `add_scalar(X, s)` | `X + s` | `dX = G` | nothing |
-//! | `mul_scalar(X, s)` | `s·X` | `dX = s·G` | nothing |
-//! | `add_row(X, b)` | `X + 1·b`, `b` is 1 × n | `dX = G ; db = 1ᵀ·G` (column sums, seed 003) | nothing |
-//! | `add_col(X, c)` | `X + c·1ᵀ`, `c` is m × 1 | `dX = G ; dc = G·1` (row sums) | nothing |
-//! | `sum(X)` | `Σᵢⱼ xᵢⱼ` (1 × 1) | `dX = G` broadcast to X's shape | nothing |
-//! | `mean(X)` | `Σᵢⱼ xᵢⱼ / mn` | `dX = G / mn` broadcast | nothing |
-//! | `sum_axis(X, a)` | sums along axis `a`, keeping it (1 × n or m × 1) | `dX = G` broadcast | nothing |
-//! | `mean_axis(X, a)` | means along axis `a`, keeping it | `dX = G / len(a)` broadcast | nothing |
-//! | `t(X)` | `Xᵀ` (a view, no copy) | `dX = Gᵀ` (a view, no copy) | nothing |
-//! | `sigmoid(X)` | `Y = 1 / (1 + e⁻ˣ)` | `dX = G ∘ Y ∘ (1 − Y)` | `Y` |
-//! | `tanh(X)` | `Y = tanh X` | `dX = G ∘ (1 − Y²)` | `Y` |
-//! | `relu(X)` | `Y = max(X, 0)` | `dX = G ∘ [Y > 0]` | `Y` |
-//! | `exp(X)` | `Y = eˣ` | `dX = G ∘ Y` | `Y` |
-//! | `log(X)` | `ln X` | `dX = G / X` (+∞ at ±0) | `X` |
-//! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` (+∞ at ±0) | `Y` |
-//! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` |
-//! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` |
-//! | `powf(X, p)` | `Xᵖ` | `dX = p G ∘ Xᵖ⁻¹` | `X` |
-//! | `broadcast_to(X, shape)` | `X` repeated to `shape` | `dX = sum_to(G)` | nothing |
-//! | `softmax(X, a)` | `Y = exp(X − lse_a(X))` | `dX = Y ∘ (G − Σ_a(G ∘ Y))` | `Y` |
-//! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` |
-//! | `logsumexp(X, a)` | `Y = m + ln Σ_a exp(X − m)` | `dX = G ∘ exp(X − Y)` | `X`, `Y` |
-//! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) |
-//! | `softmax_cross_entropy(Z, T)` | `−Σ T ∘ log softmax(Z) / m` (1 × 1) | `dZ = G (softmax(Z) ∘ rowsum(T) − T) / m ; dT = −G log softmax(Z) / m` | `log softmax(Z)` (owned), `T?` |
-//! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) |
+//! Every rule has two forms, side by side in the op's file: the **array form** (the VJP
+//! column) that first-order backward runs, on plain arrays and in place; and the **tensor
+//! form** (the `*_tensor` function beside it), the same formula written in recorded ops,
+//! which [`Tape::grad`](crate::Tape::grad) runs so that gradients can be differentiated
+//! again, to any order. The last column says where the tensor form differs from a
+//! recording of the VJP. `tests/gradcheck.rs` requires both forms to agree, and checks
+//! every op's second derivatives (Hessian-vector products against finite differences of
+//! the gradient, and the Hessian's symmetry).
+//!
+//! | op | forward | VJP | saves | tensor form |
+//! |----|---------|-----|-------|-------------|
+//! | `matmul(X, W)` | `Y = X·W` | `dX = G·Wᵀ ; dW = Xᵀ·G` (GEMM, beta = 1 into an existing slot) | `W?`, `X?` | the VJP, recorded |
+//! | `linear(X, W, b)` | `X·W + 1·b`, one GEMM with beta = 1 over the broadcast `b` | `dX = G·Wᵀ ; dW = Xᵀ·G ; db = 1ᵀ·G` | `W?`, `X?` | the VJP, recorded |
+//! | `add(A, B)` | `A + B` (broadcast) | `dA = sum_to(G) ; dB = sum_to(G)` | nothing | the VJP, recorded |
+//! | `sub(A, B)` | `A − B` (broadcast) | `dA = sum_to(G) ; dB = −sum_to(G)` | nothing | the VJP, recorded |
+//! | `mul(A, B)` | `A ∘ B` (broadcast) | `dA = sum_to(G ∘ B) ; dB = sum_to(G ∘ A)` | `B?`, `A?` | the VJP, recorded |
+//! | `div(A, B)` | `Y = A / B` (broadcast) | `dA = sum_to(G / B) ; dB = −sum_to((G / B) ∘ Y)` | `B`, `Y?` | the VJP, recorded |
+//! | `neg(X)` | `−X` | `dX = −G` | nothing | the VJP, recorded |
+//! | `add_scalar(X, s)` | `X + s` | `dX = G` | nothing | the VJP, recorded |
+//! | `mul_scalar(X, s)` | `s·X` | `dX = s·G` | nothing | the VJP, recorded |
+//! | `add_row(X, b)` | `X + 1·b`, `b` is 1 × n | `dX = G ; db = 1ᵀ·G` (column sums, seed 003) | nothing | the VJP, recorded |
+//! | `add_col(X, c)` | `X + c·1ᵀ`, `c` is m × 1 | `dX = G ; dc = G·1` (row sums) | nothing | the VJP, recorded |
+//! | `sum(X)` | `Σᵢⱼ xᵢⱼ` (1 × 1) | `dX = G` broadcast to X's shape | nothing | `broadcast_to(G)` |
+//! | `mean(X)` | `Σᵢⱼ xᵢⱼ / mn` | `dX = G / mn` broadcast | nothing | `broadcast_to(G / mn)` |
+//! | `sum_axis(X, a)` | sums along axis `a`, keeping it (1 × n or m × 1) | `dX = G` broadcast | nothing | `broadcast_to(G)` |
+//! | `mean_axis(X, a)` | means along axis `a`, keeping it | `dX = G / len(a)` broadcast | nothing | `broadcast_to(G / len(a))` |
+//! | `t(X)` | `Xᵀ` (a view, no copy) | `dX = Gᵀ` (a view, no copy) | nothing | the VJP, recorded |
+//! | `sigmoid(X)` | `Y = 1 / (1 + e⁻ˣ)` | `dX = G ∘ Y ∘ (1 − Y)` | `Y` | the VJP, recorded |
+//! | `tanh(X)` | `Y = tanh X` | `dX = G ∘ (1 − Y²)` | `Y` | the VJP, recorded |
+//! | `relu(X)` | `Y = max(X, 0)` | `dX = G ∘ [Y > 0]` | `Y` | `G ∘ M`, `M = [Y > 0]` a constant |
+//! | `exp(X)` | `Y = eˣ` | `dX = G ∘ Y` | `Y` | the VJP, recorded |
+//! | `log(X)` | `ln X` | `dX = G / X` (+∞ at ±0) | `X` | `G / (X + 0)` |
+//! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` (+∞ at ±0) | `Y` | the VJP, recorded |
+//! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` | the VJP, recorded |
+//! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` | as the VJP; `Xⁿ⁻¹` by `powf` for `n = i32::MIN` |
+//! | `powf(X, p)` | `Xᵖ` | `dX = p G ∘ Xᵖ⁻¹` | `X` | the VJP, recorded |
+//! | `broadcast_to(X, shape)` | `X` repeated to `shape` | `dX = sum_to(G)` | nothing | the VJP, recorded |
+//! | `softmax(X, a)` | `Y = exp(X − lse_a(X))` | `dX = Y ∘ (G − Σ_a(G ∘ Y))` | `Y` | the VJP, recorded |
+//! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` | the VJP, recorded |
+//! | `logsumexp(X, a)` | `Y = m + ln Σ_a exp(X − m)` | `dX = G ∘ softmax_a(X)` | `X` | the VJP, recorded |
+//! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) | recomputes `P − T` from the inputs |
+//! | `softmax_cross_entropy(Z, T)` | `−Σ T ∘ log softmax(Z) / m` (1 × 1) | `dZ = G (softmax(Z) ∘ rowsum(T) − T) / m ; dT = −G log softmax(Z) / m` | `log softmax(Z)` (owned), `T?` | recomputes `log_softmax(Z)` from `Z` |
+//! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) | recomputes `softmax(Z)`; `onehot(y)` a constant |
 //!
 //! `detach(X)` returns X's value as a new leaf that needs no gradient: backward stops there.
 //!
@@ -64,13 +73,15 @@
 //! (`f(x)`), and the derivative as a function of what the rule needs (`df(y) = y (1 − y)`,
 //! from the output). (2) Declare what the rule saves with `Saves` (`tape.rs`),
 //! only what `df` reads. (3) Record with `tape.record`, building the rule only when
-//! `tape.track(..)` says an input needs a gradient: a plain function
-//! `fn(param, G, ctx)` (`Rule::Fn`, no allocation), or a boxed `Backward` when the rule
-//! must own arrays (`Rule::Boxed`, the fused losses). (4) In the rule, add each input's
+//! `tape.track(..)` says an input needs a gradient, in both forms: the array form
+//! `fn(param, G, ctx)` and the tensor form, the same formula in tensor ops
+//! (`Rule::new(vjp, vjp_tensor)`, no allocation), or an object when the rule must own
+//! arrays (`Rule::boxed`, the fused losses). (4) In the array form, add each input's
 //! contribution through the `Ctx` helpers (`accumulate_map`, `accumulate_gemm`, ...):
-//! they accumulate into existing buffers and un-broadcast. (5) Add a row to the table
-//! above and a case to the table in `tests/common/mod.rs`; `tests/gradcheck.rs` fails
-//! until both exist.
+//! they accumulate into existing buffers and un-broadcast; in the tensor form, through
+//! `TensorCtx::accumulate`. (5) Add a row to the table above, a case to the table in
+//! `tests/common/mod.rs` and one to the fuzzer (`tests/fuzz.rs`); the tests fail until
+//! all exist.
 
 mod activation;
 mod broadcast;

@@ -6,8 +6,8 @@
 //!
 //! - `Y = softmax(X)`: `dX = Y ∘ (G − Σ(G ∘ Y))` (saves Y)
 //! - `Y = log_softmax(X) = X − logsumexp(X)`: `dX = G − exp(Y) ∘ Σ G` (saves Y)
-//! - `Y = logsumexp(X)` (the axis kept with length 1): `dX = G ∘ exp(X − Y)`, that is
-//!   `G ∘ softmax(X)` (saves X and Y)
+//! - `Y = logsumexp(X)` (the axis kept with length 1): `dX = G ∘ softmax(X)`, the
+//!   softmax recomputed from X (saves X)
 
 use std::panic::Location;
 
@@ -125,24 +125,24 @@ fn log_softmax_tensor<'t, F: Float>(
     ctx.accumulate(0, g.try_sub(y.exp().try_mul(s)?)?)
 }
 
-/// `dX = G ∘ exp(X − Y)`.
-fn logsumexp_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    let (x, y) = (ctx.input(0), ctx.output());
-    let d = Zip::from(&x)
-        .and_broadcast(&y)
+/// `dX = G ∘ softmax(X)`, the softmax computed from X shifted by its maximum (exact at
+/// the maximum, where `exp(X − Y)` would carry the rounding of `Y = m + ln Σ`).
+fn logsumexp_backward<F: Float>(a: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let mut d = log_softmax_along(ctx.input(0), axis_of(a));
+    Zip::from(&mut d)
         .and_broadcast(&g)
-        .map_collect(|&x, &y, &g| g * (x - y).exp());
+        .for_each(|d, &g| *d = g * d.exp());
     ctx.accumulate(0, d);
 }
 
-/// `dX = G ∘ exp(X − Y)`, recorded.
+/// `dX = G ∘ softmax(X)`, recorded.
 fn logsumexp_tensor<'t, F: Float>(
-    _: F,
+    a: F,
     g: Tensor<'t, F>,
     ctx: &mut TensorCtx<'_, 't, F>,
 ) -> Result<()> {
-    let (x, y) = (ctx.input(0), ctx.output());
-    ctx.accumulate(0, x.try_sub(y)?.exp().try_mul(g)?)
+    let p = ctx.input(0).try_softmax(axis_of(a))?;
+    ctx.accumulate(0, p.try_mul(g)?)
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -180,7 +180,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 let y = tape.read1(self.id, |x| logsumexp_along(x, axis));
                 (
                     shape,
-                    Saves::output().input_if(0, true),
+                    Saves::NONE.input_if(0, true),
                     Rule::with_param(logsumexp_backward, logsumexp_tensor, a),
                     allocated(y, op, shape, location)?,
                 )
@@ -274,7 +274,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Axis(0)`), computed as `m + ln Σ exp(x − m)` with `m` the lane's maximum. An empty
     /// lane gives `−∞`.
     ///
-    /// The derivative: `dX = G ∘ exp(X − Y) = G ∘ softmax(X)`, G broadcast along the axis.
+    /// The derivative: `dX = G ∘ softmax(X)`, G broadcast along the axis (the softmax is
+    /// recomputed from X in backward, exact at the maximum).
     ///
     /// # Panics
     ///
