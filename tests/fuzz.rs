@@ -5,8 +5,9 @@
 //! A program is a list of instructions over a pool of arrays: leaves (borrowed, transposed,
 //! step-2 slices of other storage, owned copies, constants, parameters made inside
 //! `no_grad`), every public op through its `try_` form with operands chosen to fit most of
-//! the time (and not always), `detach`, `t`, ops inside `no_grad`, tensors from a second
-//! tape. Shapes include 0 and 1 and empty matrices with a dimension of 2⁴⁰; values include
+//! the time (and not always), `detach`, `t`, ops inside `no_grad`, gradients recorded with
+//! `Tape::grad` (so later ops and the finite differences go through second derivatives),
+//! tensors from a second tape. Shapes include 0 and 1 and empty matrices with a dimension of 2⁴⁰; values include
 //! NaN and infinities. Then backward (from a scalar or with a seed, retaining the graph
 //! or not, reusing an earlier step's buffers), a second backward, value reads after
 //! backward, an optimizer step and a checkpoint round trip.
@@ -149,6 +150,8 @@ enum Instr {
         no_grad: bool,
     },
     Detach(usize),
+    /// `tape.grad(sum(a), &[b])`: a gradient recorded on the tape, differentiable again.
+    Grad(usize, usize),
     /// A binary op with a tensor of the second tape: must be `ForeignTensor`.
     Foreign {
         op: usize,
@@ -226,6 +229,8 @@ fn generate(seed: u64, ops: usize) -> Program {
             )
         } else if k < 24 {
             Instr::Detach(rng.random_range(0..64))
+        } else if k < 30 {
+            Instr::Grad(rng.random_range(0..64), rng.random_range(0..64))
         } else if k < 26 {
             Instr::Foreign {
                 op: rng.random_range(0..ops),
@@ -340,6 +345,20 @@ fn pick<F: Float>(op: &Op<F>, regs: &[Tensor<'_, F>], args: &[usize]) -> Vec<usi
     chosen
 }
 
+/// Whether `op` runs exactly on a point where it is not differentiable: relu at an exact
+/// 0 (x − x, or a parameter minus its constant copy), where central differences average
+/// the one-sided slopes at every step size.
+fn on_kink<F: Float>(op: &str, operands: &[Tensor<'_, F>]) -> bool {
+    let has = |t: &Tensor<'_, F>, p: &dyn Fn(F) -> bool| {
+        t.try_value()
+            .is_ok_and(|v| v.len() <= 1 << 16 && v.iter().any(|&x| p(x)))
+    };
+    match op {
+        "relu" => has(&operands[0], &|x| x == F::zero()),
+        _ => false,
+    }
+}
+
 /// Whether to print every op of a replayed program (`TAPEGRAD_FUZZ_TRACE=1`).
 fn trace() -> bool {
     std::env::var_os("TAPEGRAD_FUZZ_TRACE").is_some()
@@ -365,6 +384,8 @@ fn run<F: Float>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) ->
     let mut regs: Vec<Tensor<'_, F>> = Vec::new();
     let mut uses: Vec<Uses> = (0..p.arrays.len()).map(|_| Uses::default()).collect();
     let mut leaves = Vec::new();
+    // whether an op ran exactly on a kink (finite differences are no oracle there)
+    let mut kinked = false;
     for instr in &p.instrs {
         match instr {
             &Instr::Leaf(k, kind) => {
@@ -401,6 +422,29 @@ fn run<F: Float>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) ->
                 regs.push(t);
             }
             Instr::Detach(_) => {}
+            Instr::Grad(a, b) if !regs.is_empty() => {
+                let (y, x) = (regs[a % regs.len()], regs[b % regs.len()]);
+                let y = if y.shape() == (1, 1) { y } else { y.sum() };
+                let g = match tape.grad(y, &[x]) {
+                    Ok(g) => g[0],
+                    // the sums of a huge empty matrix's lanes do not fit
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::OutOfMemory { .. } | ErrorKind::TooLarge { .. }
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => panic!("grad: {e}"),
+                };
+                assert_eq!(g.shape(), x.shape(), "grad's shape");
+                if trace() {
+                    eprintln!("grad -> {:?}", g.value().mapv(|v| v.as_f64()));
+                }
+                regs.push(g);
+            }
+            Instr::Grad(..) => {}
             Instr::Foreign { op, arg } if !regs.is_empty() => {
                 let op = &ops[op % ops.len()];
                 if op.arity == 2 {
@@ -417,6 +461,7 @@ fn run<F: Float>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) ->
                 let chosen = pick(op, &regs, args);
                 let operands: Vec<_> = chosen.iter().map(|&i| regs[i]).collect();
                 let shapes: Vec<_> = operands.iter().map(|t| t.shape()).collect();
+                kinked |= on_kink(op.name, &operands);
                 let result = if *no_grad {
                     tape.no_grad(|| (op.f)(&operands))
                 } else {
@@ -460,10 +505,11 @@ fn run<F: Float>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) ->
             all: None,
         };
     };
-    let finite = regs.iter().all(|t| {
-        let v = t.value();
-        v.len() <= 1 << 16 && v.iter().all(|x| x.is_finite())
-    });
+    let finite = !kinked
+        && regs.iter().all(|t| {
+            let v = t.value();
+            v.len() <= 1 << 16 && v.iter().all(|x| x.is_finite())
+        });
     // the root: the last register, summed to a scalar unless backward gets a seed
     let root = if p.seeded || last.shape() == (1, 1) {
         last

@@ -81,6 +81,10 @@ fn axis_of<F: Float>(a: F) -> Axis {
 
 /// `dX = Y ∘ (G − Σ(G ∘ Y))`.
 fn softmax_backward<F: Float>(a: F, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if g.is_empty() {
+        // no lane to sum (and no 2⁴⁰ sums of nothing to allocate)
+        return ctx.accumulate(0, g);
+    }
     let y = ctx.output();
     let axis = axis_of(a);
     let s = (&g * &y).sum_axis(axis).insert_axis(axis);
@@ -104,6 +108,9 @@ fn softmax_tensor<'t, F: Float>(
 
 /// `dX = G − exp(Y) ∘ Σ G`.
 fn log_softmax_backward<F: Float>(a: F, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    if g.is_empty() {
+        return ctx.accumulate(0, g);
+    }
     let y = ctx.output();
     let axis = axis_of(a);
     let s = g.sum_axis(axis).insert_axis(axis);
