@@ -1,6 +1,6 @@
-//! Elementwise arithmetic: `add`, `sub`, `mul`, `div` with numpy broadcasting in two
-//! dimensions, `neg`, and scalar `add_scalar` / `mul_scalar`; the operators `+ - * /` and
-//! unary `-` as panicking shorthands.
+//! Elementwise arithmetic between tensors: `add`, `sub`, `mul`, `div` with numpy
+//! broadcasting in two dimensions; the operators `+ - * /` as panicking shorthands.
+//! (Arithmetic with a scalar is in `scalar.rs`.)
 //!
 //! VJPs, with `G = ∂L/∂Y` (broadcast gradients are summed back by `Ctx`, once for all ops):
 //!
@@ -9,9 +9,8 @@
 //! - `Y = A ∘ B`: `dA = G ∘ B`, `dB = G ∘ A` (saves each operand only for the other)
 //! - `Y = A / B`: `dA = G / B`, `dB = −(G / B) ∘ Y` (saves B, and Y if B needs a
 //!   gradient; `A / B²` would overflow or underflow where the quotient does not)
-//! - `Y = −X`, `Y = s·X`, `Y = X + s`: `dX = −G`, `s·G`, `G` (saves nothing)
 
-use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::ops::{Add, Div, Mul, Sub};
 use std::panic::Location;
 
 use ndarray::{Array2, Zip};
@@ -207,81 +206,6 @@ impl<'t, F: Float> Tensor<'t, F> {
         let rule = || (saves, Rule::new(div_backward, div_tensor));
         self.binary(other, "div", Location::caller(), |a, b| a / b, rule)
     }
-
-    /// Records `Y = α·X + β` elementwise, with VJP `dX = α·G`.
-    fn affine(
-        self,
-        op: &'static str,
-        alpha: F,
-        beta: F,
-        location: &'static Location<'static>,
-    ) -> Tensor<'t, F> {
-        let tape = self.tape;
-        let y = tape.read1(self.id, |x| x.mapv(|v| alpha * v + beta));
-        let rule = tape.track(&[self]).then(|| {
-            (
-                Saves::NONE,
-                Rule::with_param(scale_backward, scale_tensor, alpha),
-            )
-        });
-        tape.record(op, y, self.shape, &[self], rule, location)
-    }
-
-    /// Negation `−self`. The derivative: `dX = −G`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ndarray::array;
-    /// use tapegrad::Tape;
-    ///
-    /// let tape = Tape::new();
-    /// let x = tape.param(array![[1.0, -2.0]]);
-    /// assert_eq!(x.neg().value(), array![[-1.0, 2.0]]);
-    /// let grads = tape.backward(x.neg().sum()).unwrap();
-    /// assert_eq!(grads.get(x).unwrap(), &array![[-1.0, -1.0]]);
-    /// ```
-    #[track_caller]
-    pub fn neg(self) -> Tensor<'t, F> {
-        self.affine("neg", -F::one(), F::zero(), Location::caller())
-    }
-
-    /// `self + s` for a scalar `s`. The derivative: `dX = G`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ndarray::array;
-    /// use tapegrad::Tape;
-    ///
-    /// let tape = Tape::new();
-    /// let x = tape.param(array![[1.0, 2.0]]);
-    /// assert_eq!(x.add_scalar(0.5).value(), array![[1.5, 2.5]]);
-    /// let grads = tape.backward(x.add_scalar(0.5).sum()).unwrap();
-    /// assert_eq!(grads.get(x).unwrap(), &array![[1.0, 1.0]]);
-    /// ```
-    #[track_caller]
-    pub fn add_scalar(self, s: F) -> Tensor<'t, F> {
-        self.affine("add_scalar", F::one(), s, Location::caller())
-    }
-
-    /// `s · self` for a scalar `s`. The derivative: `dX = s·G`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use ndarray::array;
-    /// use tapegrad::Tape;
-    ///
-    /// let tape = Tape::new();
-    /// let x = tape.param(array![[1.0, 2.0]]);
-    /// let grads = tape.backward(x.mul_scalar(3.0).sum()).unwrap();
-    /// assert_eq!(grads.get(x).unwrap(), &array![[3.0, 3.0]]);
-    /// ```
-    #[track_caller]
-    pub fn mul_scalar(self, s: F) -> Tensor<'t, F> {
-        self.affine("mul_scalar", s, F::zero(), Location::caller())
-    }
 }
 
 /// The rule of `add`, shared with `add_row` and `add_col`.
@@ -331,20 +255,6 @@ fn div_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, 
         ctx.accumulate(0, q)?;
     }
     Ok(())
-}
-
-/// `dX = α·G`, recorded.
-fn scale_tensor<'t, F: Float>(
-    alpha: F,
-    g: Tensor<'t, F>,
-    ctx: &mut TensorCtx<'_, 't, F>,
-) -> Result<()> {
-    let d = if alpha == F::one() {
-        g
-    } else {
-        g.mul_scalar(alpha)
-    };
-    ctx.accumulate(0, d)
 }
 
 /// `dA = G`, `dB = G`: G moves into one slot, the other gets a copy (or its sum over the
@@ -402,14 +312,6 @@ fn div_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     }
 }
 
-/// `dX = α·G`, computed in G's buffer.
-fn scale_backward<F: Float>(alpha: F, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    if alpha != F::one() {
-        g.mapv_inplace(|v| alpha * v);
-    }
-    ctx.accumulate(0, g);
-}
-
 macro_rules! binary_operator {
     ($trait:ident, $method:ident, $name:literal) => {
         #[doc = concat!("`a ", $name, " b`: the panicking shorthand of [`Tensor::", stringify!($method), "`].")]
@@ -431,51 +333,6 @@ binary_operator!(Add, add, "+");
 binary_operator!(Sub, sub, "-");
 binary_operator!(Mul, mul, "*");
 binary_operator!(Div, div, "/");
-
-/// `-x`: [`Tensor::neg`].
-impl<'t, F: Float> Neg for Tensor<'t, F> {
-    type Output = Tensor<'t, F>;
-    #[track_caller]
-    fn neg(self) -> Tensor<'t, F> {
-        Tensor::neg(self)
-    }
-}
-
-/// `x + s`: [`Tensor::add_scalar`].
-impl<'t, F: Float> Add<F> for Tensor<'t, F> {
-    type Output = Tensor<'t, F>;
-    #[track_caller]
-    fn add(self, s: F) -> Tensor<'t, F> {
-        self.add_scalar(s)
-    }
-}
-
-/// `x - s`: [`Tensor::add_scalar`] with `−s`.
-impl<'t, F: Float> Sub<F> for Tensor<'t, F> {
-    type Output = Tensor<'t, F>;
-    #[track_caller]
-    fn sub(self, s: F) -> Tensor<'t, F> {
-        self.add_scalar(-s)
-    }
-}
-
-/// `x * s`: [`Tensor::mul_scalar`].
-impl<'t, F: Float> Mul<F> for Tensor<'t, F> {
-    type Output = Tensor<'t, F>;
-    #[track_caller]
-    fn mul(self, s: F) -> Tensor<'t, F> {
-        self.mul_scalar(s)
-    }
-}
-
-/// `x / s`: [`Tensor::mul_scalar`] with `1/s`.
-impl<'t, F: Float> Div<F> for Tensor<'t, F> {
-    type Output = Tensor<'t, F>;
-    #[track_caller]
-    fn div(self, s: F) -> Tensor<'t, F> {
-        self.mul_scalar(F::one() / s)
-    }
-}
 
 #[cfg(test)]
 mod tests {

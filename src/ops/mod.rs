@@ -85,9 +85,13 @@
 
 mod activation;
 mod broadcast;
+mod cross_entropy;
 mod elementwise;
 mod loss;
+mod math;
 mod matmul;
 mod reduce;
+mod scalar;
 mod shape;
 mod softmax;
+mod unary;

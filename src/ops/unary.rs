@@ -1,0 +1,97 @@
+//! The machinery of elementwise functions as `(f, df)` pairs, dfdx style, shared by
+//! `activation.rs` and `math.rs`.
+//!
+//! Each pair says whether `df` reads the output `Y` or the input `X`
+//! (`DF_USES_OUTPUT`), and the rule saves exactly that one value. The VJP is always
+//! `dX = G ∘ df(·)`: in array form one fused pass ([`Ctx::accumulate_map`]) that writes
+//! into G's own buffer when it is the first contribution; in tensor form the same product
+//! in recorded ops (`Unary::vjp_tensor`).
+
+use std::panic::Location;
+
+use ndarray::Array2;
+
+use crate::error::Result;
+use crate::grad::Ctx;
+use crate::higher::TensorCtx;
+use crate::rule::{Rule, Saves};
+use crate::{Float, Tensor};
+
+/// An elementwise function and its derivative, in both rule forms.
+pub(super) trait Unary<F: Float>: Copy + 'static {
+    /// The op's name in the rule table.
+    const NAME: &'static str;
+    /// Whether `df` takes the output `y` (true) or the input `x` (false).
+    const DF_USES_OUTPUT: bool;
+    fn f(self, x: F) -> F;
+    fn df(self, x_or_y: F) -> F;
+    /// The tensor form of the VJP: `G ∘ df(s)` in recorded ops, `s` being the saved `Y`
+    /// or `X` as a tensor.
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
+    /// The rule to record.
+    fn rule(self) -> Rule<F>;
+}
+
+/// `dX = G ∘ df(saved)`, one fused pass in G's buffer.
+pub(super) fn unary_vjp<F: Float, U: Unary<F>>(u: U, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let s = if U::DF_USES_OUTPUT {
+        ctx.output()
+    } else {
+        ctx.input(0)
+    };
+    ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
+}
+
+/// `dX = G ∘ df(saved)`, recorded.
+pub(super) fn unary_vjp_tensor<'t, F: Float, U: Unary<F>>(
+    u: U,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let s = if U::DF_USES_OUTPUT {
+        ctx.output()
+    } else {
+        ctx.input(0)
+    };
+    ctx.accumulate(0, u.vjp_tensor(g, s)?)
+}
+
+/// The array form of a parameter-free function `U`.
+fn unary_backward<F: Float, U: Unary<F> + Default>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    unary_vjp(U::default(), g, ctx);
+}
+
+/// The tensor form of a parameter-free function `U`.
+fn unary_tensor<'t, F: Float, U: Unary<F> + Default>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    unary_vjp_tensor(U::default(), g, ctx)
+}
+
+/// The rule of a parameter-free function `U`.
+pub(super) fn plain_rule<F: Float, U: Unary<F> + Default>() -> Rule<F> {
+    Rule::new(unary_backward::<F, U>, unary_tensor::<F, U>)
+}
+
+impl<'t, F: Float> Tensor<'t, F> {
+    /// Records the elementwise function `u` of `self`.
+    pub(super) fn unary<U: Unary<F>>(
+        self,
+        u: U,
+        location: &'static Location<'static>,
+    ) -> Tensor<'t, F> {
+        let tape = self.tape;
+        let y = tape.read1(self.id, |x| x.mapv(|v| u.f(v)));
+        let rule = tape.track(&[self]).then(|| {
+            let saves = if U::DF_USES_OUTPUT {
+                Saves::output()
+            } else {
+                Saves::NONE.input_if(0, true)
+            };
+            (saves, u.rule())
+        });
+        tape.record(U::NAME, y, self.shape, &[self], rule, location)
+    }
+}
