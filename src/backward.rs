@@ -19,7 +19,7 @@ use ndarray::Array2;
 use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::gradients::Gradients;
-use crate::tape::{Inner, Node, NodeId, Value};
+use crate::tape::{Inner, Node, NodeId, Value, source};
 use crate::{Float, Tape, Tensor};
 
 /// Options for [`Tape::backward_with`].
@@ -282,14 +282,6 @@ impl<'t, F: Float> Tape<'t, F> {
             kept,
             params,
         ))
-    }
-}
-
-/// The node whose storage `id`'s value is (itself, unless `id` is an alias).
-fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
-    match values[id] {
-        Value::Alias { of, .. } => of,
-        _ => id,
     }
 }
 

@@ -66,6 +66,43 @@ pub enum ErrorKind {
         /// The requested shape.
         shape: (usize, usize),
     },
+    /// The op needs at least one element (`argmax` of an empty matrix).
+    Empty {
+        /// The shape found.
+        shape: (usize, usize),
+    },
+    /// A slice's range does not fit its axis, or its step is 0.
+    Slice {
+        /// 0 for rows, 1 for columns.
+        axis: usize,
+        /// The range's start.
+        start: usize,
+        /// The range's end (exclusive).
+        end: usize,
+        /// The step.
+        step: usize,
+        /// The axis' length.
+        len: usize,
+    },
+    /// An index is out of range (`gather_rows`).
+    Index {
+        /// Where in the list of indices.
+        position: usize,
+        /// The index given.
+        index: usize,
+        /// The length it must be below.
+        len: usize,
+    },
+    /// A scalar parameter of the op is out of its range (a dropout probability above 1, a
+    /// non-positive Huber δ).
+    Parameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// The value given, as written by `Display`.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
     /// An axis other than 0 (rows) or 1 (columns).
     Axis {
         /// The axis given.
@@ -168,6 +205,37 @@ impl fmt::Display for ErrorKind {
             ErrorKind::OutOfMemory { shape } => {
                 f.write_str("the system refused the memory for a result of shape ")?;
                 dims(f, *shape)
+            }
+            ErrorKind::Empty { shape } => {
+                f.write_str("needs at least one element, got a ")?;
+                dims(f, *shape)?;
+                f.write_str(" matrix")
+            }
+            ErrorKind::Slice {
+                axis,
+                start,
+                end,
+                step,
+                len,
+            } => {
+                let name = if *axis == 0 { "rows" } else { "columns" };
+                write!(
+                    f,
+                    "{name} {start}..{end} with step {step} do not fit {len} {name} (the range \
+                     must end within the axis, start at or before its end, and step by at \
+                     least 1)"
+                )
+            }
+            ErrorKind::Index {
+                position,
+                index,
+                len,
+            } => write!(
+                f,
+                "index {index} (at position {position}) is out of range for {len} rows"
+            ),
+            ErrorKind::Parameter { name, value, rule } => {
+                write!(f, "parameter {name} = {value} {rule}")
             }
             ErrorKind::Axis { axis } => {
                 write!(

@@ -40,6 +40,8 @@ pub trait Float:
     fn cast(x: f64) -> Self;
     /// Converts to `f64` (exact for both types).
     fn as_f64(self) -> f64;
+    /// The error function `erf(x) = 2/√π ∫₀ˣ e^(−t²) dt` (libm's `erf` / `erff`).
+    fn erf(self) -> Self;
     /// Appends the little-endian bytes (checkpoints).
     #[doc(hidden)]
     fn write_le(self, out: &mut Vec<u8>);
@@ -57,6 +59,10 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         f64::from(self)
     }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
     fn write_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
@@ -73,6 +79,10 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erf(self)
     }
     fn write_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());

@@ -5,11 +5,11 @@
 //! straight into an existing buffer through GEMM with beta = 1. Un-broadcasting happens
 //! here, once, for every op ([`crate::kernels::sum_to_shape`]).
 
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use crate::Float;
 use crate::kernels::{broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape};
-use crate::tape::{Node, NodeId, Value, view_of};
+use crate::tape::{Lane, Node, NodeId, Value, view_of};
 
 /// What a rule sees during backward: the values it saved and the gradient slots of its
 /// inputs, addressed by input position `k`.
@@ -28,6 +28,11 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
     /// Whether input `k` wants a gradient; a rule skips the work for inputs that do not.
     pub(crate) fn needs_grad(&self, k: usize) -> bool {
         self.nodes[self.inputs[k]].requires_grad
+    }
+
+    /// The shape of input `k`.
+    pub(crate) fn input_shape(&self, k: usize) -> (usize, usize) {
+        self.nodes[self.inputs[k]].shape
     }
 
     /// The value of input `k`. The op must have saved it ([`crate::tape::Saves`]).
@@ -117,6 +122,43 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
                     d.mapv(|v| alpha * v)
                 });
             }
+        }
+    }
+
+    /// The gradient buffer of input `k`, made (zeros, in a spare buffer if one was handed
+    /// in) if this is the first contribution.
+    fn buffer(&mut self, k: usize) -> &mut Array2<F> {
+        let spare = self.spare(k);
+        let (slot, shape) = self.slot(k);
+        slot.get_or_insert_with(|| match spare {
+            Some(mut b) => {
+                b.fill(F::zero());
+                b
+            }
+            None => Array2::zeros(shape),
+        })
+    }
+
+    /// `dXₖ[rows, cols] += d`: a slice's gradient added into its region in place.
+    pub(crate) fn accumulate_region(
+        &mut self,
+        k: usize,
+        rows: Lane,
+        cols: Lane,
+        d: ArrayView2<'_, F>,
+    ) {
+        let mut region = self.buffer(k).view_mut();
+        region.slice_axis_inplace(Axis(0), rows.slice());
+        region.slice_axis_inplace(Axis(1), cols.slice());
+        region += &d;
+    }
+
+    /// `dXₖ[indices[i]] += d[i]` for every `i`: a scatter-add of rows.
+    pub(crate) fn accumulate_rows(&mut self, k: usize, indices: &[usize], d: ArrayView2<'_, F>) {
+        let buf = self.buffer(k);
+        for (i, &r) in indices.iter().enumerate() {
+            let mut row = buf.row_mut(r);
+            row += &d.row(i);
         }
     }
 

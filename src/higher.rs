@@ -37,6 +37,11 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
         self.needed[self.inputs[k]]
     }
 
+    /// The number of inputs.
+    pub(crate) fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// Input `k`, as a tensor.
     pub(crate) fn input(&self, k: usize) -> Tensor<'t, F> {
         self.tape.tensor(self.inputs[k])

@@ -21,12 +21,95 @@ pub(crate) enum Value<'t, F> {
     Owned(Array2<F>),
     /// Borrowed from the caller (a model's parameters): no copy.
     Borrowed(ArrayView2<'t, F>),
-    /// The storage of another node, possibly transposed: `transpose` and `detach` cost no
-    /// copy. `of` is never itself an alias.
-    Alias { of: NodeId, transposed: bool },
+    /// A view of another node's value (which may itself be a view): `t`, `detach`, slices
+    /// and reshapes of contiguous values cost no copy.
+    Alias { of: NodeId, map: ViewMap },
     /// Released by a backward pass: the value of the node given (this one, or for a result
     /// computed after backward from a released input, that input's source).
     Released(NodeId),
+}
+
+/// A range of rows or columns of a value, with a step: the `len` indices
+/// `start, start + step, ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lane {
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) step: usize,
+}
+
+impl Lane {
+    /// Every index of an axis of length `n`.
+    pub(crate) fn all(n: usize) -> Self {
+        Lane {
+            start: 0,
+            len: n,
+            step: 1,
+        }
+    }
+
+    /// The slice of an axis it selects.
+    pub(crate) fn slice(self) -> ndarray::Slice {
+        let end = self.start + self.len.saturating_sub(1) * self.step + usize::from(self.len > 0);
+        ndarray::Slice::new(self.start as isize, Some(end as isize), self.step as isize)
+    }
+}
+
+/// How an alias views its source's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ViewMap {
+    /// The rows and columns given, then transposed or not.
+    Strided {
+        rows: Lane,
+        cols: Lane,
+        transposed: bool,
+    },
+    /// The source's elements in row-major order, as a matrix of `shape` (the source is
+    /// in standard layout).
+    Reshaped { shape: (usize, usize) },
+}
+
+impl ViewMap {
+    /// The whole of a value of `shape`, transposed or not.
+    pub(crate) fn whole(shape: (usize, usize), transposed: bool) -> Self {
+        ViewMap::Strided {
+            rows: Lane::all(shape.0),
+            cols: Lane::all(shape.1),
+            transposed,
+        }
+    }
+
+    /// `v` seen through the map.
+    pub(crate) fn apply<'a, F>(self, v: ArrayView2<'a, F>) -> ArrayView2<'a, F> {
+        match self {
+            ViewMap::Strided {
+                rows,
+                cols,
+                transposed,
+            } => {
+                let mut v = v;
+                v.slice_axis_inplace(Axis(0), rows.slice());
+                v.slice_axis_inplace(Axis(1), cols.slice());
+                if transposed { v.reversed_axes() } else { v }
+            }
+            ViewMap::Reshaped { shape } => v
+                .into_shape_with_order(shape)
+                .expect("a reshape alias views a value in standard layout"),
+        }
+    }
+
+    /// The shape of the view of a value of shape `shape`.
+    pub(crate) fn shape(self) -> (usize, usize) {
+        match self {
+            ViewMap::Strided {
+                rows,
+                cols,
+                transposed: false,
+            } => (rows.len, cols.len),
+            ViewMap::Strided { rows, cols, .. } => (cols.len, rows.len),
+            ViewMap::Reshaped { shape } => shape,
+        }
+    }
 }
 
 /// What a tape records for every tensor.
@@ -51,6 +134,17 @@ pub(crate) struct Inner<'t, F: Float> {
     pub(crate) params: Params,
     /// Set by a backward pass that did not retain the graph.
     pub(crate) consumed: Option<&'static Location<'static>>,
+}
+
+impl<F: Float> Node<F> {
+    /// The node's length along `axis`.
+    pub(crate) fn shape_along(&self, axis: Axis) -> usize {
+        if axis == Axis(0) {
+            self.shape.0
+        } else {
+            self.shape.1
+        }
+    }
 }
 
 impl<F: Float> Inner<'_, F> {
@@ -82,19 +176,21 @@ pub(crate) fn view_of<'a, F>(
     values: &'a [Value<'_, F>],
     id: NodeId,
 ) -> std::result::Result<ArrayView2<'a, F>, NodeId> {
-    let plain = |v: &'a Value<'_, F>, id: NodeId| match v {
+    match &values[id] {
         Value::Owned(a) => Ok(a.view()),
         Value::Borrowed(v) => Ok(v.view()),
         Value::Released(lost) => Err(*lost),
-        Value::Alias { .. } => Err(id),
-    };
-    match &values[id] {
-        Value::Alias { of, transposed } => {
-            let v = plain(&values[*of], *of)?;
-            Ok(if *transposed { v.reversed_axes() } else { v })
-        }
-        v => plain(v, id),
+        Value::Alias { of, map } => Ok(map.apply(view_of(values, *of)?)),
     }
+}
+
+/// The node whose storage `id`'s value is (itself, unless `id` is a view).
+pub(crate) fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
+    let mut id = id;
+    while let Value::Alias { of, .. } = values[id] {
+        id = of;
+    }
+    id
 }
 
 static NEXT_TAPE: AtomicU64 = AtomicU64::new(0);
@@ -266,7 +362,8 @@ impl<'t, F: Float> Tape<'t, F> {
             Value::Borrowed(v) if requires_grad => Some(ViewKey::of(v)),
             _ => None,
         };
-        if let Some(key) = key {
+        // (an empty view holds no storage to share: it is always a new leaf)
+        if let Some(key) = key.filter(|_| shape.0 > 0 && shape.1 > 0) {
             let found = self.inner.borrow_mut().params.find(key);
             match found {
                 Some((id, false)) => return self.tensor(id),
@@ -412,32 +509,53 @@ impl<'t, F: Float> Tape<'t, F> {
         self.push(op, value, shape, inputs, rule, requires_grad, location)
     }
 
-    /// Records a result that shares the storage of `of`, transposed or not. A `detached`
-    /// result is a new leaf: it records no input, so no gradient flows back through it.
+    /// Records a result that views the value of `of` through `map` (a transpose, a slice,
+    /// a reshape): no copy. A `detached` result is a new leaf: it records no input, so no
+    /// gradient flows back through it.
     pub(crate) fn record_alias(
         &'t self,
         op: &'static str,
         of: Tensor<'t, F>,
-        transposed: bool,
+        map: ViewMap,
         detached: bool,
         rule: Option<(Saves, Rule<F>)>,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
-        let value = match self.inner.borrow().values[of.id] {
-            Value::Alias { of, transposed: t } => Value::Alias {
-                of,
-                transposed: t != transposed,
+        // The whole of a strided view, transposed or not, is that view of its source
+        // transposed or not: aliases of transposes stay one step from their storage.
+        let value = match (&self.inner.borrow().values[of.id], map) {
+            (
+                &Value::Alias {
+                    of: source,
+                    map:
+                        ViewMap::Strided {
+                            rows,
+                            cols,
+                            transposed,
+                        },
+                },
+                ViewMap::Strided { transposed: t, .. },
+            ) if map == ViewMap::whole(of.shape, t) => Value::Alias {
+                of: source,
+                map: ViewMap::Strided {
+                    rows,
+                    cols,
+                    transposed: transposed != t,
+                },
             },
-            _ => Value::Alias {
-                of: of.id,
-                transposed,
-            },
+            _ => Value::Alias { of: of.id, map },
         };
-        let (r, c) = of.shape;
-        let shape = if transposed { (c, r) } else { (r, c) };
         let inputs: &[Tensor<'t, F>] = if detached { &[] } else { &[of] };
         let requires_grad = rule.is_some();
-        self.push(op, value, shape, inputs, rule, requires_grad, location)
+        self.push(
+            op,
+            value,
+            map.shape(),
+            inputs,
+            rule,
+            requires_grad,
+            location,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@ use ndarray::Array2;
 
 use crate::Float;
 use crate::error::{Error, ErrorKind, Result, or_panic};
-use crate::tape::{NodeId, Tape, view_of};
+use crate::tape::{NodeId, Tape, ViewMap, view_of};
 
 /// A matrix on a [`Tape`]: the handle every op takes and returns.
 ///
@@ -129,8 +129,14 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// ```
     #[track_caller]
     pub fn detach(self) -> Tensor<'t, F> {
-        self.tape
-            .record_alias("detach", self, false, true, None, Location::caller())
+        self.tape.record_alias(
+            "detach",
+            self,
+            ViewMap::whole(self.shape, false),
+            true,
+            None,
+            Location::caller(),
+        )
     }
 
     /// Checks that `other` is on the same tape, for the op `op`.

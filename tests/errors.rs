@@ -305,8 +305,18 @@ fn non_finite_inputs_propagate_through_every_op_without_a_panic() {
         let xs: Vec<_> = inputs.iter().map(|x| tape.param(x)).collect();
         let y = (case.f)(&xs);
         let value = y.value();
+        // ops that select some elements may leave the NaN out
+        let selects = [
+            "slice",
+            "slice_rows",
+            "slice_cols",
+            "gather_rows",
+            "dropout",
+            "where_",
+            "nll_loss",
+        ];
         assert!(
-            value.iter().any(|v| v.is_nan()),
+            selects.contains(&case.op) || value.iter().any(|v| v.is_nan()),
             "{}: NaN did not reach the output {value}",
             case.op
         );

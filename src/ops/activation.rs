@@ -1,13 +1,22 @@
-//! Activation functions: `sigmoid`, `tanh`, `relu`.
+//! Activation functions: `sigmoid`, `tanh`, `relu`, `leaky_relu`, `elu`, `gelu`,
+//! `gelu_tanh`, `softplus`, `silu`.
 //!
 //! Each is an elementwise `(f, df)` pair (`unary.rs`); the rule saves the one value `df`
-//! reads, and the VJP is `dX = G ∘ df(·)`:
+//! reads, and the VJP is `dX = G ∘ df(·)`. Piecewise functions take the derivative of the
+//! piece `x` is in, with PyTorch's choice at the joint (shown in brackets); their tensor
+//! forms multiply by that choice as a constant mask, whose own derivative is 0.
 //!
 //! | op | f | df | reads |
 //! |----|---|----|-------|
 //! | sigmoid | `1 / (1 + e⁻ˣ)` | `y (1 − y)` | Y |
 //! | tanh | `tanh x` | `1 − y²` | Y |
 //! | relu | `max(x, 0)` | `[y > 0]` | Y |
+//! | leaky_relu(α) | `x` for `x > 0`, else `αx` | `1` for `x > 0`, else `α` (α at 0) | X |
+//! | elu(α) | `x` for `x > 0`, else `α(eˣ − 1)` | `1` for `y > 0`, else `y + α` | Y |
+//! | gelu | `x Φ(x)`, `Φ(x) = (1 + erf(x/√2)) / 2` | `Φ(x) + x φ(x)`, `φ` the normal density | X |
+//! | gelu_tanh | `x (1 + tanh u) / 2`, `u = √(2/π)(x + 0.044715 x³)` | `(1 + t)/2 + x (1 − t²) u′ / 2`, `t = tanh u` | X |
+//! | softplus | `ln(1 + eˣ)` as `max(x, 0) + ln(1 + e^−|x|)` | `σ(x)` | X |
+//! | silu | `x σ(x)` | `σ(x) (1 + x (1 − σ(x)))` | X |
 
 use std::panic::Location;
 
@@ -15,7 +24,7 @@ use crate::error::Result;
 use crate::rule::Rule;
 use crate::{Float, Tensor};
 
-use super::unary::{Unary, plain_rule};
+use super::unary::{Unary, WithParam, constant_of, param_rule, plain_rule};
 
 impl<'t, F: Float> Tensor<'t, F> {
     /// The logistic function `σ(x) = 1 / (1 + e⁻ˣ)`, elementwise.
@@ -79,6 +88,127 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn relu(self) -> Tensor<'t, F> {
         self.unary(Relu, Location::caller())
     }
+
+    /// Leaky rectified linear unit: `x` for `x > 0`, `αx` otherwise. The derivative is 1
+    /// for `x > 0` and `α` otherwise (`α` at 0, as PyTorch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[-2.0, 3.0]]);
+    /// let y = x.leaky_relu(0.1);
+    /// assert_eq!(y.value(), array![[-0.2, 3.0]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[0.1, 1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn leaky_relu(self, alpha: F) -> Tensor<'t, F> {
+        self.unary(LeakyRelu(alpha), Location::caller())
+    }
+
+    /// Exponential linear unit: `x` for `x > 0`, `α(eˣ − 1)` otherwise. The derivative is
+    /// 1 for `x > 0` and `α eˣ = y + α` otherwise: the rule saves `Y`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0, 2.0]]);
+    /// let y = x.elu(1.0);
+    /// assert_eq!(y.value(), array![[0.0, 2.0]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[1.0, 1.0]]); // α e⁰ = 1, and 1
+    /// ```
+    #[track_caller]
+    pub fn elu(self, alpha: F) -> Tensor<'t, F> {
+        self.unary(Elu(alpha), Location::caller())
+    }
+
+    /// Gaussian error linear unit, exact form: `x Φ(x)` with `Φ` the standard normal
+    /// distribution function, `Φ(x) = (1 + erf(x/√2)) / 2`. The derivative is
+    /// `Φ(x) + x φ(x)` with `φ(x) = e^(−x²/2) / √(2π)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.gelu()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.5); // Φ(0)
+    /// ```
+    #[track_caller]
+    pub fn gelu(self) -> Tensor<'t, F> {
+        self.unary(Gelu, Location::caller())
+    }
+
+    /// Gaussian error linear unit, tanh approximation (GPT-2's):
+    /// `x (1 + tanh u) / 2` with `u = √(2/π) (x + 0.044715 x³)`. The derivative is
+    /// `(1 + t) / 2 + x (1 − t²) u′(x) / 2` with `t = tanh u`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1.0]]);
+    /// let y = x.gelu_tanh();
+    /// assert!((y.item() - 0.841192).abs() < 1e-6);
+    /// ```
+    #[track_caller]
+    pub fn gelu_tanh(self) -> Tensor<'t, F> {
+        self.unary(GeluTanh, Location::caller())
+    }
+
+    /// `ln(1 + eˣ)`, computed as `max(x, 0) + ln(1 + e^(−|x|))`: no overflow for large
+    /// inputs (softplus(1000) = 1000). The derivative is the logistic function `σ(x)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[1000.0, 0.0]]);
+    /// let y = x.softplus();
+    /// assert_eq!(y.value(), array![[1000.0, 2f64.ln()]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[1.0, 0.5]]);
+    /// ```
+    #[track_caller]
+    pub fn softplus(self) -> Tensor<'t, F> {
+        self.unary(Softplus, Location::caller())
+    }
+
+    /// Sigmoid linear unit (swish): `x σ(x)`. The derivative is `σ(x) (1 + x (1 − σ(x)))`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.silu()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.5);
+    /// ```
+    #[track_caller]
+    pub fn silu(self) -> Tensor<'t, F> {
+        self.unary(Silu, Location::caller())
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -134,10 +264,9 @@ impl<F: Float> Unary<F> for Relu {
     }
     fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         // the step [Y > 0] has derivative 0 wherever it has one: a constant mask
-        let mask = s
-            .try_value()?
-            .mapv(|y| if y > F::zero() { F::one() } else { F::zero() });
-        g.try_mul(s.tape().constant(mask))
+        g.try_mul(constant_of(s, |y| {
+            if y > F::zero() { F::one() } else { F::zero() }
+        })?)
     }
     const NAME: &'static str = "relu";
     const DF_USES_OUTPUT: bool = true;
@@ -147,6 +276,198 @@ impl<F: Float> Unary<F> for Relu {
     }
     fn df(self, y: F) -> F {
         if y > F::zero() { F::one() } else { F::zero() }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct LeakyRelu<F>(F);
+
+impl<F: Float> WithParam<F> for LeakyRelu<F> {
+    fn from_param(alpha: F) -> Self {
+        LeakyRelu(alpha)
+    }
+}
+
+impl<F: Float> Unary<F> for LeakyRelu<F> {
+    fn rule(self) -> Rule<F> {
+        param_rule::<F, Self>(self.0)
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(constant_of(x, |x| self.df(x))?)
+    }
+    const NAME: &'static str = "leaky_relu";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        if x > F::zero() { x } else { self.0 * x }
+    }
+    fn df(self, x: F) -> F {
+        if x > F::zero() { F::one() } else { self.0 }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Elu<F>(F);
+
+impl<F: Float> WithParam<F> for Elu<F> {
+    fn from_param(alpha: F) -> Self {
+        Elu(alpha)
+    }
+}
+
+impl<F: Float> Unary<F> for Elu<F> {
+    fn rule(self) -> Rule<F> {
+        param_rule::<F, Self>(self.0)
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, y: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // positive: 1 (a constant); negative: Y + α, which depends on X again
+        let positive = constant_of(y, |y| if y > F::zero() { F::one() } else { F::zero() })?;
+        let negative = constant_of(y, |y| if y > F::zero() { F::zero() } else { F::one() })?;
+        let d = y.add_scalar(self.0).try_mul(negative)?.try_add(positive)?;
+        g.try_mul(d)
+    }
+    const NAME: &'static str = "elu";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        if x > F::zero() {
+            x
+        } else {
+            self.0 * x.exp_m1()
+        }
+    }
+    fn df(self, y: F) -> F {
+        if y > F::zero() { F::one() } else { y + self.0 }
+    }
+}
+
+/// `1/√2` and `1/√(2π)`.
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+#[derive(Clone, Copy, Default)]
+struct Gelu;
+
+impl<F: Float> Unary<F> for Gelu {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // Φ(x) + x φ(x)
+        let phi_cdf = x
+            .mul_scalar(F::cast(FRAC_1_SQRT_2))
+            .erf()
+            .add_scalar(F::one())
+            .mul_scalar(F::cast(0.5));
+        let density = x
+            .square()
+            .mul_scalar(F::cast(-0.5))
+            .exp()
+            .mul_scalar(F::cast(FRAC_1_SQRT_2PI));
+        g.try_mul(phi_cdf.try_add(x.try_mul(density)?)?)
+    }
+    const NAME: &'static str = "gelu";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x * F::cast(0.5) * (F::one() + (x * F::cast(FRAC_1_SQRT_2)).erf())
+    }
+    fn df(self, x: F) -> F {
+        let cdf = F::cast(0.5) * (F::one() + (x * F::cast(FRAC_1_SQRT_2)).erf());
+        let density = (F::cast(-0.5) * x * x).exp() * F::cast(FRAC_1_SQRT_2PI);
+        cdf + x * density
+    }
+}
+
+/// `√(2/π)` and the cubic coefficient of the tanh approximation of gelu.
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_CUBIC: f64 = 0.044_715;
+
+#[derive(Clone, Copy, Default)]
+struct GeluTanh;
+
+impl GeluTanh {
+    /// `u(x)` and `u′(x)`.
+    fn u<F: Float>(x: F) -> (F, F) {
+        let (c, k) = (F::cast(SQRT_2_OVER_PI), F::cast(GELU_CUBIC));
+        (
+            c * (x + k * x * x * x),
+            c * (F::one() + F::cast(3.0) * k * x * x),
+        )
+    }
+}
+
+impl<F: Float> Unary<F> for GeluTanh {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let (c, k) = (F::cast(SQRT_2_OVER_PI), F::cast(GELU_CUBIC));
+        let x2 = x.square();
+        let t = x
+            .try_add(x2.try_mul(x)?.mul_scalar(k))?
+            .mul_scalar(c)
+            .tanh();
+        let du = x2.mul_scalar(F::cast(3.0) * k * c).add_scalar(c);
+        // (1 + t)/2 + x (1 − t²) u′ / 2
+        let first = t.add_scalar(F::one()).mul_scalar(F::cast(0.5));
+        let second = x
+            .try_mul(t.square().neg().add_scalar(F::one()))?
+            .try_mul(du)?
+            .mul_scalar(F::cast(0.5));
+        g.try_mul(first.try_add(second)?)
+    }
+    const NAME: &'static str = "gelu_tanh";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        let (u, _) = Self::u(x);
+        F::cast(0.5) * x * (F::one() + u.tanh())
+    }
+    fn df(self, x: F) -> F {
+        let (u, du) = Self::u(x);
+        let t = u.tanh();
+        F::cast(0.5) * (F::one() + t) + F::cast(0.5) * x * (F::one() - t * t) * du
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Softplus;
+
+impl<F: Float> Unary<F> for Softplus {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(x.sigmoid())
+    }
+    const NAME: &'static str = "softplus";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        let positive = if x > F::zero() { x } else { F::zero() };
+        positive + (-x.abs()).exp().ln_1p()
+    }
+    fn df(self, x: F) -> F {
+        F::one() / (F::one() + (-x).exp())
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Silu;
+
+impl<F: Float> Unary<F> for Silu {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        // σ + x (σ − σ²)
+        let s = x.sigmoid();
+        g.try_mul(s.try_add(x.try_mul(s.try_sub(s.square())?)?)?)
+    }
+    const NAME: &'static str = "silu";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x / (F::one() + (-x).exp())
+    }
+    fn df(self, x: F) -> F {
+        let s = F::one() / (F::one() + (-x).exp());
+        s * (F::one() + x * (F::one() - s))
     }
 }
 

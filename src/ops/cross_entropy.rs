@@ -28,6 +28,90 @@ use crate::{Float, Tensor};
 use super::loss::scalar;
 
 impl<'t, F: Float> Tensor<'t, F> {
+    /// `TargetCount` unless there is one class index per row, `ClassIndex` unless each is
+    /// below the number of columns.
+    fn check_classes(
+        self,
+        classes: &[usize],
+        op: &'static str,
+        location: &'static Location<'static>,
+    ) -> Result<()> {
+        let (rows, cols) = self.shape;
+        if classes.len() != rows {
+            let kind = ErrorKind::TargetCount {
+                rows,
+                targets: classes.len(),
+            };
+            return Err(Error::new(op, kind, location));
+        }
+        if let Some((row, &index)) = classes.iter().enumerate().find(|(_, c)| **c >= cols) {
+            let kind = ErrorKind::ClassIndex {
+                row,
+                index,
+                classes: cols,
+            };
+            return Err(Error::new(op, kind, location));
+        }
+        Ok(())
+    }
+
+    /// Negative log-likelihood of class indices from log-probabilities `self` (N × C, for
+    /// example the output of [`Tensor::log_softmax`]): `−Σᵢ X[i, yᵢ] / N`.
+    ///
+    /// The derivative: `dX = −onehot(y) / N`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Tensor::softmax_cross_entropy_indices`]; see [`Tensor::try_nll_loss`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::{array, Axis};
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let z = tape.param(array![[0.0, 0.0], [0.0, 0.0]]);
+    /// let loss = z.log_softmax(Axis(1)).nll_loss(&[0, 1]);
+    /// assert!((loss.item() - 2f64.ln()).abs() < 1e-15);
+    /// let grads = tape.backward(loss).unwrap();
+    /// assert_eq!(grads.get(z).unwrap(), &array![[-0.25, 0.25], [0.25, -0.25]]);
+    /// ```
+    #[track_caller]
+    pub fn nll_loss(self, classes: &[usize]) -> Tensor<'t, F> {
+        or_panic(self.try_nll_loss(classes))
+    }
+
+    /// Negative log-likelihood of class indices, or an error.
+    ///
+    /// # Errors
+    ///
+    /// `TargetCount` if `classes.len()` differs from the number of rows, `ClassIndex` if an
+    /// index is not below the number of columns.
+    #[track_caller]
+    pub fn try_nll_loss(self, classes: &[usize]) -> Result<Tensor<'t, F>> {
+        let location = Location::caller();
+        let op = "nll_loss";
+        self.check_classes(classes, op, location)?;
+        let tape = self.tape;
+        let inv_n = F::one() / F::cast(self.shape.0 as f64);
+        let y = tape.read1(self.id, |x| {
+            let total = classes
+                .iter()
+                .enumerate()
+                .fold(F::zero(), |s, (i, &c)| s + x[[i, c]]);
+            scalar(-total * inv_n)
+        });
+        let rule = tape.track(&[self]).then(|| {
+            let rule = NllBackward {
+                classes: classes.to_vec(),
+                inv_n,
+            };
+            (Saves::NONE, Rule::boxed(rule))
+        });
+        Ok(tape.record(op, y, (1, 1), &[self], rule, location))
+    }
+
     /// Softmax cross-entropy between logits `self` (N × C) and `targets` (N × C one-hot
     /// rows, or any class probabilities): `−Σᵢⱼ Tᵢⱼ log softmax(Z)ᵢⱼ / N`, the mean over
     /// rows. Fused and stable for large logits.
@@ -136,22 +220,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn try_softmax_cross_entropy_indices(self, classes: &[usize]) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         let op = "softmax_cross_entropy_indices";
-        let (rows, cols) = self.shape;
-        if classes.len() != rows {
-            let kind = ErrorKind::TargetCount {
-                rows,
-                targets: classes.len(),
-            };
-            return Err(Error::new(op, kind, location));
-        }
-        if let Some((row, &index)) = classes.iter().enumerate().find(|(_, c)| **c >= cols) {
-            let kind = ErrorKind::ClassIndex {
-                row,
-                index,
-                classes: cols,
-            };
-            return Err(Error::new(op, kind, location));
-        }
+        let rows = self.shape.0;
+        self.check_classes(classes, op, location)?;
         let tape = self.tape;
         let inv_n = F::one() / F::cast(rows as f64);
         let track = tape.track(&[self]);
@@ -261,6 +331,36 @@ impl<F: Float> Backward<F> for IndexCrossEntropyBackward<F> {
             .try_sub(ctx.constant(onehot))?
             .try_mul(g.mul_scalar(self.inv_n))?;
         ctx.accumulate(0, dz)
+    }
+}
+
+/// `dX = −g onehot(y) / N`.
+struct NllBackward<F> {
+    classes: Vec<usize>,
+    inv_n: F,
+}
+
+impl<F: Float> NllBackward<F> {
+    /// `−onehot(y) / N` in the input's shape.
+    fn weights(&self, shape: (usize, usize)) -> Array2<F> {
+        let mut w = Array2::zeros(shape);
+        for (i, &c) in self.classes.iter().enumerate() {
+            w[[i, c]] = -self.inv_n;
+        }
+        w
+    }
+}
+
+impl<F: Float> Backward<F> for NllBackward<F> {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let shape = ctx.input_shape(0);
+        let g = g[[0, 0]];
+        ctx.accumulate(0, self.weights(shape).mapv(|w| w * g));
+    }
+
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let w = ctx.constant(self.weights(ctx.input(0).shape()));
+        ctx.accumulate(0, w.try_mul(g)?)
     }
 }
 

@@ -1,7 +1,10 @@
-//! Elementary functions: `exp`, `log`, `sqrt`, `square`, `powi`, `powf`.
+//! Elementary functions: `exp`, `log`, `sqrt`, `square`, `powi`, `powf`, `recip`, `abs`,
+//! `sin`, `cos`, `erf`, `clamp`.
 //!
 //! Each is an elementwise `(f, df)` pair (`unary.rs`); the rule saves the one value `df`
-//! reads, and the VJP is `dX = G ∘ df(·)`:
+//! reads, and the VJP is `dX = G ∘ df(·)`. `abs` and `clamp` take PyTorch's derivative at
+//! their joints (shown in brackets); their tensor forms multiply by that choice as a
+//! constant mask, whose own derivative is 0.
 //!
 //! | op | f | df | reads |
 //! |----|---|----|-------|
@@ -11,41 +14,20 @@
 //! | square | `x²` | `2x` | X |
 //! | powi(n) | `xⁿ` | `n xⁿ⁻¹` | X |
 //! | powf(p) | `xᵖ` | `p xᵖ⁻¹` | X |
+//! | recip | `1 / x` | `−y²` | Y |
+//! | abs | `|x|` | `sign x` (0 at 0) | X |
+//! | sin | `sin x` | `cos x` | X |
+//! | cos | `cos x` | `−sin x` | X |
+//! | erf | `2/√π ∫₀ˣ e^(−t²) dt` | `2/√π e^(−x²)` | X |
+//! | clamp(lo, hi) | `min(max(x, lo), hi)` | `[lo ≤ x ≤ hi]` (1 at the bounds) | X |
 
 use std::panic::Location;
 
-use ndarray::Array2;
-
 use crate::error::Result;
-use crate::grad::Ctx;
-use crate::higher::TensorCtx;
-use crate::rule::{Backward, Rule};
+use crate::rule::Rule;
 use crate::{Float, Tensor};
 
-use super::unary::{Unary, plain_rule, unary_vjp, unary_vjp_tensor};
-
-/// The rule of `powi(n)`, which keeps its exponent.
-struct PowiBackward(i32);
-
-impl<F: Float> Backward<F> for PowiBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        unary_vjp(Powi(self.0), g, ctx);
-    }
-
-    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        unary_vjp_tensor(Powi(self.0), g, ctx)
-    }
-}
-
-/// The array form of `powf(p)`, `p` being the rule's parameter.
-fn powf_backward<F: Float>(p: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    unary_vjp(Powf(p), g, ctx);
-}
-
-/// The tensor form of `powf(p)`.
-fn powf_tensor<'t, F: Float>(p: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-    unary_vjp_tensor(Powf(p), g, ctx)
-}
+use super::unary::{Unary, WithParam, boxed_rule, constant_of, param_rule, plain_rule};
 
 impl<'t, F: Float> Tensor<'t, F> {
     /// `eˣ`, elementwise. The derivative is `eˣ` itself: the rule saves `Y`, `dX = G ∘ Y`.
@@ -164,6 +146,120 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn powf(self, p: F) -> Tensor<'t, F> {
         self.unary(Powf(p), Location::caller())
     }
+
+    /// `1 / x`, elementwise (±∞ at ±0). The derivative is `−1/x² = −y²`: the rule saves
+    /// `Y`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[2.0]]);
+    /// let grads = tape.backward(x.recip()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], -0.25);
+    /// ```
+    #[track_caller]
+    pub fn recip(self) -> Tensor<'t, F> {
+        self.unary(Recip, Location::caller())
+    }
+
+    /// `|x|`, elementwise. The derivative is the sign of `x`, 0 at 0 (PyTorch's choice).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[-2.0, 0.0, 3.0]]);
+    /// let grads = tape.backward(x.abs().sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[-1.0, 0.0, 1.0]]);
+    /// ```
+    #[track_caller]
+    pub fn abs(self) -> Tensor<'t, F> {
+        self.unary(Abs, Location::caller())
+    }
+
+    /// `sin x`, elementwise. The derivative is `cos x`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.sin()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 1.0);
+    /// ```
+    #[track_caller]
+    pub fn sin(self) -> Tensor<'t, F> {
+        self.unary(Sin, Location::caller())
+    }
+
+    /// `cos x`, elementwise. The derivative is `−sin x`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.cos()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap()[[0, 0]], 0.0);
+    /// ```
+    #[track_caller]
+    pub fn cos(self) -> Tensor<'t, F> {
+        self.unary(Cos, Location::caller())
+    }
+
+    /// The error function `erf(x) = 2/√π ∫₀ˣ e^(−t²) dt`, elementwise (libm's). The
+    /// derivative is `2/√π e^(−x²)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[0.0]]);
+    /// let grads = tape.backward(x.erf()).unwrap();
+    /// assert!((grads.get(x).unwrap()[[0, 0]] - 2.0 / std::f64::consts::PI.sqrt()).abs() < 1e-15);
+    /// ```
+    #[track_caller]
+    pub fn erf(self) -> Tensor<'t, F> {
+        self.unary(Erf, Location::caller())
+    }
+
+    /// `x` limited to `[lo, hi]` elementwise: `min(max(x, lo), hi)` (NaN stays NaN). The
+    /// derivative is 1 where `lo ≤ x ≤ hi` (the bounds included, as PyTorch) and 0
+    /// elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[-2.0, 0.5, 3.0]]);
+    /// let y = x.clamp(-1.0, 1.0);
+    /// assert_eq!(y.value(), array![[-1.0, 0.5, 1.0]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0]]);
+    /// ```
+    #[track_caller]
+    pub fn clamp(self, lo: F, hi: F) -> Tensor<'t, F> {
+        self.unary(Clamp { lo, hi }, Location::caller())
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -255,7 +351,7 @@ struct Powi(i32);
 
 impl<F: Float> Unary<F> for Powi {
     fn rule(self) -> Rule<F> {
-        Rule::boxed(PowiBackward(self.0))
+        boxed_rule(self)
     }
     fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let n = self.0;
@@ -286,9 +382,15 @@ impl<F: Float> Unary<F> for Powi {
 #[derive(Clone, Copy)]
 struct Powf<F>(F);
 
+impl<F: Float> WithParam<F> for Powf<F> {
+    fn from_param(p: F) -> Self {
+        Powf(p)
+    }
+}
+
 impl<F: Float> Unary<F> for Powf<F> {
     fn rule(self) -> Rule<F> {
-        Rule::with_param(powf_backward, powf_tensor, self.0)
+        param_rule::<F, Self>(self.0)
     }
     fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let p = self.0;
@@ -308,6 +410,155 @@ impl<F: Float> Unary<F> for Powf<F> {
             F::zero()
         } else {
             p * x.powf(p - F::one())
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Recip;
+
+impl<F: Float> Unary<F> for Recip {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, y: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        Ok(g.try_mul(y.square())?.neg())
+    }
+    const NAME: &'static str = "recip";
+    const DF_USES_OUTPUT: bool = true;
+    fn f(self, x: F) -> F {
+        x.recip()
+    }
+    fn df(self, y: F) -> F {
+        -(y * y)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Abs;
+
+/// The sign of `x`: −1, 0 or 1 (0 at ±0, NaN for NaN).
+fn sign<F: Float>(x: F) -> F {
+    if x > F::zero() {
+        F::one()
+    } else if x < F::zero() {
+        -F::one()
+    } else {
+        x * F::zero()
+    }
+}
+
+impl<F: Float> Unary<F> for Abs {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(constant_of(x, sign)?)
+    }
+    const NAME: &'static str = "abs";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.abs()
+    }
+    fn df(self, x: F) -> F {
+        sign(x)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sin;
+
+impl<F: Float> Unary<F> for Sin {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(x.cos())
+    }
+    const NAME: &'static str = "sin";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.sin()
+    }
+    fn df(self, x: F) -> F {
+        x.cos()
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Cos;
+
+impl<F: Float> Unary<F> for Cos {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        Ok(g.try_mul(x.sin())?.neg())
+    }
+    const NAME: &'static str = "cos";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.cos()
+    }
+    fn df(self, x: F) -> F {
+        -x.sin()
+    }
+}
+
+/// `2/√π`.
+const FRAC_2_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
+
+#[derive(Clone, Copy, Default)]
+struct Erf;
+
+impl<F: Float> Unary<F> for Erf {
+    fn rule(self) -> Rule<F> {
+        plain_rule::<F, Self>()
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        let density = x.square().neg().exp().mul_scalar(F::cast(FRAC_2_SQRT_PI));
+        g.try_mul(density)
+    }
+    const NAME: &'static str = "erf";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        x.erf()
+    }
+    fn df(self, x: F) -> F {
+        F::cast(FRAC_2_SQRT_PI) * (-(x * x)).exp()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Clamp<F> {
+    lo: F,
+    hi: F,
+}
+
+impl<F: Float> Unary<F> for Clamp<F> {
+    fn rule(self) -> Rule<F> {
+        boxed_rule(self)
+    }
+    fn vjp_tensor<'t>(self, g: Tensor<'t, F>, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+        g.try_mul(constant_of(x, |x| self.df(x))?)
+    }
+    const NAME: &'static str = "clamp";
+    const DF_USES_OUTPUT: bool = false;
+    fn f(self, x: F) -> F {
+        // comparisons that keep NaN (max and min would drop it)
+        if x < self.lo {
+            self.lo
+        } else if x > self.hi {
+            self.hi
+        } else {
+            x
+        }
+    }
+    fn df(self, x: F) -> F {
+        if x >= self.lo && x <= self.hi {
+            F::one()
+        } else {
+            F::zero()
         }
     }
 }

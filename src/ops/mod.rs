@@ -29,29 +29,63 @@
 //! | `neg(X)` | `−X` | `dX = −G` | nothing | the VJP, recorded |
 //! | `add_scalar(X, s)` | `X + s` | `dX = G` | nothing | the VJP, recorded |
 //! | `mul_scalar(X, s)` | `s·X` | `dX = s·G` | nothing | the VJP, recorded |
+//! | `scalar_div(X, s)` | `Y = s / X` (also `s / x`) | `dX = −(G / X) ∘ Y` | `X`, `Y` | the VJP, recorded |
 //! | `add_row(X, b)` | `X + 1·b`, `b` is 1 × n | `dX = G ; db = 1ᵀ·G` (column sums, seed 003) | nothing | the VJP, recorded |
 //! | `add_col(X, c)` | `X + c·1ᵀ`, `c` is m × 1 | `dX = G ; dc = G·1` (row sums) | nothing | the VJP, recorded |
 //! | `sum(X)` | `Σᵢⱼ xᵢⱼ` (1 × 1) | `dX = G` broadcast to X's shape | nothing | `broadcast_to(G)` |
 //! | `mean(X)` | `Σᵢⱼ xᵢⱼ / mn` | `dX = G / mn` broadcast | nothing | `broadcast_to(G / mn)` |
 //! | `sum_axis(X, a)` | sums along axis `a`, keeping it (1 × n or m × 1) | `dX = G` broadcast | nothing | `broadcast_to(G)` |
 //! | `mean_axis(X, a)` | means along axis `a`, keeping it | `dX = G / len(a)` broadcast | nothing | `broadcast_to(G / len(a))` |
+//! | `max(X)` | `max X` (1 × 1) | `dX = G ∘ [X = Y] / ties` | `X`, `Y` | `broadcast_to(G) ∘ W`, `W` a constant |
+//! | `min(X)` | `min X` (1 × 1) | `dX = G ∘ [X = Y] / ties` | `X`, `Y` | `broadcast_to(G) ∘ W`, `W` a constant |
+//! | `max_axis(X, a)` | largest along `a`, kept | `dX = G ∘ [X = Y] / ties`, per lane | `X`, `Y` | `broadcast_to(G) ∘ W`, `W` a constant |
+//! | `min_axis(X, a)` | smallest along `a`, kept | `dX = G ∘ [X = Y] / ties`, per lane | `X`, `Y` | `broadcast_to(G) ∘ W`, `W` a constant |
+//! | `argmax(X, a)` | index of the largest per lane (a `Vec<usize>`) | none: indices have no gradient | nothing | — |
+//! | `argmin(X, a)` | index of the smallest per lane (a `Vec<usize>`) | none: indices have no gradient | nothing | — |
 //! | `t(X)` | `Xᵀ` (a view, no copy) | `dX = Gᵀ` (a view, no copy) | nothing | the VJP, recorded |
+//! | `reshape(X, shape)` | row-major reshape (a view when `X` is contiguous) | `dX = reshape(G, shape of X)` | nothing | the VJP, recorded |
+//! | `slice(X, rows, cols)` | `X[rows, cols]`, ranges with steps (a view) | `dX[rows, cols] += G`, in place | nothing | `embed(G)`: zeros with `G` at `[rows, cols]` (its VJP: a slice) |
+//! | `slice_rows(X, rows)` | `slice(X, rows, ..)` | as `slice` | nothing | as `slice` |
+//! | `slice_cols(X, cols)` | `slice(X, .., cols)` | as `slice` | nothing | as `slice` |
+//! | `concat_rows(X₁, X₂, …)` | `[X₁; X₂; …]` | `dXₖ =` Xₖ's block of rows of `G` | nothing | slices of `G` |
+//! | `concat_cols(X₁, X₂, …)` | `[X₁ X₂ …]` | `dXₖ =` Xₖ's block of columns of `G` | nothing | slices of `G` |
+//! | `gather_rows(X, idx)` | `Yᵢ = X_{idxᵢ}` | `dX_{idxᵢ} += Gᵢ` (scatter-add) | `idx` (owned) | `scatter_rows(G)` (its VJP: a gather) |
 //! | `sigmoid(X)` | `Y = 1 / (1 + e⁻ˣ)` | `dX = G ∘ Y ∘ (1 − Y)` | `Y` | the VJP, recorded |
 //! | `tanh(X)` | `Y = tanh X` | `dX = G ∘ (1 − Y²)` | `Y` | the VJP, recorded |
 //! | `relu(X)` | `Y = max(X, 0)` | `dX = G ∘ [Y > 0]` | `Y` | `G ∘ M`, `M = [Y > 0]` a constant |
+//! | `leaky_relu(X, α)` | `X` for `X > 0`, else `αX` | `dX = G ∘ (1 for X > 0, else α)` | `X` | `G ∘ M`, `M` a constant |
+//! | `elu(X, α)` | `X` for `X > 0`, else `α(eˣ − 1)` | `dX = G ∘ (1 for Y > 0, else Y + α)` | `Y` | `G ∘ (M₊ + M₋ ∘ (Y + α))`, masks constant |
+//! | `gelu(X)` | `X Φ(X)`, `Φ(x) = (1 + erf(x/√2)) / 2` | `dX = G ∘ (Φ(X) + X φ(X))` | `X` | the VJP, recorded |
+//! | `gelu_tanh(X)` | `X (1 + tanh u) / 2`, `u = √(2/π)(X + 0.044715 X³)` | `dX = G ∘ ((1 + t)/2 + X (1 − t²) u′ / 2)`, `t = tanh u` | `X` | the VJP, recorded |
+//! | `softplus(X)` | `max(X, 0) + ln(1 + e^−|X|)` | `dX = G ∘ σ(X)` | `X` | the VJP, recorded |
+//! | `silu(X)` | `X ∘ σ(X)` | `dX = G ∘ σ(X)(1 + X(1 − σ(X)))` | `X` | the VJP, recorded |
 //! | `exp(X)` | `Y = eˣ` | `dX = G ∘ Y` | `Y` | the VJP, recorded |
 //! | `log(X)` | `ln X` | `dX = G / X` (+∞ at ±0) | `X` | `G / (X + 0)` |
 //! | `sqrt(X)` | `Y = √X` | `dX = G / 2Y` (+∞ at ±0) | `Y` | the VJP, recorded |
 //! | `square(X)` | `X²` | `dX = 2 G ∘ X` | `X` | the VJP, recorded |
 //! | `powi(X, n)` | `Xⁿ` | `dX = n G ∘ Xⁿ⁻¹` | `X` | as the VJP; `Xⁿ⁻¹` by `powf` for `n = i32::MIN` |
 //! | `powf(X, p)` | `Xᵖ` | `dX = p G ∘ Xᵖ⁻¹` | `X` | the VJP, recorded |
+//! | `recip(X)` | `Y = 1 / X` | `dX = −G ∘ Y²` | `Y` | the VJP, recorded |
+//! | `abs(X)` | `|X|` | `dX = G ∘ sign(X)` (0 at 0) | `X` | `G ∘ sign(X)`, the signs a constant |
+//! | `sin(X)` | `sin X` | `dX = G ∘ cos X` | `X` | the VJP, recorded |
+//! | `cos(X)` | `cos X` | `dX = −G ∘ sin X` | `X` | the VJP, recorded |
+//! | `erf(X)` | `erf X` | `dX = G ∘ 2/√π e^(−X²)` | `X` | the VJP, recorded |
+//! | `clamp(X, lo, hi)` | `min(max(X, lo), hi)` | `dX = G ∘ [lo ≤ X ≤ hi]` | `X` | `G ∘ M`, `M` a constant |
+//! | `maximum(A, B)` | `max(A, B)` elementwise (broadcast) | `dA = sum_to(G ∘ W) ; dB = sum_to(G ∘ (1 − W))`, `W = [A > B] + [A = B]/2` | `A`, `B` | `W` a constant |
+//! | `minimum(A, B)` | `min(A, B)` elementwise (broadcast) | as `maximum`, `W = [A < B] + [A = B]/2` | `A`, `B` | `W` a constant |
+//! | `where_(M, A, B)` | `A` where `M`, else `B` (broadcast) | `dA = sum_to(G ∘ M) ; dB = sum_to(G ∘ ¬M)` | the mask (owned) | the mask a constant |
 //! | `broadcast_to(X, shape)` | `X` repeated to `shape` | `dX = sum_to(G)` | nothing | the VJP, recorded |
 //! | `softmax(X, a)` | `Y = exp(X − lse_a(X))` | `dX = Y ∘ (G − Σ_a(G ∘ Y))` | `Y` | the VJP, recorded |
 //! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` | the VJP, recorded |
 //! | `logsumexp(X, a)` | `Y = m + ln Σ_a exp(X − m)` | `dX = G ∘ softmax_a(X)` | `X` | the VJP, recorded |
 //! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) | recomputes `P − T` from the inputs |
+//! | `l1_loss(P, T)` | `Σ |P − T| / n` (1 × 1) | `dP = G sign(P − T) / n ; dT = −dP` | `P`, `T` | the signs a constant |
+//! | `huber_loss(P, T, δ)` | `Σ h(P − T) / n`, `h(d) = d²/2` for `|d| ≤ δ`, else `δ(|d| − δ/2)` | `dP = G clamp(P − T, −δ, δ) / n ; dT = −dP` | `P`, `T` | the VJP, recorded |
+//! | `bce_with_logits(Z, T)` | `Σ [max(Z, 0) − Z ∘ T + ln(1 + e^−|Z|)] / n` | `dZ = G (σ(Z) − T) / n ; dT = −G Z / n` | `Z`, `T` | the VJP, recorded |
 //! | `softmax_cross_entropy(Z, T)` | `−Σ T ∘ log softmax(Z) / m` (1 × 1) | `dZ = G (softmax(Z) ∘ rowsum(T) − T) / m ; dT = −G log softmax(Z) / m` | `log softmax(Z)` (owned), `T?` | recomputes `log_softmax(Z)` from `Z` |
 //! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) | recomputes `softmax(Z)`; `onehot(y)` a constant |
+//! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
+//! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
 //!
 //! `detach(X)` returns X's value as a new leaf that needs no gradient: backward stops there.
 //!
@@ -83,15 +117,21 @@
 //! `tests/common/mod.rs` and one to the fuzzer (`tests/fuzz.rs`); the tests fail until
 //! all exist.
 
+pub use index::Span;
+
 mod activation;
 mod broadcast;
 mod cross_entropy;
+mod dropout;
 mod elementwise;
+mod extreme;
+mod index;
 mod loss;
 mod math;
 mod matmul;
 mod reduce;
 mod scalar;
+mod select;
 mod shape;
 mod softmax;
 mod unary;

@@ -1,13 +1,15 @@
-//! Arithmetic with a scalar: `neg`, `add_scalar`, `mul_scalar`, and the operators
-//! `-x`, `x + s`, `x - s`, `x * s`, `x / s`.
+//! Arithmetic with a scalar: `neg`, `add_scalar`, `mul_scalar`, `scalar_div`, and the
+//! operators `-x`, `x + s`, `x - s`, `x * s`, `x / s`, `s / x`.
 //!
-//! All are `Y = α·X + β` elementwise, with VJP `dX = α·G` (saves nothing):
+//! The first three are `Y = α·X + β` elementwise, with VJP `dX = α·G` (saves nothing):
 //! `neg` is `α = −1`, `add_scalar(s)` is `β = s`, `mul_scalar(s)` is `α = s`.
+//! `scalar_div(s)` is `Y = s / X`, with VJP `dX = −(G / X) ∘ Y` (saves X and Y; `s / X²`
+//! would overflow where the quotient does not).
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::panic::Location;
 
-use ndarray::Array2;
+use ndarray::{Array2, Zip};
 
 use crate::error::Result;
 use crate::grad::Ctx;
@@ -92,6 +94,61 @@ impl<'t, F: Float> Tensor<'t, F> {
     pub fn mul_scalar(self, s: F) -> Tensor<'t, F> {
         self.affine("mul_scalar", s, F::zero(), Location::caller())
     }
+
+    /// The scalar `s` divided by `self`, elementwise: `s / x` (±∞ at ±0; also the operator
+    /// `s / x`). The derivative is `−s/x² = −y/x`: the rule saves `X` and `Y` and computes
+    /// `dX = −(G / X) ∘ Y`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::Tape;
+    ///
+    /// let tape = Tape::new();
+    /// let x = tape.param(array![[2.0, 4.0]]);
+    /// let y = x.scalar_div(8.0); // or 8.0 / x
+    /// assert_eq!(y.value(), array![[4.0, 2.0]]);
+    /// let grads = tape.backward(y.sum()).unwrap();
+    /// assert_eq!(grads.get(x).unwrap(), &array![[-2.0, -0.5]]); // −8 / x²
+    /// ```
+    #[track_caller]
+    pub fn scalar_div(self, s: F) -> Tensor<'t, F> {
+        let tape = self.tape;
+        let y = tape.read1(self.id, |x| x.mapv(|v| s / v));
+        let rule = tape.track(&[self]).then(|| {
+            let saves = Saves::output().input_if(0, true);
+            (saves, Rule::new(scalar_div_backward, scalar_div_tensor))
+        });
+        tape.record(
+            "scalar_div",
+            y,
+            self.shape,
+            &[self],
+            rule,
+            Location::caller(),
+        )
+    }
+}
+
+/// `dX = −(G / X) ∘ Y`.
+fn scalar_div_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let (x, y) = (ctx.input(0), ctx.output());
+    let d = Zip::from(&g)
+        .and(&x)
+        .and(&y)
+        .map_collect(|&g, &x, &y| -(g / x) * y);
+    ctx.accumulate(0, d);
+}
+
+/// `dX = −(G / X) ∘ Y`, recorded.
+fn scalar_div_tensor<'t, F: Float>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let d = g.try_div(ctx.input(0))?.try_mul(ctx.output())?.neg();
+    ctx.accumulate(0, d)
 }
 
 /// `dX = α·G`, computed in G's buffer.
@@ -160,3 +217,19 @@ impl<'t, F: Float> Div<F> for Tensor<'t, F> {
         self.mul_scalar(F::one() / s)
     }
 }
+
+macro_rules! scalar_over_tensor {
+    ($f:ty) => {
+        /// `s / x`: [`Tensor::scalar_div`].
+        impl<'t> Div<Tensor<'t, $f>> for $f {
+            type Output = Tensor<'t, $f>;
+            #[track_caller]
+            fn div(self, x: Tensor<'t, $f>) -> Tensor<'t, $f> {
+                x.scalar_div(self)
+            }
+        }
+    };
+}
+
+scalar_over_tensor!(f32);
+scalar_over_tensor!(f64);

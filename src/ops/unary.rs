@@ -14,7 +14,7 @@ use ndarray::Array2;
 use crate::error::Result;
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
-use crate::rule::{Rule, Saves};
+use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// An elementwise function and its derivative, in both rule forms.
@@ -73,6 +73,57 @@ fn unary_tensor<'t, F: Float, U: Unary<F> + Default>(
 /// The rule of a parameter-free function `U`.
 pub(super) fn plain_rule<F: Float, U: Unary<F> + Default>() -> Rule<F> {
     Rule::new(unary_backward::<F, U>, unary_tensor::<F, U>)
+}
+
+/// A function of one scalar parameter, rebuilt from the rule's parameter: its rule is a
+/// pair of plain functions too (no allocation).
+pub(super) trait WithParam<F: Float>: Unary<F> {
+    fn from_param(p: F) -> Self;
+}
+
+fn param_backward<F: Float, U: WithParam<F>>(p: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    unary_vjp(U::from_param(p), g, ctx);
+}
+
+fn param_tensor<'t, F: Float, U: WithParam<F>>(
+    p: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    unary_vjp_tensor(U::from_param(p), g, ctx)
+}
+
+/// The rule of a function `U` of one parameter `p`.
+pub(super) fn param_rule<F: Float, U: WithParam<F>>(p: F) -> Rule<F> {
+    Rule::with_param(param_backward::<F, U>, param_tensor::<F, U>, p)
+}
+
+/// The rule of a function `U` that keeps other state (more than one parameter, an
+/// integer exponent): an object.
+struct UnaryBackward<U>(U);
+
+impl<F: Float, U: Unary<F>> Backward<F> for UnaryBackward<U> {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        unary_vjp(self.0, g, ctx);
+    }
+
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        unary_vjp_tensor(self.0, g, ctx)
+    }
+}
+
+/// The rule of a function `U` with state.
+pub(super) fn boxed_rule<F: Float, U: Unary<F>>(u: U) -> Rule<F> {
+    Rule::boxed(UnaryBackward(u))
+}
+
+/// `f` of the saved value `s`, as a constant: the masks of piecewise functions (relu's
+/// `[Y > 0]`, abs's sign), whose own derivative is 0 wherever it exists.
+pub(super) fn constant_of<'t, F: Float>(
+    s: Tensor<'t, F>,
+    f: impl Fn(F) -> F,
+) -> Result<Tensor<'t, F>> {
+    Ok(s.tape().constant(s.try_value()?.mapv(f)))
 }
 
 impl<'t, F: Float> Tensor<'t, F> {

@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 use ndarray::{Array2, Axis};
-use rand::RngExt;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use tapegrad::Tensor;
+use tapegrad::ops::Span;
 
 pub type OpFn = for<'t> fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>;
 
@@ -67,6 +68,11 @@ fn matmul_tn(r: usize, c: usize) -> Vec<(usize, usize)> {
     vec![(c, r), (c, r + 1)]
 }
 
+/// A fixed mask: true where the row and column indices add up to an even number.
+fn checkerboard((r, c): (usize, usize)) -> Array2<bool> {
+    Array2::from_shape_fn((r, c), |(i, j)| (i + j) % 2 == 0)
+}
+
 fn indices(r: usize, c: usize) -> Vec<usize> {
     (0..r).map(|i| (3 * i + 1) % c).collect()
 }
@@ -123,6 +129,46 @@ pub fn cases() -> Vec<Case> {
         Case { op: "log_softmax", f: |x| x[0].log_softmax(Axis(0)), shapes: one, domains: &[N] },
         Case { op: "logsumexp", f: |x| x[0].logsumexp(Axis(1)), shapes: one, domains: &[N] },
         Case { op: "logsumexp", f: |x| x[0].logsumexp(Axis(0)), shapes: one, domains: &[N] },
+        Case { op: "leaky_relu", f: |x| x[0].leaky_relu(0.1), shapes: one, domains: &[AwayFromZero] },
+        Case { op: "elu", f: |x| x[0].elu(1.3), shapes: one, domains: &[AwayFromZero] },
+        Case { op: "gelu", f: |x| x[0].gelu(), shapes: one, domains: &[N] },
+        Case { op: "gelu_tanh", f: |x| x[0].gelu_tanh(), shapes: one, domains: &[N] },
+        Case { op: "softplus", f: |x| x[0].softplus(), shapes: one, domains: &[N] },
+        Case { op: "silu", f: |x| x[0].silu(), shapes: one, domains: &[N] },
+        Case { op: "recip", f: |x| x[0].recip(), shapes: one, domains: &[Positive] },
+        Case { op: "abs", f: |x| x[0].abs(), shapes: one, domains: &[AwayFromZero] },
+        Case { op: "sin", f: |x| x[0].sin(), shapes: one, domains: &[N] },
+        Case { op: "cos", f: |x| x[0].cos(), shapes: one, domains: &[N] },
+        Case { op: "erf", f: |x| x[0].erf(), shapes: one, domains: &[N] },
+        Case { op: "clamp", f: |x| x[0].clamp(-0.5, 0.7), shapes: one, domains: &[N] },
+        Case { op: "scalar_div", f: |x| x[0].scalar_div(1.5), shapes: one, domains: &[Positive] },
+        Case { op: "scalar_div", f: |x| 2.0 / x[0], shapes: one, domains: &[Positive] },
+        Case { op: "maximum", f: |x| x[0].maximum(x[1]), shapes: same, domains: &[N, N] },
+        Case { op: "maximum", f: |x| x[0].maximum(x[1]), shapes: row, domains: &[N, N] },
+        Case { op: "maximum", f: |x| x[0].maximum(x[0]).mul(x[0]), shapes: one, domains: &[N] },
+        Case { op: "minimum", f: |x| x[0].minimum(x[1]), shapes: same, domains: &[N, N] },
+        Case { op: "minimum", f: |x| x[0].minimum(x[1]), shapes: scalar_rhs, domains: &[N, N] },
+        Case { op: "where_", f: |x| Tensor::where_(checkerboard(x[0].shape()).view(), x[0], x[1]), shapes: same, domains: &[N, N] },
+        Case { op: "where_", f: |x| Tensor::where_(checkerboard(x[0].shape()).view(), x[0], x[1]), shapes: col, domains: &[N, N] },
+        Case { op: "max", f: |x| x[0].max(), shapes: one, domains: &[N] },
+        Case { op: "min", f: |x| x[0].min(), shapes: one, domains: &[N] },
+        Case { op: "max_axis", f: |x| x[0].max_axis(Axis(0)), shapes: one, domains: &[N] },
+        Case { op: "max_axis", f: |x| x[0].max_axis(Axis(1)), shapes: one, domains: &[N] },
+        Case { op: "min_axis", f: |x| x[0].min_axis(Axis(1)), shapes: one, domains: &[N] },
+        Case { op: "slice", f: |x| { let r = x[0].rows(); x[0].slice(r / 2.., Span::from(..).step(2)) }, shapes: one, domains: &[N] },
+        Case { op: "slice", f: |x| x[0].t().slice(Span::from(..).step(3), ..), shapes: one, domains: &[N] },
+        Case { op: "slice_rows", f: |x| { let r = x[0].rows(); x[0].slice_rows(..r.div_ceil(2)) }, shapes: one, domains: &[N] },
+        Case { op: "slice_cols", f: |x| { let c = x[0].cols(); x[0].slice_cols(c / 2..) }, shapes: one, domains: &[N] },
+        Case { op: "gather_rows", f: |x| { let r = x[0].rows(); x[0].gather_rows(&indices(2 * r + 1, r)) }, shapes: one, domains: &[N] },
+        Case { op: "reshape", f: |x| { let (r, c) = x[0].shape(); x[0].reshape((c, r)) }, shapes: one, domains: &[N] },
+        Case { op: "reshape", f: |x| { let (r, c) = x[0].shape(); x[0].t().reshape((r, c)) }, shapes: one, domains: &[N] },
+        Case { op: "concat_rows", f: |x| Tensor::concat_rows(&[x[0], x[1], x[0]]), shapes: same, domains: &[N, N] },
+        Case { op: "concat_cols", f: |x| Tensor::concat_cols(&[x[1], x[0]]), shapes: col, domains: &[N, N] },
+        Case { op: "l1_loss", f: |x| x[0].l1_loss(x[1]), shapes: same, domains: &[N, N] },
+        Case { op: "huber_loss", f: |x| x[0].huber_loss(x[1], 1.0), shapes: same, domains: &[N, N] },
+        Case { op: "bce_with_logits", f: |x| x[0].bce_with_logits(x[1]), shapes: same, domains: &[N, Probabilities] },
+        Case { op: "nll_loss", f: |x| x[0].nll_loss(&indices(x[0].rows(), x[0].cols())), shapes: one, domains: &[N] },
+        Case { op: "dropout", f: |x| x[0].dropout(0.3, &mut StdRng::seed_from_u64(5)), shapes: one, domains: &[N] },
         Case { op: "mse_loss", f: |x| x[0].mse_loss(x[1]), shapes: same, domains: &[N, N] },
         Case { op: "softmax_cross_entropy", f: |x| x[0].softmax_cross_entropy(x[1]), shapes: same, domains: &[N, Probabilities] },
         Case {
