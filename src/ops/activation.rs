@@ -162,7 +162,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// use tapegrad::Tape;
     ///
     /// let tape = Tape::new();
-    /// let x = tape.param(array![[1.0]]);
+    /// let x = tape.param(array![[1.0f64]]);
     /// let y = x.gelu_tanh();
     /// assert!((y.item() - 0.841192).abs() < 1e-6);
     /// ```

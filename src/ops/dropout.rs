@@ -56,9 +56,10 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// let x = tape.param(Array2::<f64>::ones((2, 4)));
     /// let y = x.dropout(0.5, &mut rng);
     /// // every element is 0 or 1 / (1 − 0.5) = 2
-    /// assert!(y.value().iter().all(|&v| v == 0.0 || v == 2.0));
+    /// let value = y.value();
+    /// assert!(value.iter().all(|&v| v == 0.0 || v == 2.0));
     /// let grads = tape.backward(y.sum()).unwrap();
-    /// assert_eq!(grads.get(x).unwrap(), &y.value()); // the same mask, scaled
+    /// assert_eq!(grads.get(x).unwrap(), &value); // the same mask, scaled
     /// ```
     #[track_caller]
     pub fn dropout<R: Rng + ?Sized>(self, p: F, rng: &mut R) -> Tensor<'t, F> {

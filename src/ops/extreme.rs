@@ -106,7 +106,7 @@ fn tie_weights<F: Float>(
     };
     Zip::from(&mut w).and_broadcast(&ties).for_each(|w, &n| {
         if *w != F::zero() {
-            *w = *w / n;
+            *w /= n;
         }
     });
     w

@@ -259,7 +259,8 @@ impl<'t, F: Float> Tensor<'t, F> {
         let value = |z: ArrayView2<'_, F>, t: ArrayView2<'_, F>| {
             Zip::from(&z).and(&t).fold(F::zero(), |s, &z, &t| {
                 let positive = if z > F::zero() { z } else { F::zero() };
-                s + positive - z * t + (-z.abs()).exp().ln_1p()
+                // each element's term first: max(z, 0) − z t is exact where they cancel
+                s + ((positive - z * t) + (-z.abs()).exp().ln_1p())
             })
         };
         let rule = |inv_n| Rule::with_param(bce_backward, bce_tensor, inv_n);
