@@ -259,7 +259,13 @@ impl<'t, F: Float> Tape<'t, F> {
                     slots: &mut slots,
                     spare: &mut spare,
                 };
-                rule.run(g, &mut ctx);
+                if let Err(op) = rule.run(g, &mut ctx) {
+                    // values this pass released cannot be read by a later one
+                    if !retain {
+                        *consumed = Some(location);
+                    }
+                    return Err(Error::new(op, ErrorKind::NotDifferentiable, location));
+                }
             }
             if let Some(rule) = owned_rule {
                 drop(rule);

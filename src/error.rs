@@ -136,6 +136,9 @@ pub enum ErrorKind {
     },
     /// The root does not depend on any tensor that requires a gradient.
     NoGradient,
+    /// A gradient reached the first-order VJP of an op whose rule is written on arrays
+    /// only (a custom op without a tensor form): it cannot be differentiated again.
+    NotDifferentiable,
     /// [`Gradients`](crate::Gradients) holds no gradient for the tensor or array asked
     /// about; the reason says why.
     Missing(Missing),
@@ -272,6 +275,10 @@ impl fmt::Display for ErrorKind {
                 f.write_str("the root does not depend on any tensor that requires a gradient")
             }
             ErrorKind::Missing(reason) => write!(f, "no gradient: {reason}"),
+            ErrorKind::NotDifferentiable => f.write_str(
+                "its VJP is written on arrays, which gives first derivatives only; write it \
+                 in tensor ops too (CustomOp::vjp_tensor) to differentiate through it again",
+            ),
             ErrorKind::TargetCount { rows, targets } => {
                 write!(f, "{targets} class indices given for {rows} rows of logits")
             }

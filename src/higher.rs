@@ -29,6 +29,8 @@ pub(crate) struct TensorCtx<'a, 't, F: Float> {
     /// Whether each node depends on a tensor the pass differentiates with respect to.
     needed: &'a [bool],
     slots: &'a mut [Option<Tensor<'t, F>>],
+    /// Where `Tape::grad` was called, for errors.
+    pub(crate) location: &'static Location<'static>,
 }
 
 impl<'t, F: Float> TensorCtx<'_, 't, F> {
@@ -232,6 +234,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 output: id,
                 needed: &needed,
                 slots: &mut slots,
+                location,
             };
             rule.run(g, &mut ctx)?;
         }

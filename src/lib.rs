@@ -122,6 +122,7 @@ extern crate openblas_src as _;
 
 mod backward;
 pub mod check;
+pub mod custom;
 mod error;
 mod float;
 pub mod functional;

@@ -54,6 +54,9 @@ pub(crate) enum Rule<F: Float> {
         param: F,
     },
     Boxed(Rc<dyn Backward<F>>),
+    /// The result of a first-order-only VJP computed by `Tape::grad` (a custom op whose
+    /// VJP is written on arrays): a gradient reaching it is an error naming the op.
+    FirstOrderOnly(&'static str),
 }
 
 impl<F: Float> Rule<F> {
@@ -73,11 +76,21 @@ impl<F: Float> Rule<F> {
     }
 
     /// Runs the array form.
-    pub(crate) fn run(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    ///
+    /// # Errors
+    ///
+    /// `NotDifferentiable` for a first-order-only result.
+    pub(crate) fn run(
+        &self,
+        g: Array2<F>,
+        ctx: &mut Ctx<'_, '_, F>,
+    ) -> std::result::Result<(), &'static str> {
         match self {
             Rule::Fn { vjp, param, .. } => vjp(*param, g, ctx),
             Rule::Boxed(rule) => rule.backward(g, ctx),
+            Rule::FirstOrderOnly(op) => return Err(op),
         }
+        Ok(())
     }
 
     /// A handle on the tensor form that does not borrow the tape (the tensor form records
@@ -86,6 +99,7 @@ impl<F: Float> Rule<F> {
         match self {
             Rule::Fn { tensor, param, .. } => TensorRule::Fn(*tensor, *param),
             Rule::Boxed(rule) => TensorRule::Boxed(Rc::clone(rule)),
+            Rule::FirstOrderOnly(op) => TensorRule::FirstOrderOnly(op),
         }
     }
 }
@@ -94,6 +108,7 @@ impl<F: Float> Rule<F> {
 pub(crate) enum TensorRule<F: Float> {
     Fn(TensorRuleFn<F>, F),
     Boxed(Rc<dyn Backward<F>>),
+    FirstOrderOnly(&'static str),
 }
 
 impl<F: Float> TensorRule<F> {
@@ -102,6 +117,11 @@ impl<F: Float> TensorRule<F> {
         match self {
             TensorRule::Fn(f, param) => f(*param, g, ctx),
             TensorRule::Boxed(rule) => rule.backward_tensor(g, ctx),
+            TensorRule::FirstOrderOnly(op) => Err(crate::error::Error::new(
+                op,
+                crate::error::ErrorKind::NotDifferentiable,
+                ctx.location,
+            )),
         }
     }
 }

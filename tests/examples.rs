@@ -8,6 +8,9 @@
 #[path = "../examples/custom_layer.rs"]
 #[allow(dead_code)]
 mod custom_layer;
+#[path = "../examples/custom_op.rs"]
+#[allow(dead_code)]
+mod custom_op;
 #[path = "../examples/digits.rs"]
 #[allow(dead_code)]
 mod digits;
@@ -124,4 +127,17 @@ fn the_gradient_penalty_makes_the_fit_smoother() {
         penalised.mse
     );
     assert!(penalised.curve.last().unwrap() < &(0.3 * penalised.curve[0]));
+}
+
+#[test]
+fn the_custom_ops_pass_their_gradient_checks() {
+    use ndarray::array;
+    use tapegrad::check::{CheckOptions, gradcheck, gradgradcheck};
+    let x = array![[0.5, -1.0, 2.0], [1.5, 0.3, -30.0]];
+    let w = array![[0.2, -0.4], [1.0, 0.1], [-0.3, 0.8]];
+    let opts = CheckOptions::default();
+    gradcheck(custom_op::softplus_layer, &[x.view(), w.view()], &opts).unwrap();
+    gradgradcheck(custom_op::softplus_layer, &[x.view(), w.view()], &opts).unwrap();
+    gradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).unwrap();
+    assert!(gradgradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).is_err());
 }

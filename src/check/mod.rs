@@ -107,6 +107,13 @@ pub enum CheckError {
         /// `Σₖ ⟨VJPₖ(V), Uₖ⟩`
         rhs: f64,
     },
+    /// Input `input` shares its storage with another input (the same array, or its
+    /// transpose): a parameter is one leaf of the tape however often it is given, so the
+    /// inputs of a check must be distinct arrays.
+    AliasedInputs {
+        /// Which input.
+        input: usize,
+    },
     /// The gradient from the rules' tensor forms ([`Tape::grad`]) differs from the one
     /// from their array forms (first-order backward).
     FormsDiffer {
@@ -158,6 +165,11 @@ impl fmt::Display for CheckError {
                 f,
                 "dot-product test: <V, J·U> = {lhs:e} by finite differences, \
                  <VJP(V), U> = {rhs:e} by backward"
+            ),
+            CheckError::AliasedInputs { input } => write!(
+                f,
+                "input {input} shares its storage with another input; pass distinct arrays \
+                 (a parameter is one leaf of the tape however often it is given)"
             ),
             CheckError::FormsDiffer {
                 input,
@@ -339,10 +351,22 @@ where
         return Ok(inputs.iter().map(|x| Array2::zeros(x.dim())).collect());
     }
     let grads = tape.backward_with(y, BackwardOptions::new().seed(v.clone()))?;
-    Ok(xs
-        .iter()
-        .map(|x| grads.get(*x).cloned().expect("every input is a parameter"))
-        .collect())
+    of_inputs(&grads, &xs)
+}
+
+/// The gradient of each input, or `AliasedInputs` for an input that is not a leaf of its
+/// own (a view of another input's storage goes on the tape as that input).
+pub(super) fn of_inputs(
+    grads: &crate::Gradients<f64>,
+    xs: &[Tensor<'_, f64>],
+) -> Result<Vec<Array2<f64>>, CheckError> {
+    xs.iter()
+        .enumerate()
+        .map(|(k, x)| match grads.get(*x) {
+            Some(g) if x.op() == "leaf" => Ok(g.clone()),
+            _ => Err(CheckError::AliasedInputs { input: k }),
+        })
+        .collect()
 }
 
 /// `f` at `inputs`, given as constants. (Not inside `no_grad`: a function that computes a

@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{CheckError, CheckOptions, CheckReport, dot, normal, views, vjp, vjp_at};
+use super::{CheckError, CheckOptions, CheckReport, dot, normal, of_inputs, views, vjp, vjp_at};
 use crate::{BackwardOptions, Tape, Tensor};
 
 /// Checks the second derivatives of `f` at `inputs`, and its first derivatives a second
@@ -95,10 +95,7 @@ where
                 return Ok(inputs.iter().map(|x| Array2::zeros(x.dim())).collect());
             };
             let grads = tape.backward_with(s, BackwardOptions::new().retain_graph(true))?;
-            Ok(xs
-                .iter()
-                .map(|x| grads.get(*x).cloned().expect("every input is a parameter"))
-                .collect())
+            of_inputs(&grads, &xs)
         };
         (along(&us)?, along(&ws)?)
     };

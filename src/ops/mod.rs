@@ -103,21 +103,29 @@
 //!
 //! # How to add an op
 //!
-//! Take `sigmoid` in `activation.rs` as the model. (1) Write the forward on `ArrayView2`s
-//! (`f(x)`), and the derivative as a function of what the rule needs (`df(y) = y (1 − y)`,
-//! from the output). (2) Declare what the rule saves with `Saves` (`tape.rs`),
-//! only what `df` reads. (3) Record with `tape.record`, building the rule only when
-//! `tape.track(..)` says an input needs a gradient, in both forms: the array form
-//! `fn(param, G, ctx)` and the tensor form, the same formula in tensor ops
-//! (`Rule::new(vjp, vjp_tensor)`, no allocation), or an object when the rule must own
-//! arrays (`Rule::boxed`, the fused losses). (4) In the array form, add each input's
-//! contribution through the `Ctx` helpers (`accumulate_map`, `accumulate_gemm`, ...):
-//! they accumulate into existing buffers and un-broadcast; in the tensor form, through
-//! `TensorCtx::accumulate`. (5) Add a row to the table above, a case to the table in
-//! `tests/common/mod.rs` and one to the fuzzer (`tests/fuzz.rs`); the tests fail until
-//! all exist.
+//! Write it as a custom op ([`crate::custom`]): implement
+//! [`CustomOp`](crate::custom::CustomOp) with the output's shape, the forward on ndarray
+//! views, what the VJP reads ([`Reads`](crate::custom::Reads)), the VJP on arrays, and,
+//! for derivatives of higher order, the VJP in tensor ops; record it with
+//! [`custom::apply`](crate::custom::apply). It gets what a built-in op gets: a `try_`
+//! form with typed errors naming it and your line, the values it reads kept until its
+//! VJP has run and released after, `retain_graph`, gradients accumulated into existing
+//! buffers, and [`check::gradcheck`](crate::check::gradcheck) and
+//! [`check::gradgradcheck`](crate::check::gradgradcheck) to test it.
+//! `examples/custom_op.rs` has two: a stable softplus (both VJP forms) and `ln Γ` from an
+//! external crate (first order only).
 
 pub use index::Span;
+
+// Adding a built-in op (for contributors): take `sigmoid` (`activation.rs`, on the
+// `(f, df)` machinery of `unary.rs`) as the model. Write the forward on views; declare
+// with `Saves` only what the rule reads; record with `tape.record`, building the rule only
+// when `tape.track(..)` says an input needs a gradient, in both forms: the array form
+// `fn(param, G, ctx)` adding through the `Ctx` helpers (which accumulate in place and
+// un-broadcast), and the tensor form, the same formula in tensor ops through
+// `TensorCtx::accumulate` (`Rule::new`, or `Rule::boxed` for a rule that owns arrays).
+// Then add a row to the rule table above, cases to `tests/common/mod.rs` and to the fuzzer
+// in `tests/fuzz.rs`: the tests fail until all three exist.
 
 mod activation;
 mod broadcast;
