@@ -171,6 +171,7 @@ fn ops<F: Float>() -> Vec<Op<F>> {
         Op { name: "huber_loss", arity: 2, f: |x| x[0].try_huber_loss(x[1], F::one()), fits: same },
         Op { name: "bce_with_logits", arity: 2, f: |x| x[0].try_bce_with_logits(x[1]), fits: same },
         Op { name: "nll_loss", arity: 1, f: |x| x[0].try_nll_loss(&classes(x[0])), fits: any },
+        Op { name: "layer_norm", arity: 3, f: |x| x[0].try_layer_norm(x[1], x[2], F::cast(1e-5)), fits: |s| s[1] == (1, s[0].1) && s[2] == s[1] },
         Op { name: "dropout", arity: 1, f: |x| x[0].try_dropout(F::cast(0.25), &mut StdRng::seed_from_u64(3)), fits: any },
     ]
 }

@@ -39,6 +39,11 @@ activation_layer!(
     relu,
     "Rectified linear unit as a layer ([`Tensor::relu`])."
 );
+activation_layer!(
+    Gelu,
+    gelu,
+    "Gaussian error linear unit (exact form) as a layer ([`Tensor::gelu`])."
+);
 
 /// The activation [`mlp`](super::mlp) puts after a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub enum Activation {
     Tanh,
     /// [`Relu`].
     Relu,
+    /// [`Gelu`].
+    Gelu,
     /// None: the layer's output is used as is (logits for a softmax cross-entropy).
     Identity,
 }
@@ -60,6 +67,7 @@ impl Activation {
             Activation::Sigmoid => Some(Box::new(Sigmoid)),
             Activation::Tanh => Some(Box::new(Tanh)),
             Activation::Relu => Some(Box::new(Relu)),
+            Activation::Gelu => Some(Box::new(Gelu)),
             Activation::Identity => None,
         }
     }

@@ -1,4 +1,5 @@
-//! Layers composed from ops: [`Linear`], activation layers, [`Sequential`] and [`mlp`].
+//! Layers composed from ops: [`Linear`], activation layers, [`Embedding`], [`LayerNorm`],
+//! [`Dropout`], [`SelfAttention`] and [`MultiHeadAttention`], [`Sequential`] and [`mlp`].
 //!
 //! Models are plain data: their parameters are `ndarray` arrays they own, and they are
 //! `Send + Sync`. A forward pass puts the parameters on the input's tape *borrowed*
@@ -34,11 +35,19 @@
 //! ```
 
 mod activation;
+mod attention;
+mod dropout;
+mod embedding;
 mod linear;
+mod norm;
 mod sequential;
 
-pub use activation::{Activation, Relu, Sigmoid, Tanh};
+pub use activation::{Activation, Gelu, Relu, Sigmoid, Tanh};
+pub use attention::{MultiHeadAttention, SelfAttention};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use linear::{Init, Linear};
+pub use norm::LayerNorm;
 pub use sequential::{Sequential, mlp};
 
 use ndarray::Array2;
@@ -90,6 +99,13 @@ pub trait Module<F: Float>: Parameters<F> + Send + Sync {
     ///
     /// A shape error from an op, when `x` does not fit the layer.
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
+
+    /// Switches between training (the default) and evaluation: [`Dropout`] drops only in
+    /// training. Layers holding other layers pass it on ([`Sequential`] does); the default
+    /// does nothing, for layers that behave the same either way.
+    fn set_training(&mut self, training: bool) {
+        let _ = training;
+    }
 }
 
 /// Visits `child`'s parameters as `prefix.name`: how a layer names the parameters of the

@@ -65,6 +65,12 @@ impl<F: Float> Module<F> for Sequential<F> {
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         self.layers.iter().try_fold(x, |h, layer| layer.forward(h))
     }
+
+    fn set_training(&mut self, training: bool) {
+        for layer in &mut self.layers {
+            layer.set_training(training);
+        }
+    }
 }
 
 impl<F> std::fmt::Debug for Sequential<F> {

@@ -64,6 +64,9 @@ fn matmul(r: usize, c: usize) -> Vec<(usize, usize)> {
 fn linear(r: usize, c: usize) -> Vec<(usize, usize)> {
     vec![(r, c), (c, r + 2), (1, r + 2)]
 }
+fn norm(r: usize, c: usize) -> Vec<(usize, usize)> {
+    vec![(r, c), (1, c), (1, c)]
+}
 fn matmul_tn(r: usize, c: usize) -> Vec<(usize, usize)> {
     vec![(c, r), (c, r + 1)]
 }
@@ -168,6 +171,8 @@ pub fn cases() -> Vec<Case> {
         Case { op: "huber_loss", f: |x| x[0].huber_loss(x[1], 1.0), shapes: same, domains: &[N, N] },
         Case { op: "bce_with_logits", f: |x| x[0].bce_with_logits(x[1]), shapes: same, domains: &[N, Probabilities] },
         Case { op: "nll_loss", f: |x| x[0].nll_loss(&indices(x[0].rows(), x[0].cols())), shapes: one, domains: &[N] },
+        Case { op: "layer_norm", f: |x| x[0].layer_norm(x[1], x[2], 1e-5), shapes: norm, domains: &[N, N, N] },
+        Case { op: "layer_norm", f: |x| x[0].layer_norm(x[1], x[2], 0.5), shapes: norm, domains: &[N, N, N] },
         Case { op: "dropout", f: |x| x[0].dropout(0.3, &mut StdRng::seed_from_u64(5)), shapes: one, domains: &[N] },
         Case { op: "mse_loss", f: |x| x[0].mse_loss(x[1]), shapes: same, domains: &[N, N] },
         Case { op: "softmax_cross_entropy", f: |x| x[0].softmax_cross_entropy(x[1]), shapes: same, domains: &[N, Probabilities] },
