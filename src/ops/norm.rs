@@ -75,7 +75,7 @@ impl<F: Float> Backward<F> for LayerNormBackward<F> {
                             .and(&xh)
                             .and(gamma.row(0))
                             .for_each(|d, &xh, &gm| {
-                                *d = *d * gm;
+                                *d *= gm;
                                 sg += *d;
                                 sgx += *d * xh;
                             });
