@@ -12,6 +12,8 @@
 //! `cargo bench` (which passes `--bench`), it prints this usage and exits.
 
 mod common;
+#[path = "common/transformer.rs"]
+mod transformer;
 
 use std::hint::black_box;
 
@@ -19,7 +21,17 @@ use common::{HandTrainer, NnTrainer, TapeTrainer, W0, W1, W2, setup};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: instructions <W0|W1|W2> <tape|nn|hand> <steps>";
+    let usage = "usage: instructions <W0|W1|W2> <tape|nn|hand> <steps>, or transformer <steps>";
+    if args.len() == 2 && args[0] == "transformer" {
+        let steps: usize = args[1].parse().expect(usage);
+        let (x, labels) = transformer::batch();
+        let mut model = transformer::transformer_digits::Transformer::new(7);
+        let mut opt = tapegrad::optim::Adam::adamw(1e-3, 0.01);
+        for _ in 0..=steps {
+            black_box(transformer::step(&mut model, &mut opt, &x, &labels));
+        }
+        return;
+    }
     if args.len() != 3 {
         eprintln!("{usage} (see benches/callgrind.sh)");
         return;

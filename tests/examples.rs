@@ -23,6 +23,9 @@ mod iris;
 #[path = "../examples/newton.rs"]
 #[allow(dead_code)]
 mod newton;
+#[path = "../examples/transformer_digits.rs"]
+#[allow(dead_code)]
+mod transformer_digits;
 #[path = "../examples/xor.rs"]
 #[allow(dead_code)]
 mod xor;
@@ -140,4 +143,22 @@ fn the_custom_ops_pass_their_gradient_checks() {
     gradgradcheck(custom_op::softplus_layer, &[x.view(), w.view()], &opts).unwrap();
     gradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).unwrap();
     assert!(gradgradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).is_err());
+}
+
+#[test]
+fn the_transformer_reaches_97_percent_on_held_out_digits() {
+    let run = transformer_digits::train(
+        transformer_digits::EPOCHS,
+        transformer_digits::SEED,
+        |_, _| {},
+    )
+    .expect("digits.csv.gz loads");
+    let last = run.curve.last().unwrap();
+    assert_eq!(run.test_images, 359);
+    assert!(
+        last.test_accuracy >= 0.97,
+        "test accuracy {:.3}",
+        last.test_accuracy
+    );
+    assert!(run.curve[0].loss > 5.0 * last.loss);
 }
