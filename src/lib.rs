@@ -109,6 +109,7 @@
 //! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order; first-order backward on arrays; backward recorded on the tape ([`Tape::grad`]) |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW |
+//! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
 //! [ndarray]: https://docs.rs/ndarray
