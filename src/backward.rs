@@ -259,12 +259,12 @@ impl<'t, F: Float> Tape<'t, F> {
                     slots: &mut slots,
                     spare: &mut spare,
                 };
-                if let Err(op) = rule.run(g, &mut ctx) {
+                if let Err(e) = rule.run(g, &mut ctx, location) {
                     // values this pass released cannot be read by a later one
                     if !retain {
                         *consumed = Some(location);
                     }
-                    return Err(Error::new(op, ErrorKind::NotDifferentiable, location));
+                    return Err(e);
                 }
             }
             if let Some(rule) = owned_rule {

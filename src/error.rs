@@ -142,6 +142,40 @@ pub enum ErrorKind {
     /// [`Gradients`](crate::Gradients) holds no gradient for the tensor or array asked
     /// about; the reason says why.
     Missing(Missing),
+    /// A linear-algebra op needs a square matrix.
+    NotSquare {
+        /// The shape found.
+        shape: (usize, usize),
+    },
+    /// The matrix is singular: LAPACK's LU (`getrf`) found `U[info, info] = 0` exactly
+    /// (1-based), or a triangular matrix has a zero on its diagonal at `info` (`trtrs`).
+    Singular {
+        /// The matrix's shape.
+        shape: (usize, usize),
+        /// LAPACK's `info`: the 1-based index of the zero pivot.
+        info: i32,
+    },
+    /// The matrix is not positive definite: LAPACK's Cholesky (`potrf`) found the leading
+    /// minor of order `info` not positive.
+    NotPositiveDefinite {
+        /// The matrix's shape.
+        shape: (usize, usize),
+        /// LAPACK's `info`: the order of the leading minor that is not positive.
+        info: i32,
+    },
+    /// The input holds NaN or an infinity, which LAPACK would turn into garbage.
+    NotFinite {
+        /// The input's shape.
+        shape: (usize, usize),
+    },
+    /// Another LAPACK failure (an eigenvalue iteration that did not converge); `info` is
+    /// LAPACK's.
+    Lapack {
+        /// The LAPACK routine, without its type prefix (`syev`).
+        routine: &'static str,
+        /// LAPACK's `info`.
+        info: i32,
+    },
     /// The number of class indices differs from the number of rows of the logits.
     TargetCount {
         /// Rows of the logits.
@@ -279,6 +313,35 @@ impl fmt::Display for ErrorKind {
                 "its VJP is written on arrays, which gives first derivatives only; write it \
                  in tensor ops too (CustomOp::vjp_tensor) to differentiate through it again",
             ),
+            ErrorKind::NotSquare { shape } => {
+                f.write_str("needs a square matrix, got ")?;
+                dims(f, *shape)
+            }
+            ErrorKind::Singular { shape, info } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                write!(
+                    f,
+                    " matrix is singular (LAPACK info = {info}: pivot {info} is exactly zero)"
+                )
+            }
+            ErrorKind::NotPositiveDefinite { shape, info } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                write!(
+                    f,
+                    " matrix is not positive definite (LAPACK info = {info}: the leading \
+                     minor of order {info} is not positive)"
+                )
+            }
+            ErrorKind::NotFinite { shape } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                f.write_str(" input holds NaN or an infinity")
+            }
+            ErrorKind::Lapack { routine, info } => {
+                write!(f, "LAPACK's {routine} failed with info = {info}")
+            }
             ErrorKind::TargetCount { rows, targets } => {
                 write!(f, "{targets} class indices given for {rows} rows of logits")
             }

@@ -97,9 +97,15 @@
 //! - `blas`: GEMM through BLAS (ndarray's `blas` feature). The final program chooses the
 //!   provider (for example with `blas-src`), as ndarray and ndarray-linalg ask of
 //!   libraries.
-//! - `openblas`: `blas` plus the system OpenBLAS through `openblas-src` (`system`), for end
-//!   programs, the examples, the benches and CI. Needs `libopenblas-dev` (Debian, Ubuntu) or
-//!   `openblas` (Homebrew); `build.rs` stops with that message when it is missing.
+//! - `linalg`: the linear-algebra ops (`inv`, `solve`, `solve_triangular`, `cho_solve`,
+//!   `det`, `slogdet`, `logdet`, `cholesky`, `eigh`) on tensors of `LinalgFloat` (`f32`,
+//!   `f64`), through ndarray-linalg. Like `blas`, it links no LAPACK: the final program
+//!   chooses the provider (`openblas` does). Without it these ops do not exist; `trace`,
+//!   `diag`, `diag_embed`, `tril` and `triu` are in every build.
+//! - `openblas`: `blas` and `linalg` plus the system OpenBLAS (which has LAPACK) through
+//!   `openblas-src` (`system`), for end programs, the examples, the benches and CI. Needs
+//!   `libopenblas-dev` (Debian, Ubuntu) or `openblas` (Homebrew); `build.rs` stops with
+//!   that message when it is missing.
 //!
 //! # Module map, bottom to top
 //!
@@ -108,7 +114,7 @@
 //! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
 //! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order; first-order backward on arrays; backward recorded on the tape ([`Tape::grad`]) |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
-//! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW |
+//! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW, L-BFGS |
 //! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
@@ -143,6 +149,8 @@ pub use backward::BackwardOptions;
 pub use error::{Error, ErrorKind, Result};
 pub use float::Float;
 pub use gradients::{Gradients, Missing};
+#[cfg(feature = "linalg")]
+pub use ops::LinalgFloat;
 pub use tape::{LeafData, Tape, TapeStats};
 pub use tensor::Tensor;
 

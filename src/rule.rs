@@ -14,12 +14,13 @@
 //! The two forms are independent implementations of one formula: the gradient checks run
 //! both and require equal results (`tests/gradcheck.rs`).
 
+use std::panic::Location;
 use std::rc::Rc;
 
 use ndarray::Array2;
 
 use crate::Float;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::tape::NodeId;
@@ -57,6 +58,10 @@ pub(crate) enum Rule<F: Float> {
     /// The result of a first-order-only VJP computed by `Tape::grad` (a custom op whose
     /// VJP is written on arrays): a gradient reaching it is an error naming the op.
     FirstOrderOnly(&'static str),
+    /// A gradient that does not exist at the point where the op was called (`slogdet` of a
+    /// singular matrix): a gradient reaching it is this error, naming the op and its line.
+    #[cfg_attr(not(feature = "linalg"), allow(dead_code))]
+    Undefined(Box<Error>),
 }
 
 impl<F: Float> Rule<F> {
@@ -79,16 +84,21 @@ impl<F: Float> Rule<F> {
     ///
     /// # Errors
     ///
-    /// `NotDifferentiable` for a first-order-only result.
+    /// `NotDifferentiable` for a first-order-only result (at `location`, where backward
+    /// was called); the recorded error of an undefined gradient.
     pub(crate) fn run(
         &self,
         g: Array2<F>,
         ctx: &mut Ctx<'_, '_, F>,
-    ) -> std::result::Result<(), &'static str> {
+        location: &'static Location<'static>,
+    ) -> Result<()> {
         match self {
             Rule::Fn { vjp, param, .. } => vjp(*param, g, ctx),
             Rule::Boxed(rule) => rule.backward(g, ctx),
-            Rule::FirstOrderOnly(op) => return Err(op),
+            Rule::FirstOrderOnly(op) => {
+                return Err(Error::new(op, ErrorKind::NotDifferentiable, location));
+            }
+            Rule::Undefined(e) => return Err((**e).clone()),
         }
         Ok(())
     }
@@ -100,6 +110,7 @@ impl<F: Float> Rule<F> {
             Rule::Fn { tensor, param, .. } => TensorRule::Fn(*tensor, *param),
             Rule::Boxed(rule) => TensorRule::Boxed(Rc::clone(rule)),
             Rule::FirstOrderOnly(op) => TensorRule::FirstOrderOnly(op),
+            Rule::Undefined(e) => TensorRule::Undefined((**e).clone()),
         }
     }
 }
@@ -109,6 +120,7 @@ pub(crate) enum TensorRule<F: Float> {
     Fn(TensorRuleFn<F>, F),
     Boxed(Rc<dyn Backward<F>>),
     FirstOrderOnly(&'static str),
+    Undefined(Error),
 }
 
 impl<F: Float> TensorRule<F> {
@@ -117,11 +129,10 @@ impl<F: Float> TensorRule<F> {
         match self {
             TensorRule::Fn(f, param) => f(*param, g, ctx),
             TensorRule::Boxed(rule) => rule.backward_tensor(g, ctx),
-            TensorRule::FirstOrderOnly(op) => Err(crate::error::Error::new(
-                op,
-                crate::error::ErrorKind::NotDifferentiable,
-                ctx.location,
-            )),
+            TensorRule::FirstOrderOnly(op) => {
+                Err(Error::new(op, ErrorKind::NotDifferentiable, ctx.location))
+            }
+            TensorRule::Undefined(e) => Err(e.clone()),
         }
     }
 }

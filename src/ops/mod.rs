@@ -87,6 +87,24 @@
 //! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) | recomputes `softmax(Z)`; `onehot(y)` a constant |
 //! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
 //! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
+//! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I` | nothing | `broadcast_to(g) ∘ I`, `I` a constant |
+//! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`, zeros elsewhere | nothing | `diag_embed(G)`, padded with constant zeros |
+//! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
+//! | `tril(A, k)` | zeros above diagonal `k` | `dA = tril(G, k)` | nothing | the VJP, recorded |
+//! | `triu(A, k)` | zeros below diagonal `k` | `dA = triu(G, k)` | nothing | the VJP, recorded |
+//! | `inv(A)` | `Y = A⁻¹` (LAPACK `getrf`, `getri`) | `dA = −Yᵀ·G·Yᵀ` (Giles 2008) | `Y` | the VJP, recorded |
+//! | `solve(A, B)` | `X = A⁻¹·B`, any number of columns (`getrf`, `getrs`) | `dB = A⁻ᵀ·G` with the forward's LU ; `dA = −dB·Xᵀ` (Giles 2008) | the LU (owned), `X?` | `dB = solve(Aᵀ, G)` |
+//! | `solve_triangular(A, B, lower, transpose)` | `X = op(A)⁻¹·B` on `A`'s triangle (`trtrs`) | `dB = op(A)⁻ᵀ·G ; dA = −tri(dB·Xᵀ)`, or `−tri(X·dBᵀ)` for `Aᵀ` (PyTorch, JAX) | `A`, `X?` | the VJP, recorded (`tri` = `tril`/`triu`) |
+//! | `cho_solve(L, B)` | `X = (L·Lᵀ)⁻¹·B`, two triangular solves | `dB = (L·Lᵀ)⁻¹·G ; dL = −tril((dB·Xᵀ + X·dBᵀ)·L)` (JAX) | `L`, `X?` | the VJP, recorded |
+//! | `det(A)` | `y = ±∏ uᵢᵢ` from the LU (`getrf`) | `dA = g·adj(A)ᵀ`: `g·y·A⁻ᵀ` from the LU, or from the SVD at a singular `A` (PyTorch) | `y` (the LU, owned), or the cofactors (owned) | `g·y·inv(A)ᵀ` (a `Singular` error at a singular `A`) |
+//! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A` | the LU (owned) | `g·inv(A)ᵀ` |
+//! | `logdet(A)` | `ln det A` (NaN if `det A < 0`) | as `slogdet` | the LU (owned) | as `slogdet` |
+//! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·L̄)` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
+//! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX) | `λ`, `V` | the VJP, recorded |
+//!
+//! The rows from `inv` on need the `linalg` feature and a LAPACK provider (see the
+//! crate docs); `Φ(X)` is `X`'s lower triangle with its diagonal halved. `cholesky` and
+//! `eigh` read `(A + Aᵀ)/2`, so their gradients are symmetric (JAX's convention).
 //!
 //! `detach(X)` returns X's value as a new leaf that needs no gradient: backward stops there.
 //!
@@ -117,6 +135,8 @@
 //! external crate (first order only).
 
 pub use index::Span;
+#[cfg(feature = "linalg")]
+pub use lapack::LinalgFloat;
 
 // Adding a built-in op (for contributors): take `sigmoid` (`activation.rs`, on the
 // `(f, df)` machinery of `unary.rs`) as the model. Write the forward on views; declare
@@ -131,10 +151,17 @@ pub use index::Span;
 mod activation;
 mod broadcast;
 mod cross_entropy;
+#[cfg(feature = "linalg")]
+mod decompose;
+#[cfg(feature = "linalg")]
+mod det;
+mod diag;
 mod dropout;
 mod elementwise;
 mod extreme;
 mod index;
+#[cfg(feature = "linalg")]
+mod lapack;
 mod loss;
 mod math;
 mod matmul;
@@ -144,4 +171,6 @@ mod scalar;
 mod select;
 mod shape;
 mod softmax;
+#[cfg(feature = "linalg")]
+mod solve;
 mod unary;

@@ -26,10 +26,11 @@ use crate::{Float, Tensor};
 fn normalise<F: Float>(x: ndarray::ArrayView2<'_, F>, eps: F) -> (Array2<F>, Array2<F>) {
     let (m, n) = x.dim();
     let mut xhat = x.to_owned();
-    let mut rstd = Array2::zeros((m, 1));
     if n == 0 || m == 0 {
-        return (xhat, rstd);
+        // no row has a feature: nothing reads `r` (and 2⁴⁰ empty rows have no room for it)
+        return (xhat, Array2::zeros((0, 1)));
     }
+    let mut rstd = Array2::zeros((m, 1));
     let inv_n = F::one() / F::cast(n as f64);
     Zip::from(xhat.rows_mut())
         .and(rstd.rows_mut())
@@ -57,7 +58,8 @@ impl<F: Float> Backward<F> for LayerNormBackward<F> {
             ctx.accumulate_scaled(2, F::one(), g.view());
         }
         if ctx.needs_grad(1) {
-            let d = (&g * &self.xhat).sum_axis(Axis(0)).insert_axis(Axis(0));
+            // (column sums that skip the 2⁴⁰ empty rows of an empty input)
+            let d = crate::kernels::sum_to_shape((&g * &self.xhat).view(), (1, g.ncols()));
             ctx.accumulate(1, d);
         }
         if ctx.needs_grad(0) {
@@ -189,12 +191,15 @@ impl<'t, F: Float> Tensor<'t, F> {
             (Ok(x), Ok(g), Ok(b)) => {
                 let (xhat, rstd) = normalise(x, eps);
                 let mut y = xhat.clone();
-                Zip::from(y.rows_mut()).for_each(|mut row| {
-                    Zip::from(&mut row)
-                        .and(g.row(0))
-                        .and(b.row(0))
-                        .for_each(|v, &g, &b| *v = *v * g + b)
-                });
+                // (an empty input has nothing to shift, but may have 2⁴⁰ empty rows)
+                if !y.is_empty() {
+                    Zip::from(y.rows_mut()).for_each(|mut row| {
+                        Zip::from(&mut row)
+                            .and(g.row(0))
+                            .and(b.row(0))
+                            .for_each(|v, &g, &b| *v = *v * g + b)
+                    });
+                }
                 (Ok(y), Some((xhat, rstd)))
             }
             (Err(l), _, _) | (_, Err(l), _) | (_, _, Err(l)) => (Err(l), None),
