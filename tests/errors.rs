@@ -289,7 +289,8 @@ fn panicking_forms_report_the_same_error_at_the_callers_line() {
 #[test]
 fn non_finite_inputs_propagate_through_every_op_without_a_panic() {
     let mut rng = StdRng::seed_from_u64(3);
-    for case in common::cases() {
+    // the linear-algebra ops refuse non-finite matrices with `NotFinite` (tests/linalg.rs)
+    for case in common::base_cases() {
         let shapes = (case.shapes)(3, 5);
         let mut inputs: Vec<Array2<f64>> = shapes
             .iter()
@@ -314,6 +315,8 @@ fn non_finite_inputs_propagate_through_every_op_without_a_panic() {
             "dropout",
             "where_",
             "nll_loss",
+            "tril",
+            "triu",
         ];
         assert!(
             selects.contains(&case.op) || value.iter().any(|v| v.is_nan()),

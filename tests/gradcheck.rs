@@ -122,11 +122,14 @@ fn every_op_passes_gradcheck_on_every_shape_and_layout() {
 /// built-in rule is differentiable again).
 const FIRST_ORDER_ONLY: &[&str] = &[];
 
-/// The cases of the second-order pass.
+/// The cases of the second-order pass: all but those at a singular matrix, where `det`'s
+/// first derivative (the cofactors, from the SVD) exists but its tensor form, through
+/// `inv`, is a `Singular` error by design (`tests/linalg.rs` checks the error).
 fn second_order_cases() -> Vec<common::Case> {
     cases()
         .into_iter()
         .filter(|c| !FIRST_ORDER_ONLY.contains(&c.op))
+        .filter(|c| !c.domains.iter().any(|d| matches!(d, Domain::RankDeficient)))
         .collect()
 }
 
@@ -231,6 +234,15 @@ fn public_ops() -> BTreeSet<String> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().is_some_and(|n| n == "mod.rs") {
+            continue;
+        }
+        // the linear-algebra ops exist only with the `linalg` feature
+        let linalg = ["lapack.rs", "solve.rs", "det.rs", "decompose.rs"];
+        if !cfg!(feature = "linalg")
+            && path
+                .file_name()
+                .is_some_and(|n| linalg.iter().any(|l| n == *l))
+        {
             continue;
         }
         for line in std::fs::read_to_string(&path).unwrap().lines() {

@@ -23,6 +23,18 @@ pub enum Domain {
     AwayFromZero,
     /// Positive rows summing to 1: cross-entropy targets.
     Probabilities,
+    /// A square matrix far from singular: `N/√n + 2I` (eigenvalues within 1 of 2).
+    Invertible,
+    /// A square matrix of rank n − 1 (zero for n = 1): `det`'s cofactor path.
+    RankDeficient,
+    /// A symmetric positive definite matrix `X·Xᵀ/n + I`, its eigenvalues apart.
+    Spd,
+    /// A symmetric matrix with eigenvalues 1, 2, …, n in a random orthonormal basis:
+    /// `eigh`'s gradient divides by the gaps, which finite differences need wide.
+    Spectrum,
+    /// A well-conditioned triangle, either one: a diagonal of |d| in [1, 2] with random
+    /// signs, `N/√n` elsewhere (the other triangle too, where the ops must not read it).
+    Triangular,
 }
 
 /// The input shapes of a case, from a base shape (r, c).
@@ -80,8 +92,18 @@ fn indices(r: usize, c: usize) -> Vec<usize> {
     (0..r).map(|i| (3 * i + 1) % c).collect()
 }
 
-#[rustfmt::skip]
+/// Every case: the ops of every build, and the linear-algebra ops under `linalg`.
 pub fn cases() -> Vec<Case> {
+    #[allow(unused_mut)]
+    let mut cases = base_cases();
+    #[cfg(feature = "linalg")]
+    cases.extend(linalg_cases());
+    cases
+}
+
+/// The ops of every build (no LAPACK).
+#[rustfmt::skip]
+pub fn base_cases() -> Vec<Case> {
     use Domain::*;
     vec![
         Case { op: "matmul", f: |x| x[0].matmul(x[1]), shapes: matmul, domains: &[N, N] },
@@ -176,6 +198,16 @@ pub fn cases() -> Vec<Case> {
         Case { op: "dropout", f: |x| x[0].dropout(0.3, &mut StdRng::seed_from_u64(5)), shapes: one, domains: &[N] },
         Case { op: "mse_loss", f: |x| x[0].mse_loss(x[1]), shapes: same, domains: &[N, N] },
         Case { op: "softmax_cross_entropy", f: |x| x[0].softmax_cross_entropy(x[1]), shapes: same, domains: &[N, Probabilities] },
+        Case { op: "trace", f: |x| x[0].trace(), shapes: one, domains: &[N] },
+        Case { op: "trace", f: |x| x[0].t().trace().mul(x[0].trace()), shapes: one, domains: &[N] },
+        Case { op: "diag", f: |x| x[0].diag(), shapes: one, domains: &[N] },
+        Case { op: "diag", f: |x| x[0].t().diag().square(), shapes: one, domains: &[N] },
+        Case { op: "diag_embed", f: |x| x[0].diag_embed(), shapes: |r, _| vec![(r, 1)], domains: &[N] },
+        Case { op: "diag_embed", f: |x| x[0].diag_embed().square(), shapes: |_, c| vec![(1, c)], domains: &[N] },
+        Case { op: "tril", f: |x| x[0].tril(0), shapes: one, domains: &[N] },
+        Case { op: "tril", f: |x| x[0].tril(-1).square(), shapes: one, domains: &[N] },
+        Case { op: "triu", f: |x| x[0].triu(0), shapes: one, domains: &[N] },
+        Case { op: "triu", f: |x| x[0].triu(2).square(), shapes: one, domains: &[N] },
         Case {
             op: "softmax_cross_entropy_indices",
             f: |x| x[0].softmax_cross_entropy_indices(&indices(x[0].rows(), x[0].cols())),
@@ -191,18 +223,112 @@ pub const SHAPES: [(usize, usize); 6] = [(1, 1), (1, 5), (4, 1), (3, 5), (7, 2),
 
 pub fn draw(shape: (usize, usize), domain: Domain, rng: &mut StdRng) -> Array2<f64> {
     let mut a = Array2::from_shape_simple_fn(shape, || match domain {
-        Domain::Normal => StandardNormal.sample(rng),
+        Domain::Normal
+        | Domain::Invertible
+        | Domain::RankDeficient
+        | Domain::Spd
+        | Domain::Spectrum
+        | Domain::Triangular => StandardNormal.sample(rng),
         Domain::Positive | Domain::Probabilities => rng.random_range(0.5..2.0),
         Domain::AwayFromZero => {
             let m: f64 = rng.random_range(0.2..2.0);
             if rng.random_bool(0.5) { m } else { -m }
         }
     });
-    if let Domain::Probabilities = domain {
-        for mut r in a.rows_mut() {
-            let s = r.sum();
-            r /= s;
+    let n = shape.0;
+    let scaled = |a: Array2<f64>| a / (n.max(1) as f64).sqrt();
+    match domain {
+        Domain::Probabilities => {
+            for mut r in a.rows_mut() {
+                let s = r.sum();
+                r /= s;
+            }
         }
+        Domain::Invertible => {
+            a = scaled(a);
+            a.diag_mut().mapv_inplace(|d| d + 2.0);
+        }
+        Domain::RankDeficient => {
+            let k = n.saturating_sub(1);
+            let b = draw((n, k), Domain::Normal, rng);
+            let c = draw((k, n), Domain::Normal, rng);
+            a = b.dot(&c);
+        }
+        Domain::Spd => {
+            let x = draw((n, n), Domain::Normal, rng);
+            a = x.dot(&x.t()) / (n.max(1) as f64);
+            a.diag_mut().mapv_inplace(|d| d + 1.0);
+        }
+        Domain::Spectrum => {
+            // modified Gram–Schmidt on the columns of a normal matrix
+            let mut q = a.clone();
+            for j in 0..n {
+                for i in 0..j {
+                    let d = q.column(i).dot(&q.column(j));
+                    let qi = q.column(i).to_owned();
+                    q.column_mut(j).scaled_add(-d, &qi);
+                }
+                let norm = q.column(j).dot(&q.column(j)).sqrt();
+                q.column_mut(j).mapv_inplace(|v| v / norm);
+            }
+            let lam =
+                Array2::from_shape_fn((n, n), |(i, j)| if i == j { (i + 1) as f64 } else { 0.0 });
+            a = q.dot(&lam).dot(&q.t());
+        }
+        Domain::Triangular => {
+            a = scaled(a);
+            for d in a.diag_mut() {
+                let m: f64 = rng.random_range(1.0..2.0);
+                *d = if rng.random_bool(0.5) { m } else { -m };
+            }
+        }
+        _ => {}
     }
     a
+}
+
+/// The square side of a linear-algebra case's base shape: the larger side, or 0 for an
+/// empty base shape.
+fn side(r: usize, c: usize) -> usize {
+    if r == 0 || c == 0 { 0 } else { r.max(c) }
+}
+fn square(r: usize, c: usize) -> Vec<(usize, usize)> {
+    let n = side(r, c);
+    vec![(n, n)]
+}
+fn system(r: usize, c: usize) -> Vec<(usize, usize)> {
+    let n = side(r, c);
+    vec![(n, n), (n, c)]
+}
+fn gram(r: usize, c: usize) -> Vec<(usize, usize)> {
+    let n = side(r, c);
+    vec![(n, n + 2)]
+}
+
+/// The linear-algebra ops that need LAPACK (feature `linalg`).
+#[cfg(feature = "linalg")]
+#[rustfmt::skip]
+fn linalg_cases() -> Vec<Case> {
+    use Domain::*;
+    vec![
+        Case { op: "inv", f: |x| x[0].inv(), shapes: square, domains: &[Invertible] },
+        Case { op: "solve", f: |x| x[0].solve(x[1]), shapes: system, domains: &[Invertible, N] },
+        Case { op: "solve", f: |x| x[0].t().solve(x[1]), shapes: system, domains: &[Invertible, N] },
+        Case { op: "solve_triangular", f: |x| x[0].solve_triangular(x[1], true, false), shapes: system, domains: &[Triangular, N] },
+        Case { op: "solve_triangular", f: |x| x[0].solve_triangular(x[1], true, true), shapes: system, domains: &[Triangular, N] },
+        Case { op: "solve_triangular", f: |x| x[0].solve_triangular(x[1], false, false), shapes: system, domains: &[Triangular, N] },
+        Case { op: "solve_triangular", f: |x| x[0].solve_triangular(x[1], false, true), shapes: system, domains: &[Triangular, N] },
+        Case { op: "cho_solve", f: |x| x[0].cho_solve(x[1]), shapes: system, domains: &[Triangular, N] },
+        Case { op: "det", f: |x| x[0].det(), shapes: square, domains: &[Invertible] },
+        Case { op: "det", f: |x| x[0].det(), shapes: square, domains: &[RankDeficient] },
+        Case { op: "slogdet", f: |x| x[0].slogdet().1, shapes: square, domains: &[Invertible] },
+        Case { op: "slogdet", f: |x| { let (s, l) = x[0].slogdet(); l.mul(s) }, shapes: square, domains: &[Triangular] },
+        Case { op: "logdet", f: |x| x[0].logdet(), shapes: square, domains: &[Spd] },
+        Case { op: "cholesky", f: |x| x[0].cholesky(), shapes: square, domains: &[Spd] },
+        Case { op: "cholesky", f: |x| x[0].matmul(x[0].t()).cholesky(), shapes: gram, domains: &[N] },
+        Case { op: "cholesky", f: |x| x[0].cholesky().cho_solve(x[1]), shapes: system, domains: &[Spd, N] },
+        Case { op: "eigh", f: |x| x[0].eigh().0, shapes: square, domains: &[Spd] },
+        Case { op: "eigh", f: |x| x[0].eigh().1.square(), shapes: square, domains: &[Spectrum] },
+        Case { op: "eigh", f: |x| { let (l, v) = x[0].eigh(); v.square().matmul(l.sin()) }, shapes: square, domains: &[Spectrum] },
+    ]
 }
