@@ -3,7 +3,9 @@
 
 use ndarray::{Array2, array};
 use tapegrad::nn::{Linear, Parameters};
-use tapegrad::optim::{Adam, OptimError, Optimizer, Sgd, clip_grad_norm, step_decay};
+use tapegrad::optim::{
+    Adam, Lbfgs, LbfgsError, OptimError, Optimizer, Sgd, clip_grad_norm, step_decay,
+};
 use tapegrad::{Gradients, Tape};
 
 const C: [f64; 2] = [1.0, -3.0];
@@ -244,5 +246,108 @@ fn parameters_without_gradients_are_errors_unless_frozen_and_changed_models_are_
         OptimError::ModelChanged {
             name: "weight".into()
         }
+    );
+}
+
+/// `f(x) = ½·xᵀ·A·x − bᵀ·x` for a symmetric positive definite A: minimum at `A⁻¹·b`.
+fn quadratic_minimum(
+    history: usize,
+) -> (Array2<f64>, Array2<f64>, tapegrad::optim::LbfgsReport<f64>) {
+    let a = array![
+        [4.0, 1.0, 0.0, 0.5],
+        [1.0, 3.0, 0.5, 0.0],
+        [0.0, 0.5, 2.0, 0.3],
+        [0.5, 0.0, 0.3, 1.0]
+    ];
+    let b = array![[1.0, -2.0, 0.5, 3.0]];
+    let mut m = model([0.0, 0.0]);
+    m.weight = Array2::zeros((1, 4));
+    let report = Lbfgs::new()
+        .history(history)
+        .tolerance_grad(1e-12)
+        .tolerance_change(0.0)
+        .minimize(&mut m, |m| {
+            let tape = Tape::new();
+            let x = tape.param(&m.weight);
+            let f = x
+                .matmul(tape.constant(&a))
+                .matmul(x.t())
+                .mul_scalar(0.5)
+                .sub(x.matmul(tape.constant(b.t())));
+            Ok::<_, tapegrad::Error>((f.item(), tape.backward(f)?))
+        })
+        .unwrap();
+    // the minimum, by solving A·x = b with Gaussian elimination by hand
+    let mut aug = ndarray::concatenate![ndarray::Axis(1), a.clone(), b.t().to_owned()];
+    for c in 0..4 {
+        let d = aug[[c, c]];
+        aug.row_mut(c).mapv_inplace(|v| v / d);
+        for r in (0..4).filter(|&r| r != c) {
+            let f = aug[[r, c]];
+            let row = aug.row(c).to_owned();
+            aug.row_mut(r).scaled_add(-f, &row);
+        }
+    }
+    let expected = aug.column(4).to_owned().insert_axis(ndarray::Axis(0));
+    (m.weight, expected, report)
+}
+
+#[test]
+fn lbfgs_finds_the_minimum_of_a_quadratic_in_a_few_iterations() {
+    let (x, expected, report) = quadratic_minimum(10);
+    assert!(report.converged, "{report:?}");
+    assert!(report.iterations <= 15, "{report:?}");
+    for (a, b) in x.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-9, "{x} vs {expected}");
+    }
+    // one correction pair is a weaker model of the Hessian: slower, same answer
+    let (x, expected, report) = quadratic_minimum(1);
+    assert!(report.converged, "{report:?}");
+    for (a, b) in x.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-7, "{x} vs {expected}");
+    }
+}
+
+#[test]
+fn lbfgs_shortens_steps_where_the_objective_fails_and_reports_other_failures() {
+    // (x − 3)², undefined (an error) beyond x = 3.5: the first steps overshoot into the
+    // failing region and are cut back
+    let mut m = model([0.0, 0.0]);
+    let report = Lbfgs::new()
+        .minimize(&mut m, |m| {
+            let tape = Tape::new();
+            let w = tape.param(&m.weight);
+            if m.weight.iter().any(|&v| v > 3.5) {
+                return Err(tapegrad::ErrorKind::NoGradient.to_string());
+            }
+            let f = w.add_scalar(-3.0).square().sum();
+            Ok((f.item(), tape.backward(f).map_err(|e| e.to_string())?))
+        })
+        .unwrap();
+    assert!(report.converged, "{report:?}");
+    assert!(
+        m.weight.iter().all(|v| (v - 3.0).abs() < 1e-6),
+        "{}",
+        m.weight
+    );
+    // a failure at the starting point is returned
+    let mut m = model([0.0, 0.0]);
+    let err = Lbfgs::new()
+        .minimize(&mut m, |_| Err::<(f64, Gradients<f64>), _>("no value here"))
+        .unwrap_err();
+    assert_eq!(err, LbfgsError::Objective("no value here"));
+    // a parameter without a gradient is named
+    let mut m = model([1.0, 2.0]);
+    m.bias = Some(array![[0.0]]);
+    let err = Lbfgs::new()
+        .minimize(&mut m, |m| {
+            let tape = Tape::new();
+            let f = tape.param(&m.weight).sum();
+            Ok::<_, tapegrad::Error>((f.item(), tape.backward(f)?))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, LbfgsError::Gradient(OptimError::NoGradient { name, .. }) if name == "bias"),
+        "{err}"
     );
 }

@@ -1,5 +1,6 @@
 //! Optimizers over a model's [`Parameters`]: [`Sgd`] (momentum, Nesterov, weight decay),
-//! [`Adam`] and AdamW ([`Adam::adamw`]); gradient-norm clipping ([`clip_grad_norm`]); a
+//! [`Adam`] and AdamW ([`Adam::adamw`]); [`Lbfgs`] for full-batch problems (it evaluates
+//! the objective itself); gradient-norm clipping ([`clip_grad_norm`]); a
 //! learning-rate schedule hook (`schedule` on each optimizer).
 //!
 //! An optimizer walks the model's parameters in their fixed order, finds each one's
@@ -30,9 +31,11 @@
 //! ```
 
 mod adam;
+mod lbfgs;
 mod sgd;
 
 pub use adam::Adam;
+pub use lbfgs::{Lbfgs, LbfgsError, LbfgsReport};
 pub use sgd::Sgd;
 
 use std::fmt;
