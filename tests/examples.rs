@@ -14,6 +14,10 @@ mod custom_op;
 #[path = "../examples/digits.rs"]
 #[allow(dead_code)]
 mod digits;
+#[cfg(feature = "linalg")]
+#[path = "../examples/gp_co2.rs"]
+#[allow(dead_code)]
+mod gp_co2;
 #[path = "../examples/gradient_penalty.rs"]
 #[allow(dead_code)]
 mod gradient_penalty;
@@ -161,4 +165,129 @@ fn the_transformer_reaches_97_percent_on_held_out_digits() {
         last.test_accuracy
     );
     assert!(run.curve[0].loss > 5.0 * last.loss);
+}
+
+/// scikit-learn's numbers for the CO2 Gaussian process (`tests/data/gp_co2_sklearn.txt`,
+/// written by `tests/data/make_gp_fixture.py`), by name.
+#[cfg(feature = "linalg")]
+fn gp_fixture() -> std::collections::HashMap<String, Vec<f64>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gp_co2_sklearn.txt");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?.to_string();
+            let values: Vec<f64> = parts.filter_map(|v| v.parse().ok()).collect();
+            Some((name, values))
+        })
+        .collect()
+}
+
+#[cfg(feature = "linalg")]
+#[test]
+fn gp_co2_preprocessing_matches_scikit_learns_example() {
+    let fx = gp_fixture();
+    let data = gp_co2::load().unwrap();
+    let n = data.x.nrows();
+    assert_eq!(n as f64, fx["n"][0]);
+    assert!((data.y_mean - fx["y_mean"][0]).abs() <= 1e-12 * fx["y_mean"][0]);
+    let (x, y) = (data.x.column(0), data.y.column(0));
+    for i in 0..3 {
+        assert_eq!(x[i], fx["x_head"][i]);
+        assert_eq!(x[n - 3 + i], fx["x_tail"][i]);
+        assert!((y[i] + data.y_mean - fx["y_head"][i]).abs() < 1e-12);
+        assert!((y[n - 3 + i] + data.y_mean - fx["y_tail"][i]).abs() < 1e-12);
+    }
+}
+
+#[cfg(feature = "linalg")]
+#[test]
+fn gp_co2_log_marginal_likelihood_and_gradient_match_scikit_learn() {
+    // 1e-8 relative: K + 1e-10·I has a condition number near 1.2e8, so two correct f64
+    // implementations agree to ~2e-10 relative in the value and ~5e-8 absolute in the
+    // gradient (the fixture script's notes)
+    let fx = gp_fixture();
+    let data = gp_co2::load().unwrap();
+    let gp = gp_co2::Gp::initial();
+    for (a, b) in gp.theta.iter().zip(&fx["theta_init"]) {
+        assert!((a - b).abs() < 1e-15, "theta {a} vs {b}");
+    }
+    let (lml, grad) = gp_co2::lml_and_gradient(&gp.theta, &data).unwrap();
+    let want = fx["lml_init"][0];
+    assert!((lml - want).abs() <= 1e-8 * want.abs(), "{lml} vs {want}");
+    eprintln!(
+        "LML {lml} vs {want}: relative difference {:.1e}",
+        ((lml - want) / want).abs()
+    );
+    let want = &fx["grad_init"];
+    let scale = want.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let worst = grad
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!(
+        "gradient: largest difference {worst:.1e}, relative to its largest element {:.1e}",
+        worst / scale
+    );
+    for (k, (a, b)) in grad.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-8 * scale,
+            "d LML / d {}: {a} vs scikit-learn's {b}",
+            gp_co2::THETA_NAMES[k]
+        );
+    }
+}
+
+#[cfg(feature = "linalg")]
+#[test]
+fn gp_co2_fit_reaches_scikit_learns_optimum() {
+    let fx = gp_fixture();
+    let data = gp_co2::load().unwrap();
+    let run = gp_co2::fit(&data, |_, _| {}).unwrap();
+    let (lml, _) = gp_co2::lml_and_gradient(&run.gp.theta, &data).unwrap();
+    let best = fx["lml_fit"][0];
+    assert!(
+        (lml - best).abs() < 0.1,
+        "fitted {lml}, scikit-learn {best}"
+    );
+    assert!(
+        run.curve.iter().all(|&v| v <= lml + 1e-9),
+        "the fit keeps the best point"
+    );
+    // the same kernel, to scikit-learn's printed precision
+    let theta_fit = ndarray::Array2::from_shape_vec((1, 11), fx["theta_fit"].clone()).unwrap();
+    assert_eq!(
+        gp_co2::kernel_string(&run.gp.theta),
+        gp_co2::kernel_string(&theta_fit)
+    );
+    // and a forecast that continues the trend: 2030 above the last observation
+    let xs = ndarray::Array2::from_elem((1, 1), 2030.5);
+    let (mean, std) = gp_co2::predict(&run.gp.theta, &data, &xs).unwrap();
+    assert!(mean[0] > 371.0 && std[0] > 0.0, "{mean:?} ± {std:?}");
+}
+
+#[cfg(feature = "linalg")]
+#[test]
+fn gp_co2_prints_kernels_as_scikit_learn_does() {
+    assert_eq!(gp_co2::g3(44.8123), "44.8");
+    assert_eq!(gp_co2::g3(2500.0), "2.5e+03");
+    assert_eq!(gp_co2::g3(0.0367), "0.0367");
+    assert_eq!(gp_co2::g3(1.0), "1");
+    assert_eq!(gp_co2::g3(0.00001234), "1.23e-05");
+    assert_eq!(gp_co2::g3(999.7), "1e+03");
+    let initial = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/gp_co2_sklearn.txt"
+    ))
+    .unwrap();
+    let line = initial
+        .lines()
+        .find(|l| l.starts_with("# initial kernel: "))
+        .unwrap();
+    assert_eq!(
+        gp_co2::kernel_string(&gp_co2::Gp::initial().theta),
+        line.trim_start_matches("# initial kernel: ")
+    );
 }
