@@ -6,7 +6,7 @@
 //! benches/callgrind.sh            # W0 and W1, tape / nn / hand, per step and ratios
 //! ```
 //!
-//! By hand: `instructions <W0|W1|W2> <tape|nn|hand> <steps>` runs one warm-up step and
+//! By hand: `instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>` runs one warm-up step and
 //! then `steps` steps; the difference of two counts (say 20 and 10 steps) divided by the
 //! difference in steps is the count of one steady-state step, without the set-up. Run by
 //! `cargo bench` (which passes `--bench`), it prints this usage and exits.
@@ -17,11 +17,11 @@ mod transformer;
 
 use std::hint::black_box;
 
-use common::{HandTrainer, NnTrainer, TapeTrainer, W0, W1, W2, setup};
+use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, setup};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: instructions <W0|W1|W2> <tape|nn|hand> <steps>, or transformer <steps>";
+    let usage = "usage: instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>, or transformer <steps>";
     if args.len() == 2 && args[0] == "transformer" {
         let steps: usize = args[1].parse().expect(usage);
         let (x, labels) = transformer::batch();
@@ -47,6 +47,14 @@ fn main() {
     let mut step: Box<dyn FnMut() -> f32> = match args[1].as_str() {
         "tape" => {
             let mut t = TapeTrainer::new(net);
+            Box::new(move || t.step(&x, &y))
+        }
+        "plain" => {
+            let mut t = TapeTrainer::with(net, Path::Plain);
+            Box::new(move || t.step(&x, &y))
+        }
+        "linear" => {
+            let mut t = TapeTrainer::with(net, Path::Linear);
             Box::new(move || t.step(&x, &y))
         }
         "nn" => {

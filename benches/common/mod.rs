@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Axis, Zip};
+use ndarray::{Array2, Zip};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, StandardNormal, Uniform};
@@ -75,17 +75,38 @@ fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
-/// Train steps through the tape. The gradients of one step are handed to the next
-/// backward pass ([`BackwardOptions::reuse`]), so parameter gradients are written into
-/// last step's buffers instead of fresh allocations.
+/// How a tape step is written: the bias added by a broadcasting `add` after `matmul`
+/// (`Plain`) or by the fused `linear` op; gradients fresh every step or written into last
+/// step's buffers (`BackwardOptions::reuse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// `sigmoid(h.matmul(w) + b)`, a new `Gradients` every step: the obvious loop.
+    Plain,
+    /// `sigmoid(h.linear(w, b))`, a new `Gradients` every step.
+    Linear,
+    /// `linear`, with last step's gradients handed to backward (`reuse`).
+    Reuse,
+}
+
+/// Train steps through the tape, written as `path` says. [`TapeTrainer::new`] is the
+/// fastest form, `Path::Reuse`.
 pub struct TapeTrainer {
     pub net: Mlp,
+    path: Path,
     grads: Option<Gradients<f32>>,
 }
 
 impl TapeTrainer {
     pub fn new(net: Mlp) -> Self {
-        TapeTrainer { net, grads: None }
+        Self::with(net, Path::Reuse)
+    }
+
+    pub fn with(net: Mlp, path: Path) -> Self {
+        TapeTrainer {
+            net,
+            path,
+            grads: None,
+        }
     }
 
     /// One train step. Returns the loss.
@@ -96,13 +117,13 @@ impl TapeTrainer {
             let tape = Tape::new();
             let mut h = tape.constant(x);
             for (w, b) in net.ws.iter().zip(&net.bs) {
-                h = h.linear(tape.param(w), tape.param(b)).sigmoid();
+                h = match self.path {
+                    Path::Plain => (h.matmul(tape.param(w)) + tape.param(b)).sigmoid(),
+                    Path::Linear | Path::Reuse => h.linear(tape.param(w), tape.param(b)).sigmoid(),
+                };
             }
             let loss = h.mse_loss(tape.constant(y));
-            let opts = match previous {
-                Some(g) => BackwardOptions::new().reuse(g),
-                None => BackwardOptions::new(),
-            };
+            let opts = BackwardOptions::new().reuse(previous);
             (
                 loss.item(),
                 tape.backward_with(loss, opts).expect("scalar loss"),
@@ -112,7 +133,9 @@ impl TapeTrainer {
             let g = grads.wrt(p).expect("every parameter is on the tape");
             p.scaled_add(-LR, g);
         }
-        self.grads = Some(grads);
+        if self.path == Path::Reuse {
+            self.grads = Some(grads);
+        }
         loss
     }
 }
@@ -120,11 +143,14 @@ impl TapeTrainer {
 /// Train steps by hand, with the textbook formulas:
 /// `delta_L = 2(out − y)/n ∘ out ∘ (1 − out)`, `dW_l = h_{l−1}ᵀ·delta_l`,
 /// `db_l = colsum(delta_l)`, `delta_{l−1} = (delta_l·W_lᵀ) ∘ h_{l−1} ∘ (1 − h_{l−1})`.
-/// Careful ndarray: in-place bias and activation, one fused pass per delta, transposes as
-/// views, and weight gradients written by GEMM (beta = 0) into buffers kept from one step
-/// to the next, like the tape's.
+/// The strongest plain ndarray code for it: nothing is allocated in a steady step. Every
+/// activation, delta and gradient has a buffer kept from one step to the next; products
+/// are GEMMs with beta = 0 into those buffers, transposes are views, bias and sigmoid are
+/// one fused pass, each delta one fused pass, and parameters are updated in place.
 pub struct HandTrainer {
     pub net: Mlp,
+    hs: Vec<Array2<f32>>,
+    deltas: Vec<Array2<f32>>,
     dws: Vec<Array2<f32>>,
     dbs: Vec<Array2<f32>>,
 }
@@ -133,39 +159,61 @@ impl HandTrainer {
     pub fn new(net: Mlp) -> Self {
         let dws = net.ws.iter().map(|w| Array2::zeros(w.dim())).collect();
         let dbs = net.bs.iter().map(|b| Array2::zeros(b.dim())).collect();
-        HandTrainer { net, dws, dbs }
+        HandTrainer {
+            net,
+            hs: Vec::new(),
+            deltas: Vec::new(),
+            dws,
+            dbs,
+        }
     }
 
     /// One train step. Returns the loss.
     pub fn step(&mut self, x: &Array2<f32>, y: &Array2<f32>) -> f32 {
         let net = &mut self.net;
         let layers = net.ws.len();
-        let mut hs: Vec<Array2<f32>> = Vec::with_capacity(layers);
+        if self.hs.first().is_none_or(|h| h.nrows() != x.nrows()) {
+            let shapes = net.ws.iter().map(|w| (x.nrows(), w.ncols()));
+            self.hs = shapes.clone().map(Array2::zeros).collect();
+            self.deltas = shapes.map(Array2::zeros).collect();
+        }
+        let hs = &mut self.hs;
         for l in 0..layers {
-            let input = if l == 0 { x } else { &hs[l - 1] };
-            let mut z = input.dot(&net.ws[l]);
-            z += &net.bs[l];
-            z.mapv_inplace(sigmoid);
-            hs.push(z);
+            let (done, rest) = hs.split_at_mut(l);
+            let input = if l == 0 { x } else { &done[l - 1] };
+            let z = &mut rest[0];
+            general_mat_mul(1.0, input, &net.ws[l], 0.0, z);
+            Zip::from(z)
+                .and_broadcast(&net.bs[l])
+                .for_each(|z, &b| *z = sigmoid(*z + b));
         }
         let out = &hs[layers - 1];
         let n = out.len() as f32;
         let mut sq = 0.0;
-        let mut delta = Zip::from(out).and(y).map_collect(|&o, &t| {
-            let d = o - t;
-            sq += d * d;
-            2.0 * d / n * o * (1.0 - o)
-        });
+        Zip::from(&mut self.deltas[layers - 1])
+            .and(out)
+            .and(y)
+            .for_each(|delta, &o, &t| {
+                let d = o - t;
+                sq += d * d;
+                *delta = 2.0 * d / n * o * (1.0 - o);
+            });
         for l in (0..layers).rev() {
             let input = if l == 0 { x } else { &hs[l - 1] };
-            general_mat_mul(1.0, &input.t(), &delta, 0.0, &mut self.dws[l]);
-            self.dbs[l].row_mut(0).assign(&delta.sum_axis(Axis(0)));
+            let (below, here) = self.deltas.split_at_mut(l);
+            let delta = &here[0];
+            general_mat_mul(1.0, &input.t(), delta, 0.0, &mut self.dws[l]);
+            let mut db = self.dbs[l].row_mut(0);
+            db.fill(0.0);
+            for row in delta.rows() {
+                db += &row;
+            }
             if l > 0 {
-                let mut dh = delta.dot(&net.ws[l].t());
-                Zip::from(&mut dh)
+                let dh = &mut below[l - 1];
+                general_mat_mul(1.0, delta, &net.ws[l].t(), 0.0, dh);
+                Zip::from(dh)
                     .and(&hs[l - 1])
                     .for_each(|d, &h| *d *= h * (1.0 - h));
-                delta = dh;
             }
             net.ws[l].scaled_add(-LR, &self.dws[l]);
             net.bs[l].scaled_add(-LR, &self.dbs[l]);
@@ -209,10 +257,7 @@ impl NnTrainer {
             let tape = Tape::new();
             let out = self.model.forward(tape.constant(x)).expect("shapes fit");
             let loss = out.mse_loss(tape.constant(y));
-            let opts = match previous {
-                Some(g) => BackwardOptions::new().reuse(g),
-                None => BackwardOptions::new(),
-            };
+            let opts = BackwardOptions::new().reuse(previous);
             (
                 loss.item(),
                 tape.backward_with(loss, opts).expect("scalar loss"),
