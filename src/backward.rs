@@ -14,26 +14,26 @@
 
 use std::panic::Location;
 
-use ndarray::Array2;
+use ndarray::{Array2, CowArray, Ix2};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::gradients::Gradients;
 use crate::tape::{Inner, Node, NodeId, Value, source};
-use crate::{Float, Tape, Tensor};
+use crate::{Float, Tape, Tensor, kernels};
 
-/// Options for [`Tape::backward_with`].
+/// Options for [`Tape::backward_with`]. The lifetime is that of a borrowed seed.
 #[derive(Clone, Debug)]
-pub struct BackwardOptions<F> {
+pub struct BackwardOptions<'a, F: Float> {
     retain_graph: bool,
-    seed: Option<Array2<F>>,
+    seed: Option<CowArray<'a, F, Ix2>>,
     /// Non-leaf tensors whose gradient the caller wants: (tape id, node id).
     keep: Vec<(u64, NodeId)>,
     /// An earlier step's gradients, whose buffers this pass writes into.
     reuse: Option<Gradients<F>>,
 }
 
-impl<F> Default for BackwardOptions<F> {
+impl<F: Float> Default for BackwardOptions<'_, F> {
     fn default() -> Self {
         BackwardOptions {
             retain_graph: false,
@@ -44,7 +44,7 @@ impl<F> Default for BackwardOptions<F> {
     }
 }
 
-impl<F> BackwardOptions<F> {
+impl<'a, F: Float> BackwardOptions<'a, F> {
     /// The defaults: seed `∂L/∂L = 1` for a 1 × 1 root, release the graph as it is consumed.
     pub fn new() -> Self {
         Self::default()
@@ -58,8 +58,13 @@ impl<F> BackwardOptions<F> {
 
     /// Start from `seed = ∂L/∂root` instead of 1: backward from a non-scalar root computes
     /// the vector-Jacobian product with `seed`. It must have the root's shape.
-    pub fn seed(mut self, seed: Array2<F>) -> Self {
-        self.seed = Some(seed);
+    ///
+    /// The seed is an owned array (moved in, not copied), or a borrowed one (`&g`,
+    /// `g.view()`): a fixed upstream gradient used at every step is then read where it
+    /// is, and copied once per pass into a recycled buffer (see [`crate::pool`]) only if the
+    /// root's rule has to consume it.
+    pub fn seed(mut self, seed: impl Into<CowArray<'a, F, Ix2>>) -> Self {
+        self.seed = Some(seed.into());
         self
     }
 
@@ -78,10 +83,7 @@ impl<F> BackwardOptions<F> {
     /// let grads = tape.backward_with(loss, BackwardOptions::new().retain_grad(h)).unwrap();
     /// assert_eq!(grads.get(h).unwrap(), &array![[6.0, 12.0]]); // 2h
     /// ```
-    pub fn retain_grad(mut self, t: Tensor<'_, F>) -> Self
-    where
-        F: Float,
-    {
+    pub fn retain_grad(mut self, t: Tensor<'_, F>) -> Self {
         self.keep.push((t.tape.id(), t.id));
         self
     }
@@ -93,6 +95,9 @@ impl<F> BackwardOptions<F> {
     /// to. Training loops that keep their gradients from one step to the next allocate no
     /// parameter-sized buffer after the first step.
     ///
+    ///
+    /// It takes a `Gradients` or an `Option` of one (`None` on the first step):
+    ///
     /// ```
     /// use ndarray::array;
     /// use tapegrad::{BackwardOptions, Tape};
@@ -102,16 +107,17 @@ impl<F> BackwardOptions<F> {
     /// for _ in 0..3 {
     ///     let tape = Tape::new();
     ///     let loss = tape.constant(array![[1.0, -1.0]]).matmul(tape.param(&w)).sum();
-    ///     let opts = match grads.take() {
-    ///         Some(previous) => BackwardOptions::new().reuse(previous),
-    ///         None => BackwardOptions::new(),
-    ///     };
+    ///     let opts = BackwardOptions::new().reuse(grads.take());
     ///     grads = Some(tape.backward_with(loss, opts).unwrap());
     /// }
     /// assert_eq!(grads.unwrap().wrt(&w).unwrap(), &array![[1.0, 1.0], [-1.0, -1.0]]);
     /// ```
-    pub fn reuse(mut self, previous: Gradients<F>) -> Self {
-        self.reuse = Some(previous);
+    ///
+    /// Since every tape recycles released buffers ([`crate::pool`]), a loop without `reuse`
+    /// pays no page faults either; `reuse` still saves the pool look-up and lets the weight
+    /// gradient's GEMM write straight into last step's buffer.
+    pub fn reuse(mut self, previous: impl Into<Option<Gradients<F>>>) -> Self {
+        self.reuse = previous.into();
         self
     }
 }
@@ -162,7 +168,7 @@ impl<'t, F: Float> Tape<'t, F> {
     pub fn backward_with(
         &self,
         root: Tensor<'t, F>,
-        opts: BackwardOptions<F>,
+        opts: BackwardOptions<'_, F>,
     ) -> Result<Gradients<F>> {
         let location = Location::caller();
         let fail = |kind| Err(Error::new("backward", kind, location));
@@ -176,7 +182,9 @@ impl<'t, F: Float> Tape<'t, F> {
                     seed: seed.dim(),
                 });
             }
-            Some(seed) => seed,
+            // an owned seed moves in; a borrowed one is copied (the root's rule consumes it)
+            Some(seed) if seed.is_owned() => seed.into_owned(),
+            Some(seed) => kernels::copy(seed.view()),
             None if root.shape != (1, 1) => {
                 return fail(ErrorKind::NotScalar { shape: root.shape });
             }
@@ -302,6 +310,7 @@ fn release_if_unused<F: Float>(
 ) {
     if uses[id] == 0 && id != root_source && !nodes[id].leaf {
         if let Value::Owned(_) = values[id] {
+            // the buffer goes to the pool
             values[id] = Value::Released(id);
         }
     }

@@ -35,6 +35,7 @@ pub trait Float:
     + Sync
     + 'static
     + sealed::Sealed
+    + crate::pool::Pooled
 {
     /// Converts an `f64` literal or count, rounding to nearest for `f32`.
     fn cast(x: f64) -> Self;

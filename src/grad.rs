@@ -8,7 +8,7 @@
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use crate::Float;
-use crate::kernels::{broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape};
+use crate::kernels::{self, broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape};
 use crate::tape::{Lane, Node, NodeId, Value, view_of};
 
 /// What a rule sees during backward: the values it saved and the gradient slots of its
@@ -117,9 +117,9 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             (slot @ None, None) => {
                 let d = d.broadcast(shape).expect("checked above");
                 *slot = Some(if alpha == F::one() {
-                    d.to_owned()
+                    kernels::copy(d)
                 } else {
-                    d.mapv(|v| alpha * v)
+                    kernels::map(d, |v| alpha * v)
                 });
             }
         }

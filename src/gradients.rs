@@ -7,7 +7,7 @@ use ndarray::{Array2, ArrayBase, ArrayView2, Data, Ix2};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::tape::{Node, NodeId, Value};
-use crate::{Float, Tensor};
+use crate::{Float, Tensor, pool};
 
 /// Identifies a borrowed leaf by its storage, so [`Gradients::wrt`] can find the gradient
 /// of a model's parameter from the array itself.
@@ -190,7 +190,7 @@ enum Found {
 
 /// One gradient: of a leaf that requires one, or of a tensor named with `retain_grad`.
 #[derive(Clone, Debug)]
-struct Entry<F> {
+struct Entry<F: Float> {
     id: NodeId,
     /// The storage of a borrowed parameter, for [`Gradients::wrt`]; `None` for owned leaves,
     /// retained intermediates and parameters whose storage overlaps another's.
@@ -210,7 +210,7 @@ struct Entry<F> {
 ///
 /// [`Tape::param`]: crate::Tape::param
 #[derive(Clone, Debug)]
-pub struct Gradients<F> {
+pub struct Gradients<F: Float> {
     tape: u64,
     /// Sorted by node id.
     entries: Vec<Entry<F>>,
@@ -220,6 +220,19 @@ pub struct Gradients<F> {
     /// The transposed views of parameters that also went on the tape, with the gradient in
     /// their orientation (a copy), so that either array finds it.
     transposed: Vec<(ViewKey, Array2<F>)>,
+}
+
+/// A dropped `Gradients` hands its buffers to this thread's pool ([`crate::pool`]): the
+/// next step's gradients reuse them.
+impl<F: Float> Drop for Gradients<F> {
+    fn drop(&mut self) {
+        for e in self.entries.drain(..) {
+            pool::give_array(e.grad);
+        }
+        for (_, g) in self.transposed.drain(..) {
+            pool::give_array(g);
+        }
+    }
 }
 
 impl<F: Float> Gradients<F> {
@@ -287,6 +300,9 @@ impl<F: Float> Gradients<F> {
             grad,
         }));
         entries.sort_by_key(|e| e.id);
+        for buffer in slots.into_iter().chain(spare).flatten() {
+            pool::give_array(buffer);
+        }
         Gradients {
             tape,
             entries,
@@ -299,14 +315,14 @@ impl<F: Float> Gradients<F> {
     /// leaf of the new tape with the same storage and shape as one here, its old buffer,
     /// by node id. Buffers whose parameter is gone are dropped.
     pub(crate) fn into_spare(
-        self,
+        mut self,
         nodes: &[Node<F>],
         values: &[Value<'_, F>],
         n: usize,
     ) -> Vec<Option<Array2<F>>> {
         let mut spare: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
         spare.resize_with(n, || None);
-        let mut entries = self.entries;
+        let mut entries = std::mem::take(&mut self.entries);
         for (id, node) in nodes[..n].iter().enumerate() {
             if let (true, Value::Borrowed(v)) = (node.leaf && node.requires_grad, &values[id]) {
                 let key = ViewKey::of(v);

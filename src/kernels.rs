@@ -14,12 +14,41 @@ use std::mem::MaybeUninit;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-use crate::Float;
+use crate::{Float, pool};
 
-/// `A·B` in a new array (GEMM with beta = 0).
+/// `A·B` in a new array (GEMM with beta = 0), in a recycled buffer where the pool has one.
 #[inline]
 pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
-    a.dot(&b)
+    match pool::take_array((a.nrows(), b.ncols())) {
+        Some(mut c) => {
+            gemm_into(a, b, &mut c);
+            c
+        }
+        None => a.dot(&b),
+    }
+}
+
+/// `f` of every element of `x`, in a new array (a recycled buffer where the pool has one).
+#[inline]
+pub(crate) fn map<F: Float>(x: ArrayView2<'_, F>, f: impl Fn(F) -> F) -> Array2<F> {
+    match pool::take_array(x.dim()) {
+        Some(mut y) => {
+            Zip::from(&mut y).and(&x).for_each(|y, &x| *y = f(x));
+            y
+        }
+        None => x.mapv(f),
+    }
+}
+
+/// A copy of `x` in standard layout (a recycled buffer where the pool has one).
+pub(crate) fn copy<F: Float>(x: ArrayView2<'_, F>) -> Array2<F> {
+    match pool::take_array(x.dim()) {
+        Some(mut y) => {
+            y.assign(&x);
+            y
+        }
+        None => x.to_owned(),
+    }
 }
 
 /// Room for `len` elements, or `None` if the system refuses the allocation: ops whose
@@ -34,6 +63,10 @@ fn try_vec<F>(len: usize) -> Option<Vec<F>> {
 /// A zero matrix of `shape`, or `None` if the allocation is refused. Zeroed by the
 /// allocator (`calloc`), so a large result costs no pass and touches no page until used.
 pub(crate) fn try_zeros<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
+    if let Some(mut z) = pool::take_array(shape) {
+        z.fill(F::zero());
+        return Some(z);
+    }
     let len = shape.0.checked_mul(shape.1)?;
     if len == 0 {
         return Array2::from_shape_vec(shape, Vec::new()).ok();
@@ -52,7 +85,11 @@ pub(crate) fn try_zeros<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
 
 /// `A·B` in a new array (GEMM with beta = 0), or `None` if the allocation is refused.
 pub(crate) fn try_gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Option<Array2<F>> {
-    let mut c = try_zeros((a.nrows(), b.ncols()))?;
+    let shape = (a.nrows(), b.ncols());
+    let mut c = match pool::take_array(shape) {
+        Some(c) => c,
+        None => try_zeros(shape)?,
+    };
     gemm_into(a, b, &mut c);
     Some(c)
 }
@@ -70,6 +107,10 @@ pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Option<Arr
     if m == 0 || n == 0 {
         // nothing to copy (and no loop over 2⁴⁰ empty rows)
         return try_zeros((m, n));
+    }
+    if let Some(mut out) = pool::take_array((m, n)) {
+        out.assign(&b.broadcast((m, n))?);
+        return Some(out);
     }
     let mut out = try_vec(m.checked_mul(n)?)?;
     match b.as_slice() {
@@ -117,6 +158,15 @@ pub(crate) fn zip_broadcast<F: Float>(
     let len = shape.0.checked_mul(shape.1)?;
     if a.dim() == shape && b.dim() == (1, shape.1) && shape.1 > 0 {
         if let (Some(xs), Some(bs)) = (a.as_slice(), b.as_slice()) {
+            if let Some(mut out) = pool::take_array(shape) {
+                let rows = out.as_slice_mut().expect("a pooled array is standard");
+                for (o, x) in rows.chunks_exact_mut(shape.1).zip(xs.chunks_exact(shape.1)) {
+                    o.iter_mut()
+                        .zip(x.iter().zip(bs))
+                        .for_each(|(o, (&x, &b))| *o = f(x, b));
+                }
+                return Some(out);
+            }
             let mut out = try_vec(len)?;
             for row in xs.chunks_exact(shape.1) {
                 out.extend(row.iter().zip(bs).map(|(&x, &b)| f(x, b)));
@@ -130,6 +180,13 @@ pub(crate) fn zip_broadcast<F: Float>(
     let b = b
         .broadcast(shape)
         .expect("the op checked that the shapes broadcast");
+    if let Some(mut out) = pool::take_array(shape) {
+        Zip::from(&mut out)
+            .and(&a)
+            .and(&b)
+            .for_each(|o, &a, &b| *o = f(a, b));
+        return Some(out);
+    }
     let mut out = uninit(shape)?;
     Zip::from(&mut out).and(&a).and(&b).for_each(|o, &a, &b| {
         o.write(f(a, b));
@@ -173,7 +230,7 @@ pub(crate) fn sum_to_shape<F: Float>(g: ArrayView2<'_, F>, shape: (usize, usize)
     }
     let (r, c) = g.dim();
     match (shape.0 == 1 && r != 1, shape.1 == 1 && c != 1) {
-        (false, false) => g.to_owned(),
+        (false, false) => copy(g),
         (true, false) => column_sums(g),
         (false, true) => g.sum_axis(Axis(1)).insert_axis(Axis(1)),
         (true, true) => Array2::from_elem((1, 1), g.sum()),

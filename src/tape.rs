@@ -9,6 +9,7 @@ use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix1, Ix2};
 
 use crate::error::{Error, ErrorKind};
 use crate::gradients::{Params, ViewKey};
+use crate::pool::Buffer;
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
@@ -16,9 +17,10 @@ use crate::{Float, Tensor};
 pub(crate) type NodeId = usize;
 
 /// Where a node's value lives.
-pub(crate) enum Value<'t, F> {
-    /// Computed by an op, or moved in by the user.
-    Owned(Array2<F>),
+pub(crate) enum Value<'t, F: Float> {
+    /// Computed by an op, or moved in by the user. Its buffer goes to the thread's pool
+    /// when the value is released or the tape dropped ([`Buffer`]).
+    Owned(Buffer<F>),
     /// Borrowed from the caller (a model's parameters): no copy.
     Borrowed(ArrayView2<'t, F>),
     /// A view of another node's value (which may itself be a view): `t`, `detach`, slices
@@ -172,12 +174,12 @@ impl<F: Float> Inner<'_, F> {
 
 /// The view of node `id`'s value, or `Err(lost)` if it was released, `lost` being the node
 /// whose value backward released.
-pub(crate) fn view_of<'a, F>(
+pub(crate) fn view_of<'a, F: Float>(
     values: &'a [Value<'_, F>],
     id: NodeId,
 ) -> std::result::Result<ArrayView2<'a, F>, NodeId> {
     match &values[id] {
-        Value::Owned(a) => Ok(a.view()),
+        Value::Owned(a) => Ok(a.0.view()),
         Value::Borrowed(v) => Ok(v.view()),
         Value::Released(lost) => Err(*lost),
         Value::Alias { of, map } => Ok(map.apply(view_of(values, *of)?)),
@@ -185,7 +187,7 @@ pub(crate) fn view_of<'a, F>(
 }
 
 /// The node whose storage `id`'s value is (itself, unless `id` is a view).
-pub(crate) fn source<F>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
+pub(crate) fn source<F: Float>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
     let mut id = id;
     while let Value::Alias { of, .. } = values[id] {
         id = of;
@@ -255,27 +257,27 @@ pub struct TapeStats {
 
 /// Data a leaf tensor can be made from: an owned matrix (moved onto the tape) or a borrowed
 /// one (no copy). A 1-D array becomes a 1 × n row, the shape of a bias.
-pub struct LeafData<'t, F>(Value<'t, F>);
+pub struct LeafData<'t, F: Float>(Value<'t, F>);
 
-impl<'t, F> From<Array2<F>> for LeafData<'t, F> {
+impl<'t, F: Float> From<Array2<F>> for LeafData<'t, F> {
     fn from(a: Array2<F>) -> Self {
-        LeafData(Value::Owned(a))
+        LeafData(Value::Owned(Buffer(a)))
     }
 }
 
-impl<'t, F> From<ArrayView2<'t, F>> for LeafData<'t, F> {
+impl<'t, F: Float> From<ArrayView2<'t, F>> for LeafData<'t, F> {
     fn from(v: ArrayView2<'t, F>) -> Self {
         LeafData(Value::Borrowed(v))
     }
 }
 
-impl<'t, F, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix2>> for LeafData<'t, F> {
+impl<'t, F: Float, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix2>> for LeafData<'t, F> {
     fn from(a: &'t ArrayBase<S, Ix2>) -> Self {
         LeafData(Value::Borrowed(a.view()))
     }
 }
 
-impl<'t, F, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix1>> for LeafData<'t, F> {
+impl<'t, F: Float, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix1>> for LeafData<'t, F> {
     fn from(a: &'t ArrayBase<S, Ix1>) -> Self {
         LeafData(Value::Borrowed(a.view().insert_axis(Axis(0))))
     }
@@ -353,7 +355,7 @@ impl<'t, F: Float> Tape<'t, F> {
     pub fn leaf(&'t self, data: impl Into<LeafData<'t, F>>, requires_grad: bool) -> Tensor<'t, F> {
         let value = data.into().0;
         let shape = match &value {
-            Value::Owned(a) => a.dim(),
+            Value::Owned(a) => a.0.dim(),
             Value::Borrowed(v) => v.dim(),
             Value::Alias { .. } | Value::Released(_) => unreachable!("leaf data is an array"),
         };
@@ -444,7 +446,7 @@ impl<'t, F: Float> Tape<'t, F> {
     pub fn stats(&self) -> TapeStats {
         let inner = self.inner.borrow();
         let owned = inner.values.iter().filter_map(|v| match v {
-            Value::Owned(a) => Some(a.len()),
+            Value::Owned(a) => Some(a.0.len()),
             _ => None,
         });
         let (owned_values, elements) = owned.fold((0, 0), |(n, e), len| (n + 1, e + len));
@@ -504,7 +506,7 @@ impl<'t, F: Float> Tape<'t, F> {
         rule: Option<(Saves, Rule<F>)>,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
-        let value = value.map_or_else(Value::Released, Value::Owned);
+        let value = value.map_or_else(Value::Released, |a| Value::Owned(Buffer(a)));
         let requires_grad = rule.is_some();
         self.push(op, value, shape, inputs, rule, requires_grad, location)
     }

@@ -14,15 +14,17 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use common::{HandTrainer, TapeTrainer, W0, W1, W2, setup};
+use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, setup};
 use ndarray::Array2;
-use tapegrad::{BackwardOptions, Tape};
+use tapegrad::{BackwardOptions, Tape, pool};
 
 struct Counting;
 
 thread_local! {
     /// Allocations made by this thread.
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    /// Allocations of at least `pool::MIN_BYTES` made by this thread.
+    static LARGE: Cell<usize> = const { Cell::new(0) };
     /// Bytes allocated minus bytes freed by this thread.
     static LIVE: Cell<isize> = const { Cell::new(0) };
     /// The largest `LIVE` seen since the last reset.
@@ -34,6 +36,8 @@ thread_local! {
 /// and works at any point of a thread's life; `try_with` covers its very end.
 fn count(bytes: isize, alloc: bool) {
     let _ = ALLOCS.try_with(|a| a.set(a.get() + usize::from(alloc)));
+    let large = alloc && bytes >= tapegrad::pool::MIN_BYTES as isize;
+    let _ = LARGE.try_with(|a| a.set(a.get() + usize::from(large)));
     let _ = LIVE.try_with(|l| {
         let live = l.get() + bytes;
         l.set(live);
@@ -63,6 +67,11 @@ static ALLOCATOR: Counting = Counting;
 /// This thread's allocations so far.
 fn allocs() -> usize {
     ALLOCS.with(Cell::get)
+}
+
+/// This thread's allocations of pooled size so far.
+fn large_allocs() -> usize {
+    LARGE.with(Cell::get)
 }
 
 /// This thread's live bytes.
@@ -138,6 +147,78 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
     assert_eq!(live(), live_before, "live bytes grew over 10,000 steps");
 }
 
+/// The obvious loop (a new tape every step, the bias added by a plain `add`, gradients
+/// dropped every step, no option) takes every large buffer of a steady step from the
+/// pool: it makes no more allocations of pooled size than the hand-written step, which
+/// keeps all its buffers. (That is none with OpenBLAS; without it, matrixmultiply
+/// allocates its packing buffer inside some GEMM calls, on both sides alike.)
+#[test]
+fn steady_steps_of_the_obvious_loop_allocate_no_large_buffer() {
+    let large_per_3_steps = |step: &mut dyn FnMut()| {
+        for _ in 0..3 {
+            step();
+        }
+        let before = large_allocs();
+        for _ in 0..3 {
+            step();
+        }
+        large_allocs() - before
+    };
+    for w in [W1, W2] {
+        let (net, x, y) = setup(w);
+        let mut hand = HandTrainer::new(net.clone());
+        let gemm = large_per_3_steps(&mut || {
+            hand.step(&x, &y);
+        });
+        if cfg!(feature = "blas") {
+            assert_eq!(gemm, 0, "the hand-written step allocates nothing");
+        }
+        for path in [Path::Plain, Path::Linear, Path::Reuse] {
+            let mut trainer = TapeTrainer::with(net.clone(), path);
+            let large = large_per_3_steps(&mut || {
+                trainer.step(&x, &y);
+            });
+            assert_eq!(
+                large, gemm,
+                "{} {path:?}: {large} large allocations in 3 steps, by hand {gemm}",
+                w.name
+            );
+        }
+    }
+    pool::trim();
+}
+
+/// A step through `nn::Sequential` and `optim::Sgd` allocates no more than the same step
+/// written with tape ops: walking the model's named parameters (three times per optimizer
+/// step) formats no name into a new `String`.
+#[test]
+fn nn_and_optim_steps_allocate_no_more_than_plain_tape_steps() {
+    for w in [W0, W1] {
+        let (net, x, y) = setup(w);
+        let mut tape = TapeTrainer::new(net.clone());
+        let mut nn = NnTrainer::new(net);
+        let per_step = |step: &mut dyn FnMut()| {
+            for _ in 0..3 {
+                step();
+            }
+            let before = allocs();
+            step();
+            allocs() - before
+        };
+        let by_tape = per_step(&mut || {
+            tape.step(&x, &y);
+        });
+        let by_nn = per_step(&mut || {
+            nn.step(&x, &y);
+        });
+        eprintln!(
+            "{}: {by_tape} allocations per tape step, {by_nn} per nn + optim step",
+            w.name
+        );
+        assert!(by_nn <= by_tape, "{}: nn {by_nn} > tape {by_tape}", w.name);
+    }
+}
+
 /// The peak bytes of a W2 step, against what any backprop must hold: parameters, the
 /// activations the rules save, and one gradient per parameter.
 #[test]
@@ -156,7 +237,9 @@ fn w2_step_peak_memory() {
         + y.len() * f;
     let data = (x.len() + y.len()) * f;
     trainer.step(&x, &y);
-    // live now: parameters, data, and the gradients kept for the next step
+    // live now: parameters, data, and the gradients kept for the next step (the pool is
+    // emptied, so that the step's buffers count at their full size)
+    pool::trim();
     let base = live();
     reset_peak();
     trainer.step(&x, &y);
@@ -184,6 +267,7 @@ const BUF: usize = N * N * 8;
 /// chain of DEPTH layers `h = tanh(h·W)` with one shared N × N weight: backward frees as
 /// it goes.
 fn measure(retain: bool) -> (usize, usize, usize) {
+    pool::trim();
     let w = Array2::from_shape_fn((N, N), |(i, j)| {
         ((i * 7 + j * 3) % 11) as f64 / 110.0 - 0.05
     });
@@ -203,7 +287,9 @@ fn measure(retain: bool) -> (usize, usize, usize) {
     let peak = peak();
     assert_eq!(grads.len(), 1);
     drop(grads);
-    (before as usize, peak as usize, live() as usize)
+    // what the program holds: buffers waiting in the pool are free for the next step
+    let after = live() - pool::stats().bytes as isize;
+    (before as usize, peak as usize, after as usize)
 }
 
 #[test]

@@ -514,7 +514,7 @@ fn trace() -> bool {
 }
 
 /// What one run of a program produced.
-struct Outcome<F> {
+struct Outcome<F: tapegrad::Float> {
     loss: Option<f64>,
     /// Whether every value the program computed was finite (finite differences are an
     /// oracle only then: past an overflow, ∞·0 = NaN is the right gradient of IEEE math).

@@ -19,8 +19,9 @@ use ndarray::{Array2, ArrayView2, Zip};
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
+use crate::pool::Buffer;
 use crate::rule::{Backward, Rule, Saves};
-use crate::{Float, Tensor};
+use crate::{Float, Tensor, kernels};
 
 /// The scalar loss as a 1 × 1 array.
 pub(super) fn scalar<F: Float>(x: F) -> Array2<F> {
@@ -79,17 +80,22 @@ impl<'t, F: Float> Tensor<'t, F> {
         let scale = F::cast(2.0) / F::cast((self.shape.0 * self.shape.1) as f64);
         let track = tape.track(&[self, target]);
         let forward = tape.read2(self.id, target.id, |p, t| {
-            let mut sq = F::zero();
-            let diff = Zip::from(&p).and(&t).map_collect(|&p, &t| {
-                let d = p - t;
-                sq += d * d;
-                d
-            });
+            let diff = kernels::zip_broadcast(p, t, p.dim(), |p, t| p - t)
+                .expect("two arrays of one shape");
+            let sq = diff.iter().fold(F::zero(), |s, &d| s + d * d);
             (sq * scale / F::cast(2.0), diff)
         });
         let (y, rule) = match forward {
             Ok((loss, diff)) => {
-                let rule = track.then(|| (Saves::NONE, Rule::boxed(MseBackward { diff, scale })));
+                let rule = track.then(|| {
+                    (
+                        Saves::NONE,
+                        Rule::boxed(MseBackward {
+                            diff: Buffer(diff),
+                            scale,
+                        }),
+                    )
+                });
                 (Ok(scalar(loss)), rule)
             }
             Err(lost) => (Err(lost), None),
@@ -389,8 +395,8 @@ fn bce_tensor<'t, F: Float>(
 }
 
 /// `dP = 2g (P − T) / NC`, `dT = −dP`.
-struct MseBackward<F> {
-    diff: Array2<F>,
+struct MseBackward<F: Float> {
+    diff: Buffer<F>,
     /// `2 / NC`
     scale: F,
 }

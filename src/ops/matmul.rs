@@ -189,6 +189,7 @@ fn matmul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         let x = ctx.input(0);
         ctx.accumulate_gemm(1, x.t(), g.view());
     }
+    crate::pool::give_array(g);
 }
 
 /// `dX = G·Wᵀ`, `dW = Xᵀ·G`, recorded.

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::rule::{Backward, Rule, Saves};
-use crate::{Float, Tensor};
+use crate::{Float, Tensor, kernels};
 
 /// An elementwise function and its derivative, in both rule forms.
 pub(super) trait Unary<F: Float>: Copy + 'static {
@@ -134,7 +134,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
         let tape = self.tape;
-        let y = tape.read1(self.id, |x| x.mapv(|v| u.f(v)));
+        let y = tape.read1(self.id, |x| kernels::map(x, |v| u.f(v)));
         let rule = tape.track(&[self]).then(|| {
             let saves = if U::DF_USES_OUTPUT {
                 Saves::output()
