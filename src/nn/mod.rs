@@ -115,7 +115,7 @@ pub fn visit_child<'a, F: Float>(
     child: &'a dyn Parameters<F>,
     f: &mut dyn FnMut(&str, &'a Array2<F>),
 ) {
-    child.visit(&mut |name, p| f(&format!("{prefix}.{name}"), p));
+    child.visit(&mut |name, p| with_joined(prefix, name, |full| f(full, p)));
 }
 
 /// The mutable twin of [`visit_child`].
@@ -124,5 +124,22 @@ pub fn visit_child_mut<'a, F: Float>(
     child: &'a mut dyn Parameters<F>,
     f: &mut dyn FnMut(&str, &'a mut Array2<F>),
 ) {
-    child.visit_mut(&mut |name, p| f(&format!("{prefix}.{name}"), p));
+    child.visit_mut(&mut |name, p| with_joined(prefix, name, |full| f(full, p)));
+}
+
+/// Calls `f` with `prefix.name`, joined in a buffer on the stack when it fits (every name
+/// of a real model does), so that walking a model's parameters allocates nothing.
+fn with_joined<R>(prefix: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+    const ROOM: usize = 256;
+    let len = prefix.len() + 1 + name.len();
+    if len > ROOM {
+        return f(&format!("{prefix}.{name}"));
+    }
+    let mut buf = [0u8; ROOM];
+    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    buf[prefix.len()] = b'.';
+    buf[prefix.len() + 1..len].copy_from_slice(name.as_bytes());
+    // two strings joined by an ASCII byte are UTF-8
+    let joined = std::str::from_utf8(&buf[..len]).expect("UTF-8 joined at a character boundary");
+    f(joined)
 }

@@ -49,16 +49,32 @@ impl<F: Float> Sequential<F> {
 
 impl<F: Float> Parameters<F> for Sequential<F> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
+        let mut digits = [0u8; 20];
         for (i, layer) in self.layers.iter().enumerate() {
-            visit_child(&i.to_string(), layer.as_ref(), f);
+            visit_child(decimal(i, &mut digits), layer.as_ref(), f);
         }
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {
+        let mut digits = [0u8; 20];
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            visit_child_mut(&i.to_string(), layer.as_mut(), f);
+            visit_child_mut(decimal(i, &mut digits), layer.as_mut(), f);
         }
     }
+}
+
+/// `i` in decimal, written into `digits` (no allocation: models are walked every step).
+fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).expect("ASCII digits")
 }
 
 impl<F: Float> Module<F> for Sequential<F> {
@@ -110,4 +126,15 @@ pub fn mlp<F: Float>(
         }
     }
     net
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut digits = [0u8; 20];
+        for i in [0, 7, 10, 12_345, usize::MAX] {
+            assert_eq!(super::decimal(i, &mut digits), i.to_string());
+        }
+    }
 }
