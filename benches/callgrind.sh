@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instructions of one steady-state train step (W0 and W1 by default), through the tape,
-# through nn + optim, and by hand, counted by callgrind: independent of the machine's load.
+# Instructions of one steady-state train step (W0 and W1 by default), through the tape
+# (plain ops, the fused `linear`, `linear` + reuse), through nn + optim, and by hand,
+# counted by callgrind: independent of the machine's load.
 #
 #   benches/callgrind.sh [features] [workloads]     e.g. benches/callgrind.sh openblas "W0 W1"
 #
@@ -21,12 +22,14 @@ for w in $workloads; do
     n=4
     [ "$w" = W0 ] && n=200
     declare -A per
-    for t in tape nn hand; do
+    for t in plain linear tape nn hand; do
         a=$(count "$w" "$t" "$n")
         b=$(count "$w" "$t" "$((2 * n))")
         per[$t]=$(( (b - a) / n ))
     done
-    printf '%s: tape %d, nn %d, hand %d instructions per step; tape / hand %.3f, nn / hand %.3f\n' \
-        "$w" "${per[tape]}" "${per[nn]}" "${per[hand]}" \
-        "$(echo "${per[tape]} / ${per[hand]}" | bc -l)" "$(echo "${per[nn]} / ${per[hand]}" | bc -l)"
+    printf '%s: instructions per step: hand %d' "$w" "${per[hand]}"
+    for t in plain linear tape nn; do
+        printf ', %s %d (%.3f)' "$t" "${per[$t]}" "$(echo "${per[$t]} / ${per[hand]}" | bc -l)"
+    done
+    printf '   (tape = linear + reuse; ratio to hand in parentheses)\n'
 done

@@ -6,7 +6,8 @@
 //! cargo bench --bench mlp            # pure Rust: matrixmultiply for both sides
 //! ```
 //!
-//! Groups are named `mlp/step/<workload>`; compare `tape` with `hand`. Set up with ndarray
+//! Groups are named `mlp/step/<workload>`; compare `tape` with `hand`, and for W2
+//! `remat` (every layer checkpointed) with `tape`. Set up with ndarray
 //! 0.17; the GEMM backend is printed at start.
 
 mod common;
@@ -14,7 +15,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{HandTrainer, TapeTrainer, W0, W1, W2, Workload, setup};
+use common::{HandTrainer, Path, TapeTrainer, W0, W1, W2, Workload, setup};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn step(c: &mut Criterion, w: Workload, samples: usize) {
@@ -35,6 +36,12 @@ fn step(c: &mut Criterion, w: Workload, samples: usize) {
     }
     group.bench_function("tape", |b| b.iter(|| black_box(tape.step(&x, &y))));
     group.bench_function("hand", |b| b.iter(|| black_box(hand.step(&x, &y))));
+    if w.name == W2.name {
+        // gradient checkpointing: every layer recomputed during backward
+        let (net, ..) = setup(w);
+        let mut remat = TapeTrainer::with(net, Path::Remat);
+        group.bench_function("remat", |b| b.iter(|| black_box(remat.step(&x, &y))));
+    }
     group.finish();
 }
 

@@ -13,7 +13,8 @@
 //!
 //! Paths: `plain` (`sigmoid(h.matmul(w) + b)`, a new `Gradients` every step), `linear`
 //! (the fused op), `reuse` (`linear` with last step's gradients handed to backward), `nn`
-//! (`nn::Sequential` + `optim::Sgd` + reuse). W3 is the matmul VJP alone: `sum` writes the
+//! (`nn::Sequential` + `optim::Sgd` + reuse), `remat` (`reuse` with every layer a
+//! `Tape::remat` block: gradient checkpointing). W3 is the matmul VJP alone: `sum` writes the
 //! loss as `sum(Y ∘ G)`, `seed` hands `G` to backward as the seed (borrowed), against three
 //! GEMMs into kept buffers.
 
@@ -101,6 +102,7 @@ fn mlp(name: &str, w: Workload, steps: usize) {
         ("plain", Path::Plain),
         ("linear", Path::Linear),
         ("reuse", Path::Reuse),
+        ("remat", Path::Remat),
     ] {
         let mut t = TapeTrainer::with(net.clone(), path);
         let r = paired(

@@ -31,6 +31,9 @@ pub struct BackwardOptions<'a, F: Float> {
     keep: Vec<(u64, NodeId)>,
     /// An earlier step's gradients, whose buffers this pass writes into.
     reuse: Option<Gradients<F>>,
+    /// Buffers by node id to write first contributions into (a rematerialised block
+    /// hands down the main tape's spare buffers of its inputs).
+    spare: Vec<Option<Array2<F>>>,
 }
 
 impl<F: Float> Default for BackwardOptions<'_, F> {
@@ -40,6 +43,7 @@ impl<F: Float> Default for BackwardOptions<'_, F> {
             seed: None,
             keep: Vec::new(),
             reuse: None,
+            spare: Vec::new(),
         }
     }
 }
@@ -118,6 +122,12 @@ impl<'a, F: Float> BackwardOptions<'a, F> {
     /// gradient's GEMM write straight into last step's buffer.
     pub fn reuse(mut self, previous: impl Into<Option<Gradients<F>>>) -> Self {
         self.reuse = previous.into();
+        self
+    }
+
+    /// Buffers by node id for first contributions (unused with `reuse`).
+    pub(crate) fn spare(mut self, spare: Vec<Option<Array2<F>>>) -> Self {
+        self.spare = spare;
         self
     }
 }
@@ -221,7 +231,7 @@ impl<'t, F: Float> Tape<'t, F> {
         slots[root.id] = Some(seed);
         let mut spare = match opts.reuse {
             Some(previous) => previous.into_spare(nodes, values, n),
-            None => Vec::new(),
+            None => opts.spare,
         };
         let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 

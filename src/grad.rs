@@ -25,6 +25,11 @@ pub(crate) struct Ctx<'a, 't, F: Float> {
 }
 
 impl<'a, F: Float> Ctx<'a, '_, F> {
+    /// The number of inputs.
+    pub(crate) fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// Whether input `k` wants a gradient; a rule skips the work for inputs that do not.
     pub(crate) fn needs_grad(&self, k: usize) -> bool {
         self.nodes[self.inputs[k]].requires_grad
@@ -63,7 +68,7 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
 
     /// A spare buffer for input `k`'s first contribution, if one was handed in and the
     /// slot is still empty.
-    fn spare(&mut self, k: usize) -> Option<Array2<F>> {
+    pub(crate) fn spare(&mut self, k: usize) -> Option<Array2<F>> {
         let id = self.inputs[k];
         match self.slots[id] {
             None => self.spare.get_mut(id).and_then(Option::take),

@@ -40,6 +40,11 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
     }
 
     /// The number of inputs.
+    pub(crate) fn tape(&self) -> &'t Tape<'t, F> {
+        self.tape
+    }
+
+    /// The number of inputs.
     pub(crate) fn inputs(&self) -> usize {
         self.inputs.len()
     }

@@ -33,6 +33,13 @@ pub(crate) trait Backward<F: Float> {
     /// The array form: adds each input's contribution through `ctx`.
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>);
 
+    /// The array form, for a rule that can fail (one that runs user code again, like a
+    /// rematerialised block). What backward calls; by default [`Backward::backward`].
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        self.backward(g, ctx);
+        Ok(())
+    }
+
     /// The tensor form: adds each input's contribution, as a tensor, through `ctx`.
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()>;
 }
@@ -94,7 +101,7 @@ impl<F: Float> Rule<F> {
     ) -> Result<()> {
         match self {
             Rule::Fn { vjp, param, .. } => vjp(*param, g, ctx),
-            Rule::Boxed(rule) => rule.backward(g, ctx),
+            Rule::Boxed(rule) => rule.try_backward(g, ctx)?,
             Rule::FirstOrderOnly(op) => {
                 return Err(Error::new(op, ErrorKind::NotDifferentiable, location));
             }

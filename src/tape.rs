@@ -473,6 +473,18 @@ impl<'t, F: Float> Tape<'t, F> {
         self.grad_enabled.get() && inputs.iter().any(|t| t.requires_grad)
     }
 
+    /// Moves the value of `t` out of the tape (which must not read it again), or copies it
+    /// when `t` is a view or a leaf.
+    pub(crate) fn take_value(&self, t: Tensor<'_, F>) -> Array2<F> {
+        let mut inner = self.inner.borrow_mut();
+        let leaf = inner.nodes[t.id].leaf;
+        if let (Value::Owned(b), false) = (&mut inner.values[t.id], leaf) {
+            return std::mem::replace(&mut b.0, Array2::zeros((0, 0)));
+        }
+        let view = view_of(&inner.values, t.id).expect("a value the block just computed");
+        crate::kernels::copy(view)
+    }
+
     /// Runs `f` on the value of `a`, or returns `Err(lost)` if it was released.
     pub(crate) fn read1<R>(
         &self,

@@ -113,6 +113,8 @@ fn ops<F: Elem>() -> Vec<Op<F>> {
     let mut ops = vec![
         Op { name: "matmul", arity: 2, f: |x| x[0].try_matmul(x[1]), fits: product },
         Op { name: "linear", arity: 3, f: |x| x[0].try_linear(x[1], x[2]), fits: layer },
+        Op { name: "remat", arity: 3, f: |x| x[0].tape().remat(&[x[0], x[1], x[2]], |y| Ok(y[0].try_linear(y[1], y[2])?.tanh())), fits: layer },
+        Op { name: "remat", arity: 2, f: |x| x[0].tape().remat(&[x[0], x[1]], |y| y[0].try_mul(y[1])), fits: broadcasts },
         Op { name: "add", arity: 2, f: |x| x[0].try_add(x[1]), fits: broadcasts },
         Op { name: "sub", arity: 2, f: |x| x[0].try_sub(x[1]), fits: broadcasts },
         Op { name: "mul", arity: 2, f: |x| x[0].try_mul(x[1]), fits: broadcasts },

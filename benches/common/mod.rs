@@ -86,6 +86,14 @@ pub enum Path {
     Linear,
     /// `linear`, with last step's gradients handed to backward (`reuse`).
     Reuse,
+    /// As `Reuse`, every layer a rematerialised block (`Tape::remat`): the tape keeps
+    /// only the layer boundaries, and backward runs each layer's forward again.
+    Remat,
+}
+
+/// One layer, `sigmoid(X·W + b)`, as a block for `Tape::remat`.
+pub fn layer<'s>(xs: &[tapegrad::Tensor<'s, f32>]) -> tapegrad::Result<tapegrad::Tensor<'s, f32>> {
+    Ok(xs[0].try_linear(xs[1], xs[2])?.sigmoid())
 }
 
 /// Train steps through the tape, written as `path` says. [`TapeTrainer::new`] is the
@@ -120,6 +128,9 @@ impl TapeTrainer {
                 h = match self.path {
                     Path::Plain => (h.matmul(tape.param(w)) + tape.param(b)).sigmoid(),
                     Path::Linear | Path::Reuse => h.linear(tape.param(w), tape.param(b)).sigmoid(),
+                    Path::Remat => tape
+                        .remat(&[h, tape.param(w), tape.param(b)], layer)
+                        .expect("shapes fit"),
                 };
             }
             let loss = h.mse_loss(tape.constant(y));
@@ -133,7 +144,7 @@ impl TapeTrainer {
             let g = grads.wrt(p).expect("every parameter is on the tape");
             p.scaled_add(-LR, g);
         }
-        if self.path == Path::Reuse {
+        if matches!(self.path, Path::Reuse | Path::Remat) {
             self.grads = Some(grads);
         }
         loss
@@ -203,10 +214,15 @@ impl HandTrainer {
             let (below, here) = self.deltas.split_at_mut(l);
             let delta = &here[0];
             general_mat_mul(1.0, &input.t(), delta, 0.0, &mut self.dws[l]);
-            let mut db = self.dbs[l].row_mut(0);
+            let db = self.dbs[l].as_slice_mut().expect("a standard row");
             db.fill(0.0);
-            for row in delta.rows() {
-                db += &row;
+            let cols = db.len();
+            for row in delta
+                .as_slice()
+                .expect("a standard buffer")
+                .chunks_exact(cols)
+            {
+                db.iter_mut().zip(row).for_each(|(d, &r)| *d += r);
             }
             if l > 0 {
                 let dh = &mut below[l - 1];

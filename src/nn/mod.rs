@@ -130,7 +130,7 @@ pub fn visit_child_mut<'a, F: Float>(
 /// Calls `f` with `prefix.name`, joined in a buffer on the stack when it fits (every name
 /// of a real model does), so that walking a model's parameters allocates nothing.
 fn with_joined<R>(prefix: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
-    const ROOM: usize = 256;
+    const ROOM: usize = 64;
     let len = prefix.len() + 1 + name.len();
     if len > ROOM {
         return f(&format!("{prefix}.{name}"));

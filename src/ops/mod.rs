@@ -87,6 +87,7 @@
 //! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) | recomputes `softmax(Z)`; `onehot(y)` a constant |
 //! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
 //! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
+//! | `remat(inputs, f)`, a method of the tape | `f(inputs)` on a tape of its own; only the result is kept | `f` run again on the saved inputs, then backward through it with seed `G` | the inputs | `f` run again on this tape, its VJP recorded (`grad_seeded`) |
 //! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I` | nothing | `broadcast_to(g) ∘ I`, `I` a constant |
 //! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`, zeros elsewhere | nothing | `diag_embed(G)`, padded with constant zeros |
 //! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
@@ -167,6 +168,7 @@ mod math;
 mod matmul;
 mod norm;
 mod reduce;
+mod remat;
 mod scalar;
 mod select;
 mod shape;
@@ -174,3 +176,5 @@ mod softmax;
 #[cfg(feature = "linalg")]
 mod solve;
 mod unary;
+
+pub use remat::MAX_INPUTS as REMAT_MAX_INPUTS;
