@@ -103,6 +103,13 @@ pub enum ErrorKind {
         /// What it must be.
         rule: &'static str,
     },
+    /// Two `Gradients` combined by arithmetic do not hold the same parameters: one has a
+    /// gradient of this shape that the other cannot be matched with (a parameter only one
+    /// side borrowed, a different shape, or a gradient no array identifies).
+    Unmatched {
+        /// The shape of the gradient without a match.
+        shape: (usize, usize),
+    },
     /// An axis other than 0 (rows) or 1 (columns).
     Axis {
         /// The axis given.
@@ -274,6 +281,11 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Parameter { name, value, rule } => {
                 write!(f, "parameter {name} = {value} {rule}")
             }
+            ErrorKind::Unmatched { shape: (r, c) } => write!(
+                f,
+                "the {r} × {c} gradient has no counterpart in the other Gradients (both \
+                 must hold the gradients of the same borrowed parameters)"
+            ),
             ErrorKind::Axis { axis } => {
                 write!(
                     f,

@@ -141,6 +141,7 @@ mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod parallel;
 pub mod pool;
 mod rule;
 mod tape;

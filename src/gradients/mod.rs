@@ -1,6 +1,7 @@
 //! What backward returns ([`Gradients`]), found by tensor or by the parameter's array
-//! (`keys.rs`).
+//! (`keys.rs`), and its arithmetic for reductions over shards (`arith.rs`).
 
+mod arith;
 mod keys;
 
 pub(crate) use keys::{Params, ViewKey};
