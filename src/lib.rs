@@ -73,6 +73,13 @@
 //!   differentiate again (a gradient penalty), or differentiate them along a direction
 //!   (a Hessian-vector product). [`functional`] has `vjp`, `jvp` (forward mode by two
 //!   reverse passes), `hvp`, `jacobian` and `hessian`.
+//! - Memory: buffers that a tape releases go to a per-thread [`pool`] that the next step's
+//!   ops draw from, so the obvious loop (a new tape every step) faults no page in a steady
+//!   step; [`Tape::remat`] recomputes a block's intermediates during backward instead of
+//!   keeping them (gradient checkpointing), with bitwise the same gradients.
+//! - Both cores: [`parallel::DataParallel`] runs shards of a batch on their own tapes in
+//!   parallel and reduces their gradients in a fixed order (deterministic); [`Gradients`]
+//!   can be added and scaled parameter by parameter.
 //!
 //! # Higher order
 //!
@@ -114,7 +121,9 @@
 //! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
 //! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order; first-order backward on arrays; backward recorded on the tape ([`Tape::grad`]) |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
+//! | memory | [`pool`], [`Tape::remat`] | recycled buffers; gradient checkpointing |
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW, L-BFGS |
+//! | parallel | [`parallel`] | data parallelism across cores, on rayon |
 //! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
