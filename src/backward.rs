@@ -64,9 +64,9 @@ impl<'a, F: Float> BackwardOptions<'a, F> {
     /// the vector-Jacobian product with `seed`. It must have the root's shape.
     ///
     /// The seed is an owned array (moved in, not copied), or a borrowed one (`&g`,
-    /// `g.view()`): a fixed upstream gradient used at every step is then read where it
-    /// is, and copied once per pass into a recycled buffer (see [`crate::pool`]) only if the
-    /// root's rule has to consume it.
+    /// `g.view()`): a fixed upstream gradient used at every step then needs no clone by
+    /// the caller; backward copies it once per pass into a recycled buffer (see
+    /// [`crate::pool`]), since the root's rule consumes its gradient.
     pub fn seed(mut self, seed: impl Into<CowArray<'a, F, Ix2>>) -> Self {
         self.seed = Some(seed.into());
         self

@@ -40,6 +40,7 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
     }
 
     /// The number of inputs.
+    /// The tape the rule records on.
     pub(crate) fn tape(&self) -> &'t Tape<'t, F> {
         self.tape
     }

@@ -60,13 +60,21 @@ fn try_vec<F>(len: usize) -> Option<Vec<F>> {
     Some(v)
 }
 
-/// A zero matrix of `shape`, or `None` if the allocation is refused. Zeroed by the
-/// allocator (`calloc`), so a large result costs no pass and touches no page until used.
+/// A zero matrix of `shape`, or `None` if the allocation is refused: a recycled buffer
+/// filled with zeros where the pool has one, else zeroed by the allocator (`calloc`),
+/// which costs no pass and touches no page until used.
 pub(crate) fn try_zeros<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
-    if let Some(mut z) = pool::take_array(shape) {
-        z.fill(F::zero());
-        return Some(z);
+    match pool::take_array(shape) {
+        Some(mut z) => {
+            z.fill(F::zero());
+            Some(z)
+        }
+        None => calloc(shape),
     }
+}
+
+/// A zero matrix of `shape` from the allocator (`calloc`), or `None` if refused.
+fn calloc<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
     let len = shape.0.checked_mul(shape.1)?;
     if len == 0 {
         return Array2::from_shape_vec(shape, Vec::new()).ok();
@@ -88,7 +96,7 @@ pub(crate) fn try_gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> 
     let shape = (a.nrows(), b.ncols());
     let mut c = match pool::take_array(shape) {
         Some(c) => c,
-        None => try_zeros(shape)?,
+        None => calloc(shape)?,
     };
     gemm_into(a, b, &mut c);
     Some(c)

@@ -106,8 +106,8 @@ impl<F: Float> DataParallel<F> {
     ///
     /// # Errors
     ///
-    /// The first shard's error (in shard order), or `Unmatched` if the shards' gradients
-    /// are not of the same parameters.
+    /// `Empty` for a batch of no rows; the first shard's error (in shard order), or
+    /// `Unmatched` if the shards' gradients are not of the same parameters.
     #[track_caller]
     pub fn step<S>(&mut self, rows: usize, shard: S) -> Result<(F, &Gradients<F>)>
     where
@@ -127,34 +127,35 @@ impl<F: Float> DataParallel<F> {
             .into_par_iter()
             .map(|(r, reuse)| shard(r, reuse))
             .collect();
+        if ranges.is_empty() {
+            let kind = crate::ErrorKind::Empty { shape: (rows, 0) };
+            return Err(crate::Error::new("data_parallel", kind, location));
+        }
         let n = F::cast(rows as f64);
         let mut loss = F::zero();
-        let mut first = true;
         for (i, (result, r)) in results.into_iter().zip(&ranges).enumerate() {
             let (shard_loss, grads) = result?;
             let w = F::cast(r.len() as f64) / n;
             loss += w * shard_loss;
-            match (&mut self.total, first) {
-                (Some(total), true) => total.assign_scaled(w, &grads)?,
-                (Some(total), false) => total.add_scaled(w, &grads)?,
-                (total @ None, _) => {
-                    let mut g = grads.clone();
-                    g.scale(w);
-                    *total = Some(g);
+            // the first shard overwrites last step's total, or makes a new one when
+            // there is none or the parameters changed
+            let kept = match &mut self.total {
+                Some(total) if i > 0 => {
+                    total.add_scaled(w, &grads)?;
+                    true
                 }
+                Some(total) => total.assign_scaled(w, &grads).is_ok(),
+                None => false,
+            };
+            if !kept {
+                let mut g = grads.clone();
+                g.scale(w);
+                self.total = Some(g);
             }
-            first = false;
             self.previous[i] = Some(grads);
         }
-        match &self.total {
-            Some(total) => Ok((loss, total)),
-            // an empty batch
-            None => Err(crate::Error::new(
-                "data_parallel",
-                crate::ErrorKind::Empty { shape: (rows, 0) },
-                location,
-            )),
-        }
+        let total = self.total.as_ref().expect("made by the first shard");
+        Ok((loss, total))
     }
 }
 

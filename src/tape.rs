@@ -415,13 +415,18 @@ impl<'t, F: Float> Tape<'t, F> {
     /// assert!(!y.requires_grad());
     /// ```
     pub fn no_grad<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.with_grad_enabled(false, f)
+    }
+
+    /// Runs `f` with recording switched on or off, restoring the setting afterwards.
+    pub(crate) fn with_grad_enabled<R>(&self, enabled: bool, f: impl FnOnce() -> R) -> R {
         struct Restore<'a>(&'a Cell<bool>, bool);
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 self.0.set(self.1);
             }
         }
-        let _restore = Restore(&self.grad_enabled, self.grad_enabled.replace(false));
+        let _restore = Restore(&self.grad_enabled, self.grad_enabled.replace(enabled));
         f()
     }
 

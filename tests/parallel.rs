@@ -196,3 +196,15 @@ fn gradients_of_other_parameters_do_not_combine() {
         ErrorKind::Unmatched { .. }
     ));
 }
+
+#[test]
+fn an_empty_batch_is_an_error_even_after_a_step() {
+    let (model, x, y) = setup();
+    let mut dp = DataParallel::new(2);
+    sharded(&mut dp, &model, &x, &y);
+    let e = dp
+        .step(0, |_, _| unreachable!("no shard has rows"))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Empty { .. }), "{e}");
+}

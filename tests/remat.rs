@@ -118,3 +118,44 @@ fn a_block_on_a_released_input_reports_the_release_when_read() {
         "{err}"
     );
 }
+
+#[test]
+fn a_block_whose_result_needs_no_gradient_passes_none_back() {
+    let w = array![[0.5, -1.0]];
+    let grads = |remat: bool| {
+        let tape = Tape::new();
+        let (x, wt) = (tape.constant(array![[1.0, 2.0]]), tape.param(&w));
+        // the block ignores its parameter input
+        let h = if remat {
+            tape.remat(&[x, wt], |xs| Ok(xs[0].tanh())).unwrap()
+        } else {
+            x.tanh()
+        };
+        let loss = h.sum().add(wt.sum());
+        tape.backward(loss).unwrap().wrt(&w).unwrap().clone()
+    };
+    assert_eq!(grads(true), array![[1.0, 1.0]]);
+    assert_eq!(grads(true), grads(false));
+}
+
+#[test]
+fn recorded_gradients_through_a_block_are_right_inside_no_grad() {
+    let w = array![[0.3, -0.2], [0.1, 0.5]];
+    let x = array![[1.0, 2.0], [-1.0, 0.5]];
+    let grad = |remat: bool| {
+        let tape = Tape::new();
+        let wt = tape.param(&w);
+        let h = if remat {
+            tape.remat(&[tape.constant(&x), wt], block).unwrap()
+        } else {
+            tape.constant(&x).matmul(wt).tanh()
+        };
+        let loss = h.square().sum();
+        tape.no_grad(|| tape.grad(loss, &[wt]).unwrap()[0].value())
+    };
+    let (a, b) = (grad(true), grad(false));
+    assert!(b.iter().any(|v| *v != 0.0));
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-14, "{a} vs {b}");
+    }
+}

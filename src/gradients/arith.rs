@@ -62,8 +62,9 @@ impl<F: Float> Gradients<F> {
 
     /// The parameters' gradient buffers, mutably, in the order their leaves were created
     /// (the order of first use in the forward pass, the same on every shard that runs the
-    /// same program): what a collective reduces in place. Retained intermediates are not
-    /// included. Change values only: the gradient of a parameter that also went on the
+    /// same program): what a collective reduces in place. Only gradients found by an
+    /// array are included (those of borrowed parameters): not retained intermediates,
+    /// owned leaves or parameters that overlap another ([`Missing`](crate::Missing)). Change values only: the gradient of a parameter that also went on the
     /// tape transposed is found by [`Gradients::wrt`] through a copy made at backward.
     pub fn params_mut(&mut self) -> impl Iterator<Item = &mut ndarray::Array2<F>> {
         self.entries

@@ -149,6 +149,11 @@ impl<F: Float> Backward<F> for Remat<F> {
             .map(|k| block.leaf(ctx.input(k), ctx.needs_grad(k)))
             .collect();
         let y = (self.block)(&xs)?;
+        if !y.requires_grad {
+            // the block's result depends on no input that wants a gradient (it ignores
+            // them, or cuts the graph inside): nothing flows back
+            return Ok(());
+        }
         // the main tape's buffers for its inputs' gradients, if it was handed any (`reuse`)
         let mut spare: Vec<Option<Array2<F>>> = Vec::new();
         for (k, x) in xs.iter().enumerate() {
@@ -163,8 +168,8 @@ impl<F: Float> Backward<F> for Remat<F> {
         let mut grads = block.backward_with(y, opts)?;
         for (k, x) in xs.iter().enumerate() {
             if ctx.needs_grad(k) {
-                // an input given twice is one leaf of the block's tape: its gradient,
-                // summed over both uses, is taken once
+                // an input given twice is (unless empty) one leaf of the block's tape: its
+                // gradient, summed over both uses, is taken once
                 if let Some(d) = grads.take(*x) {
                     ctx.accumulate(k, d);
                 }
@@ -178,8 +183,12 @@ impl<F: Float> Backward<F> for Remat<F> {
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
         let n = ctx.inputs();
         let tape = ctx.tape();
-        let xs: Vec<Tensor<'t, F>> = (0..n).map(|k| ctx.input(k).mul_scalar(F::one())).collect();
-        let y = (self.block)(&xs)?;
+        let inputs: Vec<Tensor<'t, F>> = (0..n).map(|k| ctx.input(k)).collect();
+        // recorded even inside `no_grad`: the VJP is found through these rules
+        let (xs, y) = tape.with_grad_enabled(true, || {
+            let xs: Vec<Tensor<'t, F>> = inputs.iter().map(|x| x.mul_scalar(F::one())).collect();
+            (self.block)(&xs).map(|y| (xs, y))
+        })?;
         let ds = tape.grad_seeded(y, g, &xs)?;
         for (k, d) in ds.into_iter().enumerate() {
             if ctx.needs_grad(k) {
