@@ -125,6 +125,7 @@
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW, L-BFGS |
 //! | parallel | [`parallel`] | data parallelism across cores, on rayon |
 //! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
+//! | inspection | [`Tape::to_dot`] | the recorded graph as Graphviz DOT |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
 //! [ndarray]: https://docs.rs/ndarray
@@ -145,6 +146,7 @@ pub mod functional;
 mod grad;
 mod gradients;
 mod higher;
+mod inspect;
 pub mod io;
 mod kernels;
 pub mod nn;
