@@ -64,3 +64,44 @@ fn the_seed_001_network_as_dot() {
             .any(|l| l.contains("sigmoid #4") && l.contains("(released)"))
     );
 }
+
+/// `Parameters::without_gradient`: which parameters got no gradient and why, in one call.
+#[test]
+fn the_report_of_parameters_without_a_gradient_names_each_reason() {
+    use ndarray::array;
+    use tapegrad::Missing;
+    use tapegrad::nn::{Linear, Parameters, Sequential};
+    let mut model = Sequential::<f64>::new();
+    model.push(Linear {
+        weight: array![[1.0], [2.0]],
+        bias: Some(array![[0.5]]),
+    });
+    model.push(Linear {
+        weight: array![[3.0]],
+        bias: Some(array![[0.1]]),
+    });
+    model.push(Linear {
+        weight: array![[4.0]],
+        bias: None,
+    });
+    let mut ps = Vec::new();
+    model.visit(&mut |_, p| ps.push(p));
+    let tape = Tape::new();
+    let x = tape.constant(array![[1.0, 1.0]]);
+    let h = x.linear(tape.param(ps[0]), tape.param(ps[1]));
+    // layer 1: the weight goes through detach (cut), the bias in as a constant
+    let h = h
+        .matmul(tape.param(ps[2]).detach())
+        .add(tape.constant(ps[3]));
+    // layer 2: a copy of the weight, which the array cannot be found by
+    let loss = h.matmul(tape.param(ps[4].clone())).sum();
+    let grads = tape.backward(loss).unwrap();
+    assert_eq!(
+        model.without_gradient(&grads),
+        vec![
+            ("1.weight".to_string(), Missing::Unreached),
+            ("1.bias".to_string(), Missing::Constant),
+            ("2.weight".to_string(), Missing::NotOnTape),
+        ]
+    );
+}

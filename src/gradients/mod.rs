@@ -38,6 +38,9 @@ pub enum Missing {
     Overlapping,
     /// The gradient was moved out with [`Gradients::take`].
     Taken,
+    /// On the tape and requiring a gradient, but the root does not depend on it: its
+    /// gradient is zeros ([`Gradients::reason`]; `wrt` and `get` give the zeros).
+    Unreached,
 }
 
 impl std::fmt::Display for Missing {
@@ -60,6 +63,10 @@ impl std::fmt::Display for Missing {
                  gradient would be incomplete (put one view on the tape and slice it there)"
             }
             Missing::Taken => "it was moved out with Gradients::take",
+            Missing::Unreached => {
+                "the loss does not depend on it (it is on the tape, but no op between it and \
+                 the loss used it), so its gradient is zeros"
+            }
         })
     }
 }
@@ -79,6 +86,8 @@ struct Entry<F: Float> {
     /// retained intermediates and parameters whose storage overlaps another's.
     key: Option<ViewKey>,
     grad: Array2<F>,
+    /// Whether backward reached the leaf from the root (else `grad` is zeros).
+    reached: bool,
 }
 
 /// The gradients a backward pass returns: one array per leaf that requires a gradient,
@@ -145,6 +154,7 @@ impl<F: Float> Gradients<F> {
                 }
                 continue;
             }
+            let reached = slots.get(id).is_some_and(Option::is_some);
             let grad = slots.get_mut(id).and_then(Option::take).or_else(|| {
                 // an unreached parameter whose old buffer was handed in: zeros, in place
                 let mut g = spare.get_mut(id).and_then(Option::take)?;
@@ -161,7 +171,12 @@ impl<F: Float> Gradients<F> {
                 }
                 key => key,
             };
-            entries.push(Entry { id, key, grad });
+            entries.push(Entry {
+                id,
+                key,
+                grad,
+                reached,
+            });
         }
         // A parameter that went on the tape transposed is also found by its own array:
         // where both orientations were used, and wherever the transposed view is a
@@ -181,6 +196,7 @@ impl<F: Float> Gradients<F> {
             id,
             key: None,
             grad,
+            reached: true,
         }));
         entries.sort_by_key(|e| e.id);
         for buffer in slots.into_iter().chain(spare).flatten() {
@@ -375,6 +391,42 @@ impl<F: Float> Gradients<F> {
             Found::Entry(i) => Some(&mut self.entries[i].grad),
             Found::Transposed(i) => Some(&mut self.transposed[i].1),
         }
+    }
+
+    /// Why the parameter stored as `array` got no gradient from this backward pass, or
+    /// `None` if it got one: `Unreached` when it was on the tape but the root does not
+    /// depend on it (`wrt` gives zeros then), and the reasons of [`Gradients::try_wrt`]
+    /// otherwise. [`Parameters::without_gradient`](crate::nn::Parameters::without_gradient)
+    /// asks it of every parameter of a model.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{Missing, Tape};
+    ///
+    /// let (w, unused, c) = (array![[1.0]], array![[2.0]], array![[3.0]]);
+    /// let tape = Tape::new();
+    /// let (wt, _) = (tape.param(&w), tape.param(&unused));
+    /// let loss = wt.mul(tape.constant(&c)).sum();
+    /// let grads = tape.backward(loss).unwrap();
+    /// assert_eq!(grads.reason(&w), None);
+    /// assert_eq!(grads.reason(&unused), Some(Missing::Unreached));
+    /// assert_eq!(grads.reason(&c), Some(Missing::Constant));
+    /// assert_eq!(grads.reason(&array![[4.0]]), Some(Missing::NotOnTape));
+    /// ```
+    pub fn reason<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Option<Missing> {
+        let entry = match self.find(array) {
+            Some(Found::Entry(i)) => &self.entries[i],
+            Some(Found::Transposed(i)) => {
+                let own = Some(self.transposed[i].0.transposed());
+                self.entries.iter().find(|e| e.key == own)?
+            }
+            None => {
+                let key = ViewKey::of(&array.view());
+                let why = self.absent.iter().find(|a| a.0 == key);
+                return Some(why.map_or(Missing::NotOnTape, |a| a.1));
+            }
+        };
+        (!entry.reached).then_some(Missing::Unreached)
     }
 
     /// Number of gradients held.

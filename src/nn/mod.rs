@@ -52,7 +52,7 @@ pub use sequential::{Sequential, mlp};
 
 use ndarray::Array2;
 
-use crate::{Float, Gradients, Result, Tensor};
+use crate::{Float, Gradients, Missing, Result, Tensor};
 
 /// A model's parameters, by name, in a fixed order.
 ///
@@ -78,6 +78,32 @@ pub trait Parameters<F: Float> {
         let mut n = 0;
         self.visit(&mut |_, p| n += p.len());
         n
+    }
+
+    /// The parameters that got no gradient from the backward pass `grads` came from,
+    /// with the reason ([`Missing`]: not reached from the loss, a constant, not on the
+    /// tape at all, ...): what to look at when a layer does not learn.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::nn::{Linear, Parameters};
+    /// use tapegrad::{Missing, Tape};
+    ///
+    /// let model = Linear { weight: array![[1.0], [2.0]], bias: Some(array![[0.5]]) };
+    /// let tape = Tape::new();
+    /// let _b = tape.param(model.bias.as_ref().unwrap()); // on the tape, never used
+    /// let loss = tape.constant(array![[1.0, 1.0]]).matmul(tape.param(&model.weight)).sum();
+    /// let grads = tape.backward(loss).unwrap();
+    /// assert_eq!(model.without_gradient(&grads), vec![("bias".to_string(), Missing::Unreached)]);
+    /// ```
+    fn without_gradient(&self, grads: &Gradients<F>) -> Vec<(String, Missing)> {
+        let mut out = Vec::new();
+        self.visit(&mut |name, p| {
+            if let Some(why) = grads.reason(p) {
+                out.push((name.to_string(), why));
+            }
+        });
+        out
     }
 
     /// Each parameter's gradient in `grads`, by name: `None` for a parameter that was not
