@@ -8,12 +8,13 @@
 //! [`MIN_BYTES`] that a tape releases (values freed by backward, a dropped tape's values,
 //! consumed gradients, a dropped [`Gradients`](crate::Gradients)) go to a pool owned by
 //! the thread, and ops that need a buffer of that size take one from it. Nothing is
-//! configured: the obvious loop (a new tape per step, no options) allocates nothing from
-//! the system in a steady step.
+//! configured: the obvious loop (a new tape per step, no options) allocates no large
+//! buffer in a steady step.
 //!
-//! The pool is bounded ([`set_limit`], 256 MiB per thread by default; a buffer that does
-//! not fit is freed as usual) and can be emptied with [`trim`]. Small buffers are not
-//! pooled: `malloc` serves them from its arenas without a system call.
+//! The pool is bounded: 256 MiB ([`DEFAULT_LIMIT`], changed with [`set_limit`]) and 64
+//! buffers per element type and thread; to make room it frees its oldest buffers, and a
+//! buffer larger than the limit is freed as usual. [`trim`] empties it. Small buffers are
+//! not pooled: `malloc` serves them from its arenas without a system call.
 //!
 //! ```
 //! use ndarray::Array2;
