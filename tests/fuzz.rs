@@ -25,6 +25,8 @@
 //! TAPEGRAD_FUZZ_SEED=1234 TAPEGRAD_FUZZ_TRACE=1 cargo test --test fuzz -- --nocapture
 //! ```
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -1069,32 +1071,13 @@ fn random_programs_keep_every_invariant() {
 /// The op list above covers every public op of `src/ops` (as the gradcheck table does).
 #[test]
 fn the_fuzzer_knows_every_op() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
-    let mut missing = Vec::new();
     let names: Vec<&str> = ops::<f64>().iter().map(|o| o.name).collect();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        // the linear-algebra ops exist only with the `linalg` feature
-        let linalg = ["lapack.rs", "solve.rs", "det.rs", "decompose.rs"];
-        if !cfg!(feature = "linalg")
-            && path
-                .file_name()
-                .is_some_and(|n| linalg.iter().any(|l| n == *l))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
-            if let Some(rest) = line.trim_start().strip_prefix("pub fn ") {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                let base = name.strip_prefix("try_").unwrap_or(&name).to_string();
-                let not_an_op = base == "step"; // Span's builder
-                if !not_an_op && !names.contains(&base.as_str()) && !missing.contains(&base) {
-                    missing.push(base);
-                }
-            }
+    let mut missing = Vec::new();
+    for name in common::public_fns_of_ops() {
+        let base = name.strip_prefix("try_").unwrap_or(&name).to_string();
+        let not_an_op = base == "step"; // Span's builder
+        if !not_an_op && !names.contains(&base.as_str()) && !missing.contains(&base) {
+            missing.push(base);
         }
     }
     assert!(

@@ -229,35 +229,10 @@ const NO_GRADIENT: &[&str] = &["argmax", "argmin"];
 /// Public op methods defined in `src/ops/*.rs` (not `try_` forms), by scanning the source:
 /// a new op cannot slip in without a case.
 fn public_ops() -> BTreeSet<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
-    let mut ops = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "mod.rs") {
-            continue;
-        }
-        // the linear-algebra ops exist only with the `linalg` feature
-        let linalg = ["lapack.rs", "solve.rs", "det.rs", "decompose.rs"];
-        if !cfg!(feature = "linalg")
-            && path
-                .file_name()
-                .is_some_and(|n| linalg.iter().any(|l| n == *l))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
-            if let Some(rest) = line.trim_start().strip_prefix("pub fn ") {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.starts_with("try_") && !NOT_OPS.contains(&name.as_str()) {
-                    ops.insert(name);
-                }
-            }
-        }
-    }
-    ops
+    common::public_fns_of_ops()
+        .into_iter()
+        .filter(|name| !name.starts_with("try_") && !NOT_OPS.contains(&name.as_str()))
+        .collect()
 }
 
 #[test]

@@ -92,6 +92,33 @@ fn indices(r: usize, c: usize) -> Vec<usize> {
     (0..r).map(|i| (3 * i + 1) % c).collect()
 }
 
+/// The names of the public functions in `src/ops/*.rs` (`try_` forms included), by
+/// scanning the source, in this build's feature set: how the gradcheck table and the
+/// fuzzer make sure no new op slips past them.
+pub fn public_fns_of_ops() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    // the linear-algebra ops exist only with the `linalg` feature
+    let linalg = ["lapack.rs", "solve.rs", "det.rs", "decompose.rs"];
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if file == "mod.rs" || (!cfg!(feature = "linalg") && linalg.contains(&file)) {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if let Some(rest) = line.trim_start().strip_prefix("pub fn ") {
+                let name = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 /// Every case: the ops of every build, and the linear-algebra ops under `linalg`.
 pub fn cases() -> Vec<Case> {
     #[allow(unused_mut)]
