@@ -372,13 +372,16 @@ impl<F: Float> Gradients<F> {
         array: &ArrayBase<S, Ix2>,
         location: &'static Location<'static>,
     ) -> Error {
-        let key = ViewKey::of(&array.view());
-        let reason = self
-            .absent
+        let reason = self.absent_reason(ViewKey::of(&array.view()));
+        Error::new("wrt", ErrorKind::Missing(reason), location)
+    }
+
+    /// Why storage `key`, which has no gradient entry, has none.
+    fn absent_reason(&self, key: ViewKey) -> Missing {
+        self.absent
             .iter()
             .find(|a| a.0 == key)
-            .map_or(Missing::NotOnTape, |a| a.1);
-        Error::new("wrt", ErrorKind::Missing(reason), location)
+            .map_or(Missing::NotOnTape, |a| a.1)
     }
 
     /// The gradient of the parameter whose data is `array`, mutably (to clip or scale
@@ -420,11 +423,7 @@ impl<F: Float> Gradients<F> {
                 let own = Some(self.transposed[i].0.transposed());
                 self.entries.iter().find(|e| e.key == own)?
             }
-            None => {
-                let key = ViewKey::of(&array.view());
-                let why = self.absent.iter().find(|a| a.0 == key);
-                return Some(why.map_or(Missing::NotOnTape, |a| a.1));
-            }
+            None => return Some(self.absent_reason(ViewKey::of(&array.view()))),
         };
         (!entry.reached).then_some(Missing::Unreached)
     }

@@ -389,16 +389,13 @@ fn gather<F: Float, M: Parameters<F> + ?Sized, E>(
         if error.is_some() {
             return;
         }
-        match grads.try_wrt(p) {
-            Ok(d) => g.extend(d.iter().copied()),
-            Err(e) => {
-                let reason = match e.kind() {
-                    crate::ErrorKind::Missing(m) => *m,
-                    _ => crate::Missing::NotOnTape,
-                };
+        match grads.wrt(p) {
+            Some(d) => g.extend(d.iter().copied()),
+            None => {
                 error = Some(OptimError::NoGradient {
                     name: name.to_string(),
-                    reason,
+                    // `wrt` found no entry, so there is a reason
+                    reason: grads.reason(p).unwrap_or(crate::Missing::NotOnTape),
                 });
             }
         }

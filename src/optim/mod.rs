@@ -39,12 +39,11 @@ pub use lbfgs::{Lbfgs, LbfgsError, LbfgsReport};
 pub use sgd::Sgd;
 
 use std::fmt;
-use std::panic::Location;
 
 use ndarray::Array2;
 
 use crate::nn::Parameters;
-use crate::{ErrorKind, Float, Gradients, Missing};
+use crate::{Float, Gradients, Missing};
 
 /// Updates a model's parameters from their gradients.
 pub trait Optimizer<F: Float> {
@@ -284,16 +283,11 @@ fn check<F: Float>(
             expected: p.dim(),
             found: g.dim(),
         }),
-        None => {
-            let reason = match grads.missing(p, Location::caller()).kind() {
-                ErrorKind::Missing(reason) => *reason,
-                _ => Missing::NotOnTape,
-            };
-            Some(OptimError::NoGradient {
-                name: name.to_string(),
-                reason,
-            })
-        }
+        None => Some(OptimError::NoGradient {
+            name: name.to_string(),
+            // `wrt` found no entry, so there is a reason
+            reason: grads.reason(p).unwrap_or(Missing::NotOnTape),
+        }),
     }
 }
 
