@@ -21,9 +21,10 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload, setup};
+use common::{
+    HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload, seconds_per_call, setup,
+};
 use ndarray::Array2;
 use ndarray::linalg::general_mat_mul;
 use rand::SeedableRng;
@@ -44,15 +45,6 @@ fn minor_faults() -> u64 {
         .unwrap_or(0)
 }
 
-/// Seconds for `n` calls of `f`.
-fn time(n: usize, f: &mut dyn FnMut()) -> f64 {
-    let t = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_secs_f64()
-}
-
 /// The median over rounds of time(tape) / time(hand), the tape's time per step, and its
 /// page faults per step (over all rounds).
 fn paired(steps: usize, tape: &mut dyn FnMut(), hand: &mut dyn FnMut()) -> (f64, f64, f64) {
@@ -64,7 +56,7 @@ fn paired(steps: usize, tape: &mut dyn FnMut(), hand: &mut dyn FnMut()) -> (f64,
     let (mut faults, mut tape_time) = (0, 0.0);
     let mut timed_tape = || {
         let before = minor_faults();
-        let t = time(steps, tape);
+        let t = seconds_per_call(steps, tape);
         faults += minor_faults() - before;
         tape_time += t;
         t
@@ -72,16 +64,20 @@ fn paired(steps: usize, tape: &mut dyn FnMut(), hand: &mut dyn FnMut()) -> (f64,
     for round in 0..ROUNDS {
         let (t, h) = if round % 2 == 0 {
             let t = timed_tape();
-            (t, time(steps, hand))
+            (t, seconds_per_call(steps, hand))
         } else {
-            let h = time(steps, hand);
+            let h = seconds_per_call(steps, hand);
             (timed_tape(), h)
         };
         ratios.push(t / h);
     }
     ratios.sort_by(f64::total_cmp);
     let n = (ROUNDS * steps) as f64;
-    (ratios[ROUNDS / 2], tape_time / n, faults as f64 / n)
+    (
+        ratios[ROUNDS / 2],
+        tape_time / ROUNDS as f64,
+        faults as f64 / n,
+    )
 }
 
 fn report(workload: &str, path: &str, (ratio, per_step, faults): (f64, f64, f64)) {
@@ -124,11 +120,11 @@ fn mlp(name: &str, w: Workload, steps: usize) {
     );
     report(name, "nn", r);
     let before = minor_faults();
-    let n = time(steps * 4, &mut hand_step);
+    let per_step = seconds_per_call(steps * 4, &mut hand_step);
     let faults = (minor_faults() - before) as f64 / (steps * 4) as f64;
     println!(
         "{name:<4} hand    {:30.1} µs per step   {faults:8.1} page faults per step",
-        n / (steps * 4) as f64 * 1e6
+        per_step * 1e6
     );
 }
 

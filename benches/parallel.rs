@@ -9,9 +9,8 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use common::{LR, Mlp, TapeTrainer, W1, W2, Workload, setup};
+use common::{LR, Mlp, TapeTrainer, W1, W2, Workload, seconds_per_call, setup};
 use ndarray::{Array2, s};
 use tapegrad::parallel::DataParallel;
 use tapegrad::{BackwardOptions, Tape};
@@ -47,14 +46,6 @@ impl Sharded {
     }
 }
 
-fn seconds(n: usize, f: &mut dyn FnMut()) -> f64 {
-    let t = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_secs_f64() / n as f64
-}
-
 fn run(w: Workload, steps: usize, rounds: usize) {
     let (net, x, y) = setup(w);
     let mut one = TapeTrainer::new(net.clone());
@@ -79,9 +70,9 @@ fn run(w: Workload, steps: usize, rounds: usize) {
     }
     let (mut r1, mut r2, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let a = seconds(steps, &mut f_one);
-        let b = seconds(steps, &mut f_dp1);
-        let c = seconds(steps, &mut f_dp2);
+        let a = seconds_per_call(steps, &mut f_one);
+        let b = seconds_per_call(steps, &mut f_dp1);
+        let c = seconds_per_call(steps, &mut f_dp2);
         r1.push(b / a);
         r2.push(a / c);
         t.push((a, c));

@@ -20,6 +20,15 @@ use tapegrad::{BackwardOptions, Gradients, Tape};
 
 pub const LR: f32 = 0.1;
 
+/// Seconds per call of `f`, over `n` calls back to back.
+pub fn seconds_per_call(n: usize, f: &mut dyn FnMut()) -> f64 {
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t.elapsed().as_secs_f64() / n as f64
+}
+
 /// A workload: layer widths (input first) and batch size.
 #[derive(Clone, Copy, Debug)]
 pub struct Workload {
