@@ -1,4 +1,4 @@
-//! Looking at a tape: the recorded graph as Graphviz DOT ([`Tape::to_dot`]).
+//! The recorded graph as Graphviz DOT ([`Tape::to_dot`]).
 
 use std::fmt::Write;
 
