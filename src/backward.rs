@@ -13,6 +13,7 @@
 //! running it.
 
 use std::panic::Location;
+use std::time::{Duration, Instant};
 
 use ndarray::{Array2, CowArray, Ix2};
 
@@ -20,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::gradients::Gradients;
 use crate::tape::{Inner, Node, NodeId, Value, source};
-use crate::{Float, Tape, Tensor, kernels};
+use crate::{Float, Tape, Tensor, inspect, kernels};
 
 /// Options for [`Tape::backward_with`]. The lifetime is that of a borrowed seed.
 #[derive(Clone, Debug)]
@@ -207,6 +208,7 @@ impl<'t, F: Float> Tape<'t, F> {
             input_ids,
             consumed,
             params,
+            anomaly,
             ..
         } = &mut *inner;
         if let Some(first) = *consumed {
@@ -215,6 +217,16 @@ impl<'t, F: Float> Tape<'t, F> {
         if !root.requires_grad {
             return fail(ErrorKind::NoGradient);
         }
+        // anomaly detection and profiling (crate::inspect); 0 in normal use
+        let modes = self.modes.get();
+        if modes & inspect::ANOMALY != 0 {
+            if let Some(e) = anomaly {
+                return Err((**e).clone());
+            }
+            inspect::check_seed(&seed, location)?;
+        }
+        let pass_start = (modes & inspect::PROFILE != 0).then(Instant::now);
+        let mut rules_time = Duration::ZERO;
         let retain = opts.retain_graph;
         // the root stays readable after backward, also when it is a view of another node
         let root_source = source(values, root.id);
@@ -277,7 +289,12 @@ impl<'t, F: Float> Tape<'t, F> {
                     slots: &mut slots,
                     spare: &mut spare,
                 };
-                if let Err(e) = rule.run(g, &mut ctx, location) {
+                let ran = if modes == 0 {
+                    rule.run(g, &mut ctx, location)
+                } else {
+                    inspect::run_observed(modes, rule, g, &mut ctx, location, &mut rules_time)
+                };
+                if let Err(e) = ran {
                     // values this pass released cannot be read by a later one
                     if !retain {
                         *consumed = Some(location);
@@ -297,15 +314,11 @@ impl<'t, F: Float> Tape<'t, F> {
         if !retain {
             *consumed = Some(location);
         }
-        Ok(Gradients::collect(
-            self.id(),
-            nodes,
-            values,
-            slots,
-            spare,
-            kept,
-            params,
-        ))
+        let grads = Gradients::collect(self.id(), nodes, values, slots, spare, kept, params);
+        if let Some(start) = pass_start {
+            inspect::profile::backward_pass(start.elapsed(), rules_time);
+        }
+        Ok(grads)
     }
 }
 

@@ -199,6 +199,45 @@ pub enum ErrorKind {
         /// The number of classes (columns of the logits).
         classes: usize,
     },
+    /// Anomaly detection ([`Tape::detect_anomaly`](crate::Tape::detect_anomaly)) found NaN
+    /// or an infinity produced from finite operands: in an op's forward value, or in a
+    /// gradient its rule computed in backward. The error's op and location are that op's
+    /// and its caller's line in the forward pass.
+    Anomaly {
+        /// Where it was found.
+        site: AnomalySite,
+        /// The shape of the array holding it.
+        shape: (usize, usize),
+        /// Row and column of its first non-finite element.
+        position: (usize, usize),
+        /// That element.
+        value: NonFinite,
+    },
+}
+
+/// Where anomaly detection found a non-finite number ([`ErrorKind::Anomaly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalySite {
+    /// The op's result in the forward pass (for a leaf: the data put on the tape).
+    Forward,
+    /// The gradient the op's rule computed for its input `input` (0-based) in backward.
+    Gradient {
+        /// The input's position.
+        input: usize,
+    },
+    /// The seed given to backward.
+    Seed,
+}
+
+/// A non-finite number ([`ErrorKind::Anomaly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Not a number.
+    NaN,
+    /// +∞.
+    Infinity,
+    /// −∞.
+    NegInfinity,
 }
 
 impl Error {
@@ -366,6 +405,37 @@ impl fmt::Display for ErrorKind {
                     f,
                     "row {row}: class index {index} is out of range for {classes} classes"
                 )
+            }
+            ErrorKind::Anomaly {
+                site,
+                shape,
+                position: (i, j),
+                value,
+            } => {
+                let value = match value {
+                    NonFinite::NaN => "NaN",
+                    NonFinite::Infinity => "+inf",
+                    NonFinite::NegInfinity => "-inf",
+                };
+                match site {
+                    AnomalySite::Forward => {
+                        f.write_str("anomaly in the forward pass: the result (")?
+                    }
+                    AnomalySite::Gradient { input } => write!(
+                        f,
+                        "anomaly in the backward pass: the rule's gradient for input {input} ("
+                    )?,
+                    AnomalySite::Seed => f.write_str("anomaly in the backward pass: the seed (")?,
+                }
+                dims(f, *shape)?;
+                write!(f, ") holds {value} at [{i}, {j}]")?;
+                match site {
+                    AnomalySite::Forward => f.write_str(", computed from finite inputs"),
+                    AnomalySite::Gradient { .. } => {
+                        f.write_str(", computed from a finite gradient and finite values")
+                    }
+                    AnomalySite::Seed => Ok(()),
+                }
             }
         }
     }

@@ -146,7 +146,7 @@ pub mod functional;
 mod grad;
 mod gradients;
 mod higher;
-mod inspect;
+pub mod inspect;
 pub mod io;
 mod kernels;
 pub mod nn;
@@ -159,7 +159,7 @@ mod tape;
 mod tensor;
 
 pub use backward::BackwardOptions;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
 pub use float::Float;
 pub use gradients::{Gradients, Missing};
 #[cfg(feature = "linalg")]

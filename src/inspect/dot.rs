@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::tape::{Value, source};
+use crate::tape::{Inner, NodeId, Value, source};
 use crate::{Float, Tape};
 
 impl<F: Float> Tape<'_, F> {
@@ -33,47 +33,13 @@ impl<F: Float> Tape<'_, F> {
             "digraph tape {\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
         );
         for (id, node) in inner.nodes.iter().enumerate() {
-            let mut label = format!(
-                "{} #{id}\n{} × {}\n{}:{}",
-                node.op,
-                node.shape.0,
-                node.shape.1,
-                node.location.file(),
-                node.location.line()
-            );
-            if node.rule.is_some() {
-                let inputs = inner.inputs_of(node);
-                let saved: Vec<String> = node
-                    .saves
-                    .ids(id, inputs)
-                    .map(|s| {
-                        if s == id {
-                            "output".into()
-                        } else {
-                            format!("#{s}")
-                        }
-                    })
-                    .collect();
-                if !saved.is_empty() {
-                    let _ = write!(label, "\nsaves {}", saved.join(", "));
-                }
-            }
-            let released = matches!(inner.values[source(&inner.values, id)], Value::Released(_));
-            if released {
-                label.push_str("\n(released)");
-            }
+            let label = label(&inner, id);
             let mut style = vec![if node.requires_grad {
                 "solid"
             } else {
                 "dashed"
             }];
-            let mut fill = None;
-            if node.leaf && node.requires_grad {
-                fill = Some("#dbeafe");
-            }
-            if released {
-                fill = Some("#e5e7eb");
-            }
+            let fill = fill(&inner, id);
             if fill.is_some() {
                 style.push("filled");
             }
@@ -94,6 +60,62 @@ impl<F: Float> Tape<'_, F> {
         out.push_str("}\n");
         out
     }
+}
+
+/// A node's label: its name if it has one, op and node number, shape, the caller's line
+/// that made it, what its rule saves, and whether backward released its value.
+pub(super) fn label<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> String {
+    let node = &inner.nodes[id];
+    let mut label = match super::name_of(&inner.names, id) {
+        Some(name) => format!("{name} = {} #{id}", node.op),
+        None => format!("{} #{id}", node.op),
+    };
+    let _ = write!(
+        label,
+        "\n{} × {}\n{}:{}",
+        node.shape.0,
+        node.shape.1,
+        node.location.file(),
+        node.location.line()
+    );
+    if node.rule.is_some() {
+        let saved: Vec<String> = node
+            .saves
+            .ids(id, inner.inputs_of(node))
+            .map(|s| {
+                if s == id {
+                    "output".into()
+                } else {
+                    format!("#{s}")
+                }
+            })
+            .collect();
+        if !saved.is_empty() {
+            let _ = write!(label, "\nsaves {}", saved.join(", "));
+        }
+    }
+    if released(inner, id) {
+        label.push_str("\n(released)");
+    }
+    label
+}
+
+/// A node's fill colour: grey once backward released its value, light blue for a
+/// parameter (a leaf that requires a gradient), none otherwise.
+pub(super) fn fill<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> Option<&'static str> {
+    let node = &inner.nodes[id];
+    if released(inner, id) {
+        Some("#e5e7eb")
+    } else if node.leaf && node.requires_grad {
+        Some("#dbeafe")
+    } else {
+        None
+    }
+}
+
+/// Whether backward released node `id`'s value (or its source's).
+pub(super) fn released<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> bool {
+    matches!(inner.values[source(&inner.values, id)], Value::Released(_))
 }
 
 /// A DOT string literal's contents: quotes and backslashes escaped, newlines as `\n`.

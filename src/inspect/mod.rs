@@ -1,3 +1,224 @@
-//! Looking at a tape: the recorded graph as Graphviz DOT ([`Tape::to_dot`](crate::Tape::to_dot)).
+//! Seeing what a tape does.
+//!
+//! - **Explain mode**: [`Tape::explain`] prints the backward pass as the matrix equations
+//!   it executes, in the notation of the textbook derivations (`O_delta = G ∘ O ∘ (1 − O)`,
+//!   `dW2 = Hᵀ · O_delta  [2×150 · 150×3 → 2×3]`), with names given by
+//!   [`Tensor::named`](crate::Tensor::named).
+//! - **Graph export**: [`Tape::to_dot`] (Graphviz DOT) and [`Tape::to_svg`] (an SVG
+//!   drawn in Rust, no Graphviz needed).
+//! - **Anomaly detection**: [`Tape::detect_anomaly`] checks every forward value and every
+//!   gradient for NaN and infinity as they are produced, and reports the first op that
+//!   made one from finite operands ([`ErrorKind::Anomaly`](crate::ErrorKind::Anomaly)).
+//! - **Profile**: [`profile::start`] and [`profile::finish`] time every op by kind and
+//!   call site, forward and backward, with calls and bytes, and the tape's own overhead.
+//! - **What got no gradient**: [`Parameters::without_gradient`](crate::nn::Parameters::without_gradient)
+//!   and [`Gradients::reason`](crate::Gradients::reason).
+//!
+//! Anomaly detection and profiling are off by default and cost a tape nothing then: one
+//! flag test per recorded op and per rule run in backward.
+
+use std::time::{Duration, Instant};
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
+use crate::grad::Ctx;
+use crate::rule::Rule;
+use crate::tape::{NodeId, Value};
+use crate::{Float, Tape, Tensor};
 
 mod dot;
+mod explain;
+pub mod profile;
+mod svg;
+
+pub(crate) use explain::name_of;
+pub use explain::{ExplainLine, Explanation};
+pub use profile::{Profile, SiteStats};
+
+/// Mode bit: check values and gradients for NaN and infinity.
+pub(crate) const ANOMALY: u8 = 1;
+/// Mode bit: time ops for [`profile`].
+pub(crate) const PROFILE: u8 = 2;
+
+impl<'t, F: Float> Tape<'t, F> {
+    /// Switches anomaly detection on or off for this tape (PyTorch's anomaly mode, JAX's
+    /// `debug_nans`). When on, every value an op records is checked for NaN and infinity
+    /// as it is produced, and so is every gradient a rule computes in backward; the first
+    /// op that produced one from finite operands is reported as an
+    /// [`ErrorKind::Anomaly`] naming the op, its caller's line, the input or gradient,
+    /// and the position. A forward anomaly is kept and returned by [`Tape::anomaly`] and
+    /// by `backward` (which then runs nothing); a backward anomaly stops backward with it.
+    ///
+    /// Switch it on before recording: values recorded earlier are not checked. Off by
+    /// default; when off it costs a flag test per op. When on, every element is read once
+    /// more.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::{AnomalySite, ErrorKind, Tape};
+    ///
+    /// let tape = Tape::new();
+    /// tape.detect_anomaly(true);
+    /// let x = tape.param(array![[1.0, 0.0]]);
+    /// let y = x.log(); // ln 0 = −∞
+    /// let err = tape.backward(y.sum()).unwrap_err();
+    /// assert_eq!(err.op(), "log");
+    /// assert!(matches!(err.kind(), ErrorKind::Anomaly { site: AnomalySite::Forward, position: (0, 1), .. }));
+    /// ```
+    pub fn detect_anomaly(&self, on: bool) {
+        let modes = self.modes.get();
+        self.modes.set(if on {
+            modes | ANOMALY
+        } else {
+            modes & !ANOMALY
+        });
+    }
+
+    /// The first NaN or infinity anomaly detection found in the forward pass so far
+    /// ([`Tape::detect_anomaly`]), if any.
+    pub fn anomaly(&self) -> Option<Error> {
+        self.inner().anomaly.as_deref().cloned()
+    }
+
+    /// Records a node with the observation modes on: `push` records it; the value is
+    /// checked for anomalies and the op timed for the profile.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn push_observed(
+        &'t self,
+        value: Value<'t, F>,
+        push: impl FnOnce(Value<'t, F>) -> Tensor<'t, F>,
+    ) -> Tensor<'t, F> {
+        let modes = self.modes.get();
+        let start = Instant::now();
+        let bytes = match &value {
+            Value::Owned(a) => a.0.len() * std::mem::size_of::<F>(),
+            _ => 0,
+        };
+        let t = push(value);
+        if modes & ANOMALY != 0 {
+            self.check_forward(t.id);
+        }
+        if modes & PROFILE != 0 {
+            let inner = self.inner();
+            let node = &inner.nodes[t.id];
+            let end = Instant::now();
+            // an op's time: from the end of the previous record to the start of this one
+            // (a leaf starts the clock: the time before it is the caller's)
+            let op_time = match self.last_record.get() {
+                Some(last) if !node.leaf => start.saturating_duration_since(last),
+                _ => Duration::ZERO,
+            };
+            profile::forward(node.op, node.location, op_time, end - start, bytes);
+            self.last_record.set(Some(end));
+        }
+        t
+    }
+
+    /// Keeps the first forward anomaly: node `id`'s value if it holds NaN or infinity.
+    fn check_forward(&self, id: NodeId) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.anomaly.is_some() {
+            return;
+        }
+        let found = match &inner.values[id] {
+            Value::Owned(a) => first_non_finite(a.0.view()),
+            Value::Borrowed(v) => first_non_finite(v.view()),
+            // a view of a value already checked, or nothing computed
+            Value::Alias { .. } | Value::Released(_) => None,
+        };
+        if let Some((position, value)) = found {
+            let node = &inner.nodes[id];
+            let kind = ErrorKind::Anomaly {
+                site: AnomalySite::Forward,
+                shape: node.shape,
+                position,
+                value,
+            };
+            let error = Error::new(node.op, kind, node.location);
+            inner.anomaly = Some(Box::new(error));
+        }
+    }
+}
+
+/// The position and kind of the first non-finite element of `a`, in row-major order.
+pub(crate) fn first_non_finite<F: Float>(
+    a: ArrayView2<'_, F>,
+) -> Option<((usize, usize), NonFinite)> {
+    a.indexed_iter()
+        .find(|(_, x)| !x.is_finite())
+        .map(|(at, &x)| {
+            let kind = if x.is_nan() {
+                NonFinite::NaN
+            } else if x > F::zero() {
+                NonFinite::Infinity
+            } else {
+                NonFinite::NegInfinity
+            };
+            (at, kind)
+        })
+}
+
+/// The backward seed's anomaly, if it holds NaN or infinity.
+pub(crate) fn check_seed<F: Float>(
+    seed: &Array2<F>,
+    location: &'static std::panic::Location<'static>,
+) -> Result<()> {
+    match first_non_finite(seed.view()) {
+        Some((position, value)) => {
+            let kind = ErrorKind::Anomaly {
+                site: AnomalySite::Seed,
+                shape: seed.dim(),
+                position,
+                value,
+            };
+            Err(Error::new("backward", kind, location))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Runs node `ctx.output`'s rule with the observation modes on: timed and its new
+/// gradient buffers counted for the profile, the gradients it wrote checked for
+/// anomalies. `rules` accumulates the time spent in rules.
+pub(crate) fn run_observed<F: Float>(
+    modes: u8,
+    rule: &Rule<F>,
+    g: Array2<F>,
+    ctx: &mut Ctx<'_, '_, F>,
+    location: &'static std::panic::Location<'static>,
+    rules: &mut Duration,
+) -> Result<()> {
+    let inputs = ctx.inputs;
+    let id = ctx.output;
+    let was_empty: Vec<bool> = inputs.iter().map(|&i| ctx.slots[i].is_none()).collect();
+    let start = Instant::now();
+    rule.run(g, ctx, location)?;
+    let time = start.elapsed();
+    *rules += time;
+    let node = &ctx.nodes[id];
+    if modes & PROFILE != 0 {
+        let bytes: usize = (0..inputs.len())
+            .filter(|&k| was_empty[k] && !inputs[..k].contains(&inputs[k]))
+            .filter_map(|k| ctx.slots[inputs[k]].as_ref())
+            .map(|g| g.len() * std::mem::size_of::<F>())
+            .sum();
+        profile::backward(node.op, node.location, time, bytes);
+    }
+    if modes & ANOMALY != 0 {
+        for (k, &i) in inputs.iter().enumerate() {
+            let Some(g) = &ctx.slots[i] else { continue };
+            if let Some((position, value)) = first_non_finite(g.view()) {
+                let kind = ErrorKind::Anomaly {
+                    site: AnomalySite::Gradient { input: k },
+                    shape: g.dim(),
+                    position,
+                    value,
+                };
+                return Err(Error::new(node.op, kind, node.location));
+            }
+        }
+    }
+    Ok(())
+}

@@ -181,13 +181,15 @@ fn matmul_saves<F: Float>(x: Tensor<'_, F>, w: Tensor<'_, F>) -> Saves {
 
 /// `dX = G·Wᵀ`, `dW = Xᵀ·G`.
 fn matmul_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    if ctx.needs_grad(0) {
-        let w = ctx.input(1);
-        ctx.accumulate_gemm(0, g.view(), w.t());
-    }
+    // the weight's gradient first, then the error passed down (the textbook's order,
+    // which `Tape::explain` prints)
     if ctx.needs_grad(1) {
         let x = ctx.input(0);
         ctx.accumulate_gemm(1, x.t(), g.view());
+    }
+    if ctx.needs_grad(0) {
+        let w = ctx.input(1);
+        ctx.accumulate_gemm(0, g.view(), w.t());
     }
     crate::pool::give_array(g);
 }

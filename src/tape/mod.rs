@@ -56,6 +56,10 @@ pub(crate) struct Inner<'t, F: Float> {
     pub(crate) params: Params,
     /// Set by a backward pass that did not retain the graph.
     pub(crate) consumed: Option<&'static Location<'static>>,
+    /// Names given to tensors ([`Tensor::named`]), latest last; empty unless used.
+    pub(crate) names: Vec<(NodeId, Box<str>)>,
+    /// The first NaN or infinity anomaly detection found in the forward pass.
+    pub(crate) anomaly: Option<Box<Error>>,
 }
 
 impl<F: Float> Node<F> {
@@ -120,6 +124,11 @@ static NEXT_TAPE: AtomicU64 = AtomicU64::new(0);
 pub struct Tape<'t, F: Float> {
     pub(crate) inner: RefCell<Inner<'t, F>>,
     grad_enabled: Cell<bool>,
+    /// Observation modes switched on ([`crate::inspect`]'s `ANOMALY`, `PROFILE`): 0 in
+    /// normal use, and then recording and backward take their plain path.
+    pub(crate) modes: Cell<u8>,
+    /// When profiling, the end of the last record (the start of the next op's time).
+    pub(crate) last_record: Cell<Option<std::time::Instant>>,
     id: u64,
 }
 
@@ -202,8 +211,12 @@ impl<'t, F: Float> Tape<'t, F> {
                 input_ids: vec(nodes.saturating_mul(2)),
                 params: Params::with_capacity(8),
                 consumed: None,
+                names: Vec::new(),
+                anomaly: None,
             }),
             grad_enabled: Cell::new(true),
+            modes: Cell::new(crate::inspect::profile::modes_for_new_tape()),
+            last_record: Cell::new(None),
             id: NEXT_TAPE.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -475,7 +488,27 @@ impl<'t, F: Float> Tape<'t, F> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn push(
+        &'t self,
+        op: &'static str,
+        value: Value<'t, F>,
+        shape: (usize, usize),
+        inputs: &[Tensor<'t, F>],
+        rule: Option<(Saves, Rule<F>)>,
+        requires_grad: bool,
+        location: &'static Location<'static>,
+    ) -> Tensor<'t, F> {
+        if self.modes.get() != 0 {
+            let push =
+                |value| self.push_plain(op, value, shape, inputs, rule, requires_grad, location);
+            return self.push_observed(value, push);
+        }
+        self.push_plain(op, value, shape, inputs, rule, requires_grad, location)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_plain(
         &'t self,
         op: &'static str,
         value: Value<'t, F>,
