@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! cargo run --release --example digits
+//! cargo run --release --example digits -- --profile   # and print where the time went, per op
 //! ```
 //!
 //! Shows a progress bar while it trains and writes the loss and accuracy curves to
-//! `target/digits-training.svg`.
+//! `target/digits-training.svg`. With `--profile`, prints the per-op profile of the whole
+//! run ([`tapegrad::inspect::profile`]): forward and backward time, calls and bytes by call
+//! site and by op, and the tape's own overhead.
 
 mod common;
 
@@ -21,6 +24,7 @@ use plotters::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use tapegrad::inspect::profile;
 use tapegrad::nn::{Activation, Init, Module, Sequential, mlp};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::{BackwardOptions, Tape};
@@ -170,7 +174,11 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let start = Instant::now();
+    let profiling = std::env::args().any(|a| a == "--profile");
     println!("Digits: 64-64-10 relu network, softmax cross-entropy, Adam, batches of {BATCH}");
+    if profiling {
+        profile::start();
+    }
     let bar = ProgressBar::new(EPOCHS as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} epoch {pos}/{len}  {msg}",
@@ -185,6 +193,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         bar.inc(1);
     })?;
     bar.finish();
+    if profiling {
+        println!("{}", profile::finish());
+    }
     let last = run.curve.last().ok_or("no epochs")?;
     println!(
         "after {EPOCHS} epochs: training accuracy {:.1}%, test accuracy {:.1}% on {} held-out images, {:.2} s",
