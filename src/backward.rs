@@ -208,7 +208,7 @@ impl<'t, F: Float> Tape<'t, F> {
             input_ids,
             consumed,
             params,
-            anomaly,
+            observed,
             ..
         } = &mut *inner;
         if let Some(first) = *consumed {
@@ -220,8 +220,8 @@ impl<'t, F: Float> Tape<'t, F> {
         // anomaly detection and profiling (crate::inspect); 0 in normal use
         let modes = self.modes.get();
         if modes & inspect::ANOMALY != 0 {
-            if let Some(e) = anomaly {
-                return Err((**e).clone());
+            if let Some(e) = observed.as_ref().and_then(|o| o.anomaly.clone()) {
+                return Err(e);
             }
             inspect::check_seed(&seed, location)?;
         }

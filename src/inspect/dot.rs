@@ -66,7 +66,7 @@ impl<F: Float> Tape<'_, F> {
 /// that made it, what its rule saves, and whether backward released its value.
 pub(super) fn label<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> String {
     let node = &inner.nodes[id];
-    let mut label = match super::name_of(&inner.names, id) {
+    let mut label = match super::name_of(inner.names(), id) {
         Some(name) => format!("{name} = {} #{id}", node.op),
         None => format!("{} #{id}", node.op),
     };

@@ -23,17 +23,15 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// [`Tape::to_svg`]. Returns the tensor, so it chains: `x.matmul(w).sigmoid().named("H")`.
     /// Naming costs one small allocation and nothing afterwards.
     pub fn named(self, name: &str) -> Self {
-        self.tape
-            .inner
-            .borrow_mut()
-            .names
-            .push((self.id, name.into()));
+        let mut inner = self.tape.inner.borrow_mut();
+        inner.observed().names.push((self.id, name.into()));
+        drop(inner);
         self
     }
 
     /// The name given with [`Tensor::named`], if any (the latest, if named twice).
     pub fn name(&self) -> Option<String> {
-        name_of(&self.tape.inner().names, self.id).map(String::from)
+        name_of(self.tape.inner().names(), self.id).map(String::from)
     }
 }
 
@@ -174,7 +172,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 }
             }
         }
-        let names = &inner.names;
+        let names = inner.names();
         let value = |id: NodeId| name_of(names, id).map_or_else(|| format!("T{id}"), String::from);
         let grad = |id: NodeId| -> String {
             if id == root.id {

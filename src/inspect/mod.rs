@@ -25,7 +25,7 @@ use crate::error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
 use crate::grad::Ctx;
 use crate::rule::Rule;
 use crate::tape::{NodeId, Value};
-use crate::{Float, Tape, Tensor};
+use crate::{Float, Tape};
 
 mod dot;
 mod explain;
@@ -78,48 +78,52 @@ impl<'t, F: Float> Tape<'t, F> {
     /// The first NaN or infinity anomaly detection found in the forward pass so far
     /// ([`Tape::detect_anomaly`]), if any.
     pub fn anomaly(&self) -> Option<Error> {
-        self.inner().anomaly.as_deref().cloned()
+        let inner = self.inner();
+        inner.observed.as_ref().and_then(|o| o.anomaly.clone())
     }
 
-    /// Records a node with the observation modes on: `push` records it; the value is
-    /// checked for anomalies and the op timed for the profile.
+    /// The time now if this tape profiles, else `None`: the start of a record.
+    #[inline]
+    pub(crate) fn stamp(&self) -> Option<Instant> {
+        if self.modes.get() & PROFILE != 0 {
+            Some(Instant::now())
+        } else {
+            None
+        }
+    }
+
+    /// With the observation modes on, after node `id` was recorded (the record started
+    /// at `stamp`): its value checked for anomalies, the op timed for the profile.
     #[cold]
     #[inline(never)]
-    pub(crate) fn push_observed(
-        &'t self,
-        value: Value<'t, F>,
-        push: impl FnOnce(Value<'t, F>) -> Tensor<'t, F>,
-    ) -> Tensor<'t, F> {
-        let modes = self.modes.get();
-        let start = Instant::now();
-        let bytes = match &value {
+    pub(crate) fn observe_record(&self, id: NodeId, stamp: Option<Instant>) {
+        if self.modes.get() & ANOMALY != 0 {
+            self.check_forward(id);
+        }
+        let Some(start) = stamp else { return };
+        let mut inner = self.inner.borrow_mut();
+        let node = &inner.nodes[id];
+        let (op, location, leaf) = (node.op, node.location, node.leaf);
+        let bytes = match &inner.values[id] {
             Value::Owned(a) => a.0.len() * std::mem::size_of::<F>(),
             _ => 0,
         };
-        let t = push(value);
-        if modes & ANOMALY != 0 {
-            self.check_forward(t.id);
-        }
-        if modes & PROFILE != 0 {
-            let inner = self.inner();
-            let node = &inner.nodes[t.id];
-            let end = Instant::now();
-            // an op's time: from the end of the previous record to the start of this one
-            // (a leaf starts the clock: the time before it is the caller's)
-            let op_time = match self.last_record.get() {
-                Some(last) if !node.leaf => start.saturating_duration_since(last),
-                _ => Duration::ZERO,
-            };
-            profile::forward(node.op, node.location, op_time, end - start, bytes);
-            self.last_record.set(Some(end));
-        }
-        t
+        let observed = inner.observed();
+        let end = Instant::now();
+        // an op's time: from the end of the previous record to the start of this one
+        // (a leaf starts the clock: the time before it is the caller's)
+        let op_time = match observed.last_record {
+            Some(last) if !leaf => start.saturating_duration_since(last),
+            _ => Duration::ZERO,
+        };
+        observed.last_record = Some(end);
+        profile::forward(op, location, op_time, end - start, bytes);
     }
 
     /// Keeps the first forward anomaly: node `id`'s value if it holds NaN or infinity.
     fn check_forward(&self, id: NodeId) {
         let mut inner = self.inner.borrow_mut();
-        if inner.anomaly.is_some() {
+        if inner.observed.as_ref().is_some_and(|o| o.anomaly.is_some()) {
             return;
         }
         let found = match &inner.values[id] {
@@ -137,7 +141,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 value,
             };
             let error = Error::new(node.op, kind, node.location);
-            inner.anomaly = Some(Box::new(error));
+            inner.observed().anomaly = Some(error);
         }
     }
 }

@@ -45,6 +45,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::PROFILE;
@@ -263,7 +264,9 @@ pub fn start() {
             ..Collector::default()
         }
     });
-    let _ = ON.try_with(|on| on.set(true));
+    if ON.try_with(|on| on.replace(true)) == Ok(false) {
+        PROFILING.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Stops profiling on this thread and returns what was collected since [`start`] (an
@@ -271,7 +274,9 @@ pub fn start() {
 /// this thread's collector until they are dropped; their reports after `finish` are
 /// discarded by the next [`start`].
 pub fn finish() -> Profile {
-    let _ = ON.try_with(|on| on.set(false));
+    if ON.try_with(|on| on.replace(false)) == Ok(true) {
+        PROFILING.fetch_sub(1, Ordering::Relaxed);
+    }
     let c = DATA
         .try_with(|d| std::mem::take(&mut *d.borrow_mut()))
         .unwrap_or_default();
@@ -287,9 +292,13 @@ pub fn finish() -> Profile {
     }
 }
 
+/// Threads profiling now: a new tape looks at its thread's flag only when some are.
+static PROFILING: AtomicUsize = AtomicUsize::new(0);
+
 /// The mode bits a tape created now starts with.
+#[inline]
 pub(crate) fn modes_for_new_tape() -> u8 {
-    if ON.try_with(Cell::get).unwrap_or(false) {
+    if PROFILING.load(Ordering::Relaxed) > 0 && ON.try_with(Cell::get).unwrap_or(false) {
         PROFILE
     } else {
         0

@@ -56,10 +56,20 @@ pub(crate) struct Inner<'t, F: Float> {
     pub(crate) params: Params,
     /// Set by a backward pass that did not retain the graph.
     pub(crate) consumed: Option<&'static Location<'static>>,
-    /// Names given to tensors ([`Tensor::named`]), latest last; empty unless used.
+    /// What naming and the observation modes keep ([`crate::inspect`]); allocated on
+    /// first use, so a tape that uses none of them carries one null pointer.
+    pub(crate) observed: Option<Box<Observed>>,
+}
+
+/// Tensor names and the observation modes' state.
+#[derive(Default)]
+pub(crate) struct Observed {
+    /// Names given to tensors ([`Tensor::named`]), latest last.
     pub(crate) names: Vec<(NodeId, Box<str>)>,
     /// The first NaN or infinity anomaly detection found in the forward pass.
-    pub(crate) anomaly: Option<Box<Error>>,
+    pub(crate) anomaly: Option<Error>,
+    /// When profiling, the end of the last record (the start of the next op's time).
+    pub(crate) last_record: Option<std::time::Instant>,
 }
 
 impl<F: Float> Node<F> {
@@ -74,6 +84,16 @@ impl<F: Float> Node<F> {
 }
 
 impl<F: Float> Inner<'_, F> {
+    /// The names given to tensors, latest last.
+    pub(crate) fn names(&self) -> &[(NodeId, Box<str>)] {
+        self.observed.as_ref().map_or(&[], |o| &o.names)
+    }
+
+    /// The observation state, allocated if this is its first use.
+    pub(crate) fn observed(&mut self) -> &mut Observed {
+        self.observed.get_or_insert_with(Box::default)
+    }
+
     /// The input ids of `node`.
     pub(crate) fn inputs_of(&self, node: &Node<F>) -> &[NodeId] {
         &self.input_ids[node.inputs.0 as usize..node.inputs.1 as usize]
@@ -127,8 +147,6 @@ pub struct Tape<'t, F: Float> {
     /// Observation modes switched on ([`crate::inspect`]'s `ANOMALY`, `PROFILE`): 0 in
     /// normal use, and then recording and backward take their plain path.
     pub(crate) modes: Cell<u8>,
-    /// When profiling, the end of the last record (the start of the next op's time).
-    pub(crate) last_record: Cell<Option<std::time::Instant>>,
     id: u64,
 }
 
@@ -211,12 +229,10 @@ impl<'t, F: Float> Tape<'t, F> {
                 input_ids: vec(nodes.saturating_mul(2)),
                 params: Params::with_capacity(8),
                 consumed: None,
-                names: Vec::new(),
-                anomaly: None,
+                observed: None,
             }),
             grad_enabled: Cell::new(true),
             modes: Cell::new(crate::inspect::profile::modes_for_new_tape()),
-            last_record: Cell::new(None),
             id: NEXT_TAPE.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -488,7 +504,6 @@ impl<'t, F: Float> Tape<'t, F> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[inline]
     fn push(
         &'t self,
         op: &'static str,
@@ -499,25 +514,7 @@ impl<'t, F: Float> Tape<'t, F> {
         requires_grad: bool,
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
-        if self.modes.get() != 0 {
-            let push =
-                |value| self.push_plain(op, value, shape, inputs, rule, requires_grad, location);
-            return self.push_observed(value, push);
-        }
-        self.push_plain(op, value, shape, inputs, rule, requires_grad, location)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push_plain(
-        &'t self,
-        op: &'static str,
-        value: Value<'t, F>,
-        shape: (usize, usize),
-        inputs: &[Tensor<'t, F>],
-        rule: Option<(Saves, Rule<F>)>,
-        requires_grad: bool,
-        location: &'static Location<'static>,
-    ) -> Tensor<'t, F> {
+        let stamp = self.stamp();
         let mut inner = self.inner.borrow_mut();
         let id = inner.nodes.len();
         let start = inner.input_ids.len() as u32;
@@ -537,6 +534,10 @@ impl<'t, F: Float> Tape<'t, F> {
             rule,
         });
         inner.values.push(value);
+        drop(inner);
+        if self.modes.get() != 0 {
+            self.observe_record(id, stamp);
+        }
         Tensor {
             tape: self,
             id,
