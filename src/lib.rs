@@ -125,7 +125,7 @@
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW, L-BFGS |
 //! | parallel | [`parallel`] | data parallelism across cores, on rayon |
 //! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
-//! | inspection | [`Tape::to_dot`] | the recorded graph as Graphviz DOT |
+//! | inspection | [`inspect`] | explain mode, the graph as DOT and SVG, anomaly detection, the per-op profile |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
 //!
 //! [ndarray]: https://docs.rs/ndarray
