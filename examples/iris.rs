@@ -47,6 +47,14 @@ pub fn network(seed: u64) -> Sequential<f32> {
     )
 }
 
+/// Iris as the network sees it: standardized inputs, one-hot targets, the labels.
+pub fn inputs() -> Result<(Array2<f32>, Array2<f32>, Vec<usize>), Box<dyn Error>> {
+    let data = common::iris()?;
+    let x = common::standardize(&data.x).mapv(|v| v as f32);
+    let y = common::one_hot(&data.labels, data.classes).mapv(|v| v as f32);
+    Ok((x, y, data.labels))
+}
+
 /// Where training ended.
 pub struct Outcome {
     pub loss: f32,
@@ -63,9 +71,7 @@ pub fn train(
     every: usize,
     mut report: impl FnMut(usize, f32, f64),
 ) -> Result<Outcome, Box<dyn Error>> {
-    let data = common::iris()?;
-    let x = common::standardize(&data.x).mapv(|v| v as f32);
-    let y = common::one_hot(&data.labels, data.classes).mapv(|v| v as f32);
+    let (x, y, labels) = inputs()?;
     let mut net = network(seed);
     let mut opt = Sgd::new(lr);
     let mut outcome = Outcome {
@@ -80,7 +86,7 @@ pub fn train(
         if epoch == 1 || epoch % every == 0 || epoch == epochs {
             outcome = Outcome {
                 loss: loss.item(),
-                accuracy: common::accuracy(&out.value(), &data.labels),
+                accuracy: common::accuracy(&out.value(), &labels),
             };
             report(epoch, outcome.loss, outcome.accuracy);
         }
@@ -156,9 +162,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let start = Instant::now();
     let explain = std::env::args().any(|a| a == "--explain");
     println!("Iris, 4-2-3 sigmoid network, mean squared error, full-batch gradient descent");
-    let data = common::iris()?;
-    let x = common::standardize(&data.x).mapv(|v| v as f32);
-    let y = common::one_hot(&data.labels, data.classes).mapv(|v| v as f32);
+    let (x, y, _) = inputs()?;
     let (_, explanation, dot, svg) = explain_step(&network(SEED), &x, &y)?;
     if explain {
         println!("\nthe backward pass of the first step (G = ∂L/∂L = 1):\n{explanation}");

@@ -56,6 +56,29 @@ fn iris_reaches_95_percent_training_accuracy() {
     );
 }
 
+/// `iris --explain` explains the training step itself: its forward, written out with the
+/// seed's names, gives the loss `train` reports at epoch 1, bit for bit.
+#[test]
+fn the_explained_iris_step_is_the_training_step() {
+    let (x, y, _) = iris::inputs().unwrap();
+    let (loss, explanation, dot, svg) =
+        iris::explain_step(&iris::network(iris::SEED), &x, &y).unwrap();
+    let mut first = None;
+    iris::train(1, iris::LEARNING_RATE, iris::SEED, 1, |_, l, _| {
+        first.get_or_insert(l);
+    })
+    .unwrap();
+    assert_eq!(Some(loss), first);
+    let eqs: Vec<&str> = explanation
+        .lines
+        .iter()
+        .map(|l| l.equation.as_str())
+        .collect();
+    assert_eq!(eqs[3], "dW2 = Hᵀ · O_delta");
+    assert_eq!(eqs.len(), 8);
+    assert!(dot.contains("W2 = leaf") && svg.contains("W2 = leaf"));
+}
+
 #[test]
 fn digits_reaches_95_percent_test_accuracy_on_held_out_images() {
     let run = digits::train(digits::EPOCHS, digits::SEED, |_, _| {}).expect("digits.csv.gz loads");

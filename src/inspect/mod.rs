@@ -8,7 +8,7 @@
 //!   drawn in Rust, no Graphviz needed).
 //! - **Anomaly detection**: [`Tape::detect_anomaly`] checks every forward value and every
 //!   gradient for NaN and infinity as they are produced, and reports the first op that
-//!   made one from finite operands ([`ErrorKind::Anomaly`](crate::ErrorKind::Anomaly)).
+//!   made one from finite operands ([`ErrorKind::Anomaly`]).
 //! - **Profile**: [`profile::start`] and [`profile::finish`] time every op by kind and
 //!   call site, forward and backward, with calls and bytes, and the tape's own overhead.
 //! - **What got no gradient**: [`Parameters::without_gradient`](crate::nn::Parameters::without_gradient)
