@@ -47,8 +47,11 @@ pub fn network(seed: u64) -> Sequential<f32> {
     )
 }
 
-/// Iris as the network sees it: standardized inputs, one-hot targets, the labels.
-pub fn inputs() -> Result<(Array2<f32>, Array2<f32>, Vec<usize>), Box<dyn Error>> {
+/// Iris as the network sees it: standardized inputs `x`, one-hot targets `y`, the labels.
+pub type Inputs = (Array2<f32>, Array2<f32>, Vec<usize>);
+
+/// Loads [`Inputs`].
+pub fn inputs() -> Result<Inputs, Box<dyn Error>> {
     let data = common::iris()?;
     let x = common::standardize(&data.x).mapv(|v| v as f32);
     let y = common::one_hot(&data.labels, data.classes).mapv(|v| v as f32);
