@@ -181,7 +181,18 @@ impl<'t, F: Float> Tape<'t, F> {
         root: Tensor<'t, F>,
         opts: BackwardOptions<'_, F>,
     ) -> Result<Gradients<F>> {
-        let location = Location::caller();
+        self.backward_hooked(root, opts, None, Location::caller())
+    }
+
+    /// [`Tape::backward_with`], telling `hook` about every leaf gradient as soon as it is
+    /// final ([`LeafHook`]).
+    pub(crate) fn backward_hooked(
+        &self,
+        root: Tensor<'t, F>,
+        opts: BackwardOptions<'_, F>,
+        mut hook: Option<&mut dyn LeafHook<F>>,
+        location: &'static Location<'static>,
+    ) -> Result<Gradients<F>> {
         let fail = |kind| Err(Error::new("backward", kind, location));
         if !std::ptr::eq(root.tape, self) {
             return fail(ErrorKind::ForeignTensor);
@@ -265,61 +276,108 @@ impl<'t, F: Float> Tape<'t, F> {
             }
         }
 
-        for id in (0..n).rev() {
-            if nodes[id].rule.is_none() {
-                continue;
-            }
-            let g = slots[id].take();
-            if let Some(g) = &g {
-                if keep.contains(&id) {
-                    kept.push((id, g.clone()));
-                }
-            }
-            let owned_rule = if retain { None } else { nodes[id].rule.take() };
-            if let Some(g) = g {
-                let rule = match &owned_rule {
-                    Some(rule) => rule,
-                    None => nodes[id].rule.as_ref().expect("checked above"),
-                };
-                let mut ctx = Ctx {
-                    nodes,
-                    values,
-                    inputs: inputs_of(&nodes[id]),
-                    output: id,
-                    slots: &mut slots,
-                    spare: &mut spare,
-                };
-                let ran = if modes == 0 {
-                    rule.run(g, &mut ctx, location)
-                } else {
-                    inspect::run_observed(modes, rule, g, &mut ctx, location, &mut rules_time)
-                };
-                if let Err(e) = ran {
-                    // values this pass released cannot be read by a later one
-                    if !retain {
-                        *consumed = Some(location);
+        // With a hook: the last rule (the lowest node id) that adds to each leaf gradient.
+        let mut last_use = Vec::new();
+        if hook.is_some() {
+            last_use.resize(n, usize::MAX);
+            for (id, node) in nodes[..n].iter().enumerate().rev() {
+                if node.rule.is_some() {
+                    for &i in inputs_of(node) {
+                        if nodes[i].leaf && nodes[i].requires_grad {
+                            last_use[i] = id;
+                        }
                     }
-                    return Err(e);
                 }
             }
-            if let Some(rule) = owned_rule {
-                drop(rule);
-                for s in nodes[id].saves.ids(id, inputs_of(&nodes[id])) {
-                    let s = source(values, s);
-                    uses[s] -= 1;
-                    release_if_unused(nodes, values, &uses, s, root_source);
+        }
+
+        let outcome: Result<()> = 'pass: {
+            for id in (0..n).rev() {
+                if nodes[id].rule.is_none() {
+                    continue;
+                }
+                let g = slots[id].take();
+                if let Some(g) = &g {
+                    if keep.contains(&id) {
+                        kept.push((id, g.clone()));
+                    }
+                }
+                let owned_rule = if retain { None } else { nodes[id].rule.take() };
+                if let Some(g) = g {
+                    let rule = match &owned_rule {
+                        Some(rule) => rule,
+                        None => nodes[id].rule.as_ref().expect("checked above"),
+                    };
+                    let mut ctx = Ctx {
+                        nodes,
+                        values,
+                        inputs: inputs_of(&nodes[id]),
+                        output: id,
+                        slots: &mut slots,
+                        spare: &mut spare,
+                    };
+                    let ran = if modes == 0 {
+                        rule.run(g, &mut ctx, location)
+                    } else {
+                        inspect::run_observed(modes, rule, g, &mut ctx, location, &mut rules_time)
+                    };
+                    if let Err(e) = ran {
+                        break 'pass Err(e);
+                    }
+                }
+                if let Some(rule) = owned_rule {
+                    drop(rule);
+                    for s in nodes[id].saves.ids(id, inputs_of(&nodes[id])) {
+                        let s = source(values, s);
+                        uses[s] -= 1;
+                        release_if_unused(nodes, values, &uses, s, root_source);
+                    }
+                }
+                if let Some(hook) = hook.as_deref_mut() {
+                    hook.tick();
+                    for &i in inputs_of(&nodes[id]) {
+                        if last_use[i] == id {
+                            last_use[i] = usize::MAX;
+                            if let Some(g) = slots[i].as_mut() {
+                                hook.ready(g);
+                            }
+                        }
+                    }
                 }
             }
+            Ok(())
+        };
+        // work started on the gradient buffers ends before they are read or freed
+        if let Some(hook) = hook {
+            hook.finish();
         }
         if !retain {
+            // (also after an error: values this pass released cannot be read by a later one)
             *consumed = Some(location);
         }
+        outcome?;
         let grads = Gradients::collect(self.id(), nodes, values, slots, spare, kept, params);
         if let Some(start) = pass_start {
             inspect::profile::backward_pass(start.elapsed(), rules_time);
         }
         Ok(grads)
     }
+}
+
+/// What backward tells about leaf gradients as they become final
+/// ([`Tape::backward_hooked`]): a collective can start reducing a gradient while backward
+/// goes on with the rest of the graph.
+pub(crate) trait LeafHook<F: Float> {
+    /// A leaf's gradient is final: no rule will add to it any more. Its buffer is neither
+    /// read nor freed before [`LeafHook::finish`] returns.
+    fn ready(&mut self, grad: &mut Array2<F>);
+
+    /// A rule has run: a chance to let work in flight progress.
+    fn tick(&mut self) {}
+
+    /// Backward is done with the graph (or failed): called once, on every path, before the
+    /// gradients are collected or dropped.
+    fn finish(&mut self);
 }
 
 /// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's
@@ -336,5 +394,82 @@ fn release_if_unused<F: Float>(
             // the buffer goes to the pool
             values[id] = Value::Released(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::Location;
+
+    use ndarray::{Array2, array};
+
+    use super::LeafHook;
+    use crate::{BackwardOptions, Tape};
+
+    /// Copies every gradient it is told is final, and counts the calls.
+    #[derive(Default)]
+    struct Record {
+        ready: Vec<Array2<f64>>,
+        ticks: usize,
+        finished: usize,
+    }
+
+    impl LeafHook<f64> for Record {
+        fn ready(&mut self, grad: &mut Array2<f64>) {
+            assert_eq!(self.finished, 0);
+            self.ready.push(grad.clone());
+        }
+        fn tick(&mut self) {
+            self.ticks += 1;
+        }
+        fn finish(&mut self) {
+            self.finished += 1;
+        }
+    }
+
+    /// A leaf gradient is announced once, after its last contribution: `w` is used at the
+    /// top and at the bottom of the graph, `b` once, the constant never.
+    #[test]
+    fn leaf_gradients_are_announced_once_when_final() {
+        let (w, b) = (array![[0.5, -1.0], [2.0, 0.25]], array![[0.1, 0.2]]);
+        let tape = Tape::new();
+        let (wt, bt) = (tape.param(&w), tape.param(&b));
+        let x = tape.constant(array![[1.0, 2.0], [3.0, 4.0]]);
+        let h = x.matmul(wt).add_row(bt).tanh();
+        let loss = h.matmul(wt).mul(h).sum();
+        let mut hook = Record::default();
+        let grads = tape
+            .backward_hooked(
+                loss,
+                BackwardOptions::new(),
+                Some(&mut hook),
+                Location::caller(),
+            )
+            .unwrap();
+        assert_eq!(hook.finished, 1);
+        assert_eq!(hook.ticks, 6); // one per rule: matmul, add_row, tanh, matmul, mul, sum
+        assert_eq!(hook.ready.len(), 2);
+        // in the order they became final: b (at add_row), then w (at the first matmul)
+        assert_eq!(&hook.ready[0], grads.get(bt).unwrap());
+        assert_eq!(&hook.ready[1], grads.get(wt).unwrap());
+    }
+
+    /// `finish` runs when backward fails too (here: anomaly detection stops it), before
+    /// the gradient buffers are dropped.
+    #[test]
+    fn finish_is_called_when_backward_fails() {
+        let x = array![[0.0, 4.0]];
+        let tape = Tape::new();
+        tape.detect_anomaly(true);
+        let loss = tape.param(&x).sqrt().sum();
+        let mut hook = Record::default();
+        let result = tape.backward_hooked(
+            loss,
+            BackwardOptions::new(),
+            Some(&mut hook),
+            Location::caller(),
+        );
+        assert!(result.is_err());
+        assert_eq!((hook.finished, hook.ready.len()), (1, 0));
     }
 }

@@ -199,6 +199,20 @@ pub enum ErrorKind {
         /// The number of classes (columns of the logits).
         classes: usize,
     },
+    /// An MPI call failed ([`crate::parallel`]'s `mpi` module): the routine and MPI's
+    /// error code.
+    Mpi {
+        /// The MPI routine.
+        routine: &'static str,
+        /// The code it returned.
+        code: i32,
+    },
+    /// The MPI library is not one whose `MPI_IN_PLACE` tapegrad knows (Open MPI and the
+    /// MPICH family: MPICH, Intel MPI, MVAPICH), so it cannot reduce gradients in place.
+    MpiLibrary {
+        /// The library's version string.
+        version: String,
+    },
     /// Anomaly detection ([`Tape::detect_anomaly`](crate::Tape::detect_anomaly)) found NaN
     /// or an infinity produced from finite operands: in an op's forward value, or in a
     /// gradient its rule computed in backward. The error's op and location are that op's
@@ -406,6 +420,14 @@ impl fmt::Display for ErrorKind {
                     "row {row}: class index {index} is out of range for {classes} classes"
                 )
             }
+            ErrorKind::Mpi { routine, code } => {
+                write!(f, "{routine} failed with MPI error code {code}")
+            }
+            ErrorKind::MpiLibrary { version } => write!(
+                f,
+                "the MPI library ({version}) is neither Open MPI nor of the MPICH family, \
+                 whose MPI_IN_PLACE tapegrad knows"
+            ),
             ErrorKind::Anomaly {
                 site,
                 shape,

@@ -115,7 +115,7 @@ impl<F: Float> Gradients<F> {
     }
 
     /// Recomputes the transposed copies from the gradients they copy.
-    fn refresh_transposed(&mut self) {
+    pub(crate) fn refresh_transposed(&mut self) {
         let Gradients {
             entries,
             transposed,

@@ -49,6 +49,9 @@
 
 use std::ops::Range;
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
 use rayon::prelude::*;
 
 use crate::error::Result;
