@@ -70,7 +70,8 @@ fn two_ranks_train_the_digits_mlp_to_the_parameters_of_one_process() {
     let dir = std::env::temp_dir().join(format!("tapegrad-mpi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
-    let epochs = "10";
+    // the example's whole run: 30 epochs of 45 batches
+    let epochs = "30";
 
     let mut single = Command::new(example());
     single.args(["--epochs", epochs, "--out"]).arg(&one);
