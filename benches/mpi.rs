@@ -7,6 +7,9 @@
 //! benches/mpi.sh
 //! ```
 //!
+//! `TAPEGRAD_W2_ROWS=n` uses the first `n` rows of the batch instead of 256 (for the cost
+//! model's fit of step time against shard size).
+//!
 //! Rank 0 prints, for the W2 batch of 256 split over the ranks: the median time of a whole
 //! step (forward, backward with the reduction overlapped, SGD update); of the same step
 //! without any reduction (the compute alone, a lower bound); and of a blocking in-place
@@ -68,6 +71,14 @@ fn main() {
     let (rank, size) = (world.rank() as usize, world.size() as usize);
     let mut dist = Distributed::<f32, _>::new(&world).expect("Open MPI or MPICH");
     let (mut net, x, y) = setup(W2);
+    let rows = std::env::var("TAPEGRAD_W2_ROWS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .map_or(x.nrows(), |n| n.clamp(1, x.nrows()));
+    let (x, y) = (
+        x.slice(s![..rows, ..]).to_owned(),
+        y.slice(s![..rows, ..]).to_owned(),
+    );
     let rounds = 15;
     let mut grads = None;
     // each round: a step with the reduction, a step of compute only, an allreduce alone;
@@ -101,8 +112,8 @@ fn main() {
         .sum();
     if rank == 0 {
         println!(
-            "W2 on {size} rank(s), {} rows each: step {:.1} ms, compute alone {:.1} ms, allreduce of {:.1} MB alone {:.2} ms (medians of {rounds})",
-            x.nrows() / size,
+            "W2, batch {rows} on {size} rank(s), {} rows each: step {:.1} ms, compute alone {:.1} ms, allreduce of {:.1} MB alone {:.2} ms (medians of {rounds})",
+            rows / size,
             1e3 * median(full),
             1e3 * median(compute),
             bytes as f64 / 1e6,

@@ -113,6 +113,9 @@
 //!   `openblas-src` (`system`), for end programs, the examples, the benches and CI. Needs
 //!   `libopenblas-dev` (Debian, Ubuntu) or `openblas` (Homebrew); `build.rs` stops with
 //!   that message when it is missing.
+//! - `mpi`: data parallelism across processes and machines on the system MPI
+//!   (`parallel::mpi`, through the `mpi` crate). Needs the MPI development files and
+//!   libclang: `libopenmpi-dev openmpi-bin libclang-dev pkg-config` on Debian and Ubuntu.
 //!
 //! # Module map, bottom to top
 //!
@@ -123,7 +126,7 @@
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
 //! | memory | [`pool`], [`Tape::remat`] | recycled buffers; gradient checkpointing |
 //! | nn, optim | [`nn`], [`optim`] | layers composed from ops, parameters by name; SGD, Adam, AdamW, L-BFGS |
-//! | parallel | [`parallel`] | data parallelism across cores, on rayon |
+//! | parallel | [`parallel`] | data parallelism across cores (rayon) and across processes and machines (MPI, feature `mpi`) |
 //! | extension | [`custom`] | ops of your own, with their VJP on arrays and in tensor ops |
 //! | inspection | [`inspect`] | explain mode, the graph as DOT and SVG, anomaly detection, the per-op profile |
 //! | tools | [`check`], [`functional`], [`io`] | gradient checking (first and second order); derivatives of functions; safetensors checkpoints |
