@@ -209,18 +209,21 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
             if outcome.is_err() {
                 return;
             }
-            let data = memory(p);
-            let code = unsafe {
-                // SAFETY: `data` is a live buffer of `data.len()` elements of F's MPI type
-                ffi::MPI_Bcast(
-                    data.as_mut_ptr().cast(),
-                    count(data.len()),
-                    F::equivalent_datatype().as_raw(),
-                    0,
-                    self.comm.as_raw(),
-                )
-            };
-            outcome = check("MPI_Bcast", code, location);
+            for data in memory(p).chunks_mut(MAX_COUNT) {
+                let code = unsafe {
+                    // SAFETY: `data` is a live buffer of `data.len()` elements of F's MPI type
+                    ffi::MPI_Bcast(
+                        data.as_mut_ptr().cast(),
+                        count(data.len()),
+                        F::equivalent_datatype().as_raw(),
+                        0,
+                        self.comm.as_raw(),
+                    )
+                };
+                if outcome.is_ok() {
+                    outcome = check("MPI_Bcast", code, location);
+                }
+            }
         });
         outcome
     }
@@ -305,9 +308,13 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
     }
 }
 
-/// An element count as MPI's `int`.
+/// The most elements one MPI call takes (its count is an `int`): longer buffers go in
+/// several calls.
+const MAX_COUNT: usize = i32::MAX as usize;
+
+/// An element count as MPI's `int` (at most [`MAX_COUNT`] by construction).
 fn count(len: usize) -> i32 {
-    i32::try_from(len).expect("a gradient of more than 2³¹ − 1 elements")
+    i32::try_from(len).unwrap_or(i32::MAX)
 }
 
 /// Gradient buffers: (memory, length).
@@ -432,11 +439,17 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
 
 impl<F: Float + Equivalence, C: Communicator> LeafHook<F> for Reducer<'_, '_, F, C> {
     fn ready(&mut self, grad: &mut Array2<F>) {
-        let data = memory(grad);
-        self.open.push((data.as_mut_ptr(), data.len()));
-        self.open_bytes += std::mem::size_of_val(data);
-        if self.open_bytes >= self.dist.bucket_bytes {
-            self.start();
+        for data in memory(grad).chunks_mut(MAX_COUNT) {
+            // a pack is one message too: it never passes MAX_COUNT elements
+            let open: usize = self.open.iter().map(|&(_, len)| len).sum();
+            if open + data.len() > MAX_COUNT {
+                self.start();
+            }
+            self.open.push((data.as_mut_ptr(), data.len()));
+            self.open_bytes += std::mem::size_of_val(data);
+            if self.open_bytes >= self.dist.bucket_bytes {
+                self.start();
+            }
         }
         self.progress();
     }
