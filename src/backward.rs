@@ -190,7 +190,7 @@ impl<'t, F: Float> Tape<'t, F> {
         &self,
         root: Tensor<'t, F>,
         opts: BackwardOptions<'_, F>,
-        mut hook: Option<&mut dyn LeafHook<F>>,
+        hook: Option<&mut dyn LeafHook<F>>,
         location: &'static Location<'static>,
     ) -> Result<Gradients<F>> {
         let fail = |kind| Err(Error::new("backward", kind, location));
@@ -256,6 +256,8 @@ impl<'t, F: Float> Tape<'t, F> {
             Some(previous) => previous.into_spare(nodes, values, n),
             None => opts.spare,
         };
+        // declared after the slots: dropped before them, also when a rule panics
+        let mut hook = Finish(hook);
         let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 
         // How many rules still have to read each value; values no rule reads go now.
@@ -278,7 +280,7 @@ impl<'t, F: Float> Tape<'t, F> {
 
         // With a hook: the last rule (the lowest node id) that adds to each leaf gradient.
         let mut last_use = Vec::new();
-        if hook.is_some() {
+        if hook.0.is_some() {
             last_use.resize(n, usize::MAX);
             for (id, node) in nodes[..n].iter().enumerate().rev() {
                 if node.rule.is_some() {
@@ -333,7 +335,7 @@ impl<'t, F: Float> Tape<'t, F> {
                         release_if_unused(nodes, values, &uses, s, root_source);
                     }
                 }
-                if let Some(hook) = hook.as_deref_mut() {
+                if let Some(hook) = hook.0.as_deref_mut() {
                     hook.tick();
                     for &i in inputs_of(&nodes[id]) {
                         if last_use[i] == id {
@@ -345,12 +347,16 @@ impl<'t, F: Float> Tape<'t, F> {
                     }
                 }
             }
+            // a root that is itself a leaf (no rule feeds it) has its seed as gradient
+            if let (Some(hook), true) = (hook.0.as_deref_mut(), nodes[root.id].leaf) {
+                if let Some(g) = slots[root.id].as_mut() {
+                    hook.ready(g);
+                }
+            }
             Ok(())
         };
         // work started on the gradient buffers ends before they are read or freed
-        if let Some(hook) = hook {
-            hook.finish();
-        }
+        drop(hook);
         if !retain {
             // (also after an error: values this pass released cannot be read by a later one)
             *consumed = Some(location);
@@ -375,9 +381,20 @@ pub(crate) trait LeafHook<F: Float> {
     /// A rule has run: a chance to let work in flight progress.
     fn tick(&mut self) {}
 
-    /// Backward is done with the graph (or failed): called once, on every path, before the
-    /// gradients are collected or dropped.
+    /// Backward is done with the graph (or failed, or a rule panicked): called once the
+    /// pass has begun, on every path, before the gradients are collected or dropped.
     fn finish(&mut self);
+}
+
+/// Calls the hook's [`LeafHook::finish`] when dropped.
+struct Finish<'h, F: Float>(Option<&'h mut dyn LeafHook<F>>);
+
+impl<F: Float> Drop for Finish<'_, F> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.0.take() {
+            hook.finish();
+        }
+    }
 }
 
 /// Releases an owned intermediate value that no pending rule reads. Leaves (the caller's

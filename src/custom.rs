@@ -281,6 +281,10 @@ struct CustomRule<O> {
 }
 
 impl<F: Float, O: CustomOp<F>> Backward<F> for CustomRule<O> {
+    fn is_custom(&self) -> bool {
+        true
+    }
+
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         let reads = self.op.reads();
         let saved = Saved {

@@ -232,8 +232,10 @@ pub enum ErrorKind {
 /// Where anomaly detection found a non-finite number ([`ErrorKind::Anomaly`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalySite {
-    /// The op's result in the forward pass (for a leaf: the data put on the tape).
+    /// The op's result in the forward pass.
     Forward,
+    /// The data put on the tape as a leaf.
+    Leaf,
     /// The gradient the op's rule computed for its input `input` (0-based) in backward.
     Gradient {
         /// The input's position.
@@ -448,6 +450,7 @@ impl fmt::Display for ErrorKind {
                         "anomaly in the backward pass: the rule's gradient for input {input} ("
                     )?,
                     AnomalySite::Seed => f.write_str("anomaly in the backward pass: the seed (")?,
+                    AnomalySite::Leaf => f.write_str("anomaly in the data put on the tape (")?,
                 }
                 dims(f, *shape)?;
                 write!(f, ") holds {value} at [{i}, {j}]")?;
@@ -456,7 +459,7 @@ impl fmt::Display for ErrorKind {
                     AnomalySite::Gradient { .. } => {
                         f.write_str(", computed from a finite gradient and finite values")
                     }
-                    AnomalySite::Seed => Ok(()),
+                    AnomalySite::Seed | AnomalySite::Leaf => Ok(()),
                 }
             }
         }

@@ -42,6 +42,12 @@ pub(crate) trait Backward<F: Float> {
 
     /// The tensor form: adds each input's contribution, as a tensor, through `ctx`.
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()>;
+
+    /// Whether this is a custom op's rule ([`crate::custom`]), whose name is the user's:
+    /// explain mode then names its VJP instead of a built-in's equation.
+    fn is_custom(&self) -> bool {
+        false
+    }
 }
 
 /// The array form of a rule without owned state: `(param, G, ctx)`, where `param` is the

@@ -239,3 +239,33 @@ fn gradcheck_passes_on_compositions_with_custom_ops() {
     .unwrap();
     let _ = LnGamma;
 }
+
+/// Explain mode names a custom op's VJP by the op's name, even when that name is a
+/// built-in's with another number of inputs (no built-in equation, no panic).
+#[test]
+fn explain_names_a_custom_ops_vjp_even_under_a_built_in_name() {
+    struct Imposter;
+    impl CustomOp<f64> for Imposter {
+        fn name(&self) -> &'static str {
+            "linear"
+        }
+        fn output_shape(&self, s: &[(usize, usize)]) -> Result<(usize, usize), &'static str> {
+            Ok(s[0])
+        }
+        fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Array2<f64> {
+            x[0].to_owned()
+        }
+        fn vjp(&self, g: ArrayView2<'_, f64>, _: &Saved<'_, f64>, grads: &mut Grads<'_, f64>) {
+            grads.add(0, g.to_owned());
+        }
+    }
+    let tape = Tape::new();
+    let x = tape.param(array![[1.0, 2.0]]).named("X");
+    let y = custom::apply(Imposter, &[x]);
+    let lines = tape.explain(y.sum()).unwrap().lines;
+    let eqs: Vec<&str> = lines.iter().map(|l| l.equation.as_str()).collect();
+    assert_eq!(
+        eqs,
+        ["dT1 = broadcast(G)", "dX = vjp_linear(dT1) for input 0"]
+    );
+}

@@ -363,7 +363,18 @@ fn anomaly_detection_names_the_rule_that_made_a_non_finite_gradient() {
     let tape = Tape::new();
     tape.detect_anomaly(true);
     let bad = tape.constant(ndarray::array![[f64::NAN]]);
-    assert_eq!(tape.anomaly().unwrap().op(), "leaf");
+    let err = tape.anomaly().unwrap();
+    assert_eq!(err.op(), "leaf");
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Anomaly {
+            site: AnomalySite::Leaf,
+            ..
+        }
+    ));
+    assert!(err.to_string().starts_with(
+        "leaf: anomaly in the data put on the tape (1 × 1) holds NaN at [0, 0], called at"
+    ));
     let _ = bad;
     let tape = Tape::new();
     tape.detect_anomaly(true);
@@ -444,4 +455,30 @@ fn the_profile_counts_calls_and_bytes_per_call_site() {
     let after = Tape::new();
     let _ = after.param(&w).sum();
     assert_eq!(profile::finish().records, 0);
+}
+
+/// A rematerialised block is profiled as its own op: the ops inside it, run again in
+/// backward on tapes of their own, are not counted a second time.
+#[test]
+fn the_profile_counts_a_rematerialised_block_once() {
+    use tapegrad::inspect::profile;
+    let (x, w) = (
+        Array2::from_elem((8, 4), 0.5f64),
+        Array2::from_elem((4, 4), 0.1f64),
+    );
+    profile::start();
+    let tape = Tape::new();
+    let (xt, wt) = (tape.constant(&x), tape.param(&w));
+    let y = tape
+        .remat(&[xt, wt], |v| Ok(v[0].try_matmul(v[1])?.tanh()))
+        .unwrap();
+    tape.backward(y.sum()).unwrap();
+    let p = profile::finish();
+    let ops: Vec<&str> = p.by_op().iter().map(|s| s.op).collect();
+    assert!(ops.contains(&"remat") && ops.contains(&"sum"), "{ops:?}");
+    assert!(
+        !ops.contains(&"tanh") && !ops.contains(&"matmul"),
+        "{ops:?}"
+    );
+    assert_eq!(p.backward_passes, 1);
 }

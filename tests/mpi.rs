@@ -84,9 +84,10 @@ fn two_ranks_train_the_digits_mlp_to_the_parameters_of_one_process() {
     let a = load(&one);
     assert_eq!(a.len(), 4);
 
-    // the default buckets (this network's gradients packed into one message), and every
-    // gradient reduced in place as its own message
-    for bucket in ["1048576", "0"] {
+    // the default buckets (this network's gradients packed into one message); every
+    // gradient reduced in place as its own message; 4 KiB buckets, where each small bias
+    // gradient goes out before the large weight gradient that follows it
+    for bucket in ["1048576", "0", "4096"] {
         let mut job = Command::new("mpirun");
         job.args(["-np", "2", "--oversubscribe", "--bind-to", "none"])
             .args(["--timeout", "600", "--mca", "btl", "self,vader"])

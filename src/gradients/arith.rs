@@ -73,6 +73,17 @@ impl<F: Float> Gradients<F> {
             .map(|e| &mut e.grad)
     }
 
+    /// Every leaf's gradient buffer (parameters, owned leaves, overlapping views; not
+    /// retained intermediates), in node order: what a backward pass announces to a
+    /// [`LeafHook`](crate::backward::LeafHook).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn leaves_mut(&mut self) -> impl Iterator<Item = &mut ndarray::Array2<F>> {
+        self.entries
+            .iter_mut()
+            .filter(|e| e.leaf)
+            .map(|e| &mut e.grad)
+    }
+
     /// Applies `f(self's element, other's element)` to every parameter's gradient, after
     /// checking that the two hold the same parameters with the same shapes.
     fn combine(

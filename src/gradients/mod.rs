@@ -88,6 +88,8 @@ struct Entry<F: Float> {
     grad: Array2<F>,
     /// Whether backward reached the leaf from the root (else `grad` is zeros).
     reached: bool,
+    /// A leaf's gradient (not a retained intermediate's).
+    leaf: bool,
 }
 
 /// The gradients a backward pass returns: one array per leaf that requires a gradient,
@@ -176,6 +178,7 @@ impl<F: Float> Gradients<F> {
                 key,
                 grad,
                 reached,
+                leaf: true,
             });
         }
         // A parameter that went on the tape transposed is also found by its own array:
@@ -197,6 +200,7 @@ impl<F: Float> Gradients<F> {
             key: None,
             grad,
             reached: true,
+            leaf: false,
         }));
         entries.sort_by_key(|e| e.id);
         for buffer in slots.into_iter().chain(spare).flatten() {

@@ -205,6 +205,12 @@ impl<'t, F: Float> Tape<'t, F> {
                 Rule::Fn { param, .. } => param.to_f64(),
                 _ => None,
             };
+            // a custom op's name is the user's: never a built-in's equation
+            let custom = match rule {
+                Rule::Boxed(r) => r.is_custom(),
+                Rule::FirstOrderOnly(_) => true,
+                _ => false,
+            };
             let terms = Terms {
                 g: grad(id),
                 y: value(id),
@@ -213,8 +219,10 @@ impl<'t, F: Float> Tape<'t, F> {
                 out: node.shape,
                 param,
             };
-            for (k, rhs, shapes) in equations(node.op, &terms) {
-                let i = inputs[k];
+            let op = if custom { "" } else { node.op };
+            for (k, rhs, shapes) in equations(op, node.op, &terms) {
+                // (a template never names an input the op does not have; skip it if so)
+                let Some(&i) = inputs.get(k) else { continue };
                 if !nodes[i].requires_grad {
                     continue;
                 }
@@ -274,7 +282,7 @@ fn flip((r, c): (usize, usize)) -> (usize, usize) {
 impl Terms {
     /// `e`, an expression of the output's shape, summed back to input `k`'s shape.
     fn sum_to(&self, e: &str, k: usize) -> String {
-        let to = self.shapes[k];
+        let to = self.shape(k);
         if to == self.out {
             e.to_string()
         } else if to == (1, 1) {
@@ -288,6 +296,11 @@ impl Terms {
         }
     }
 
+    /// Input `k`'s shape ((0, 0) past the last input).
+    fn shape(&self, k: usize) -> (usize, usize) {
+        self.shapes.get(k).copied().unwrap_or((0, 0))
+    }
+
     /// The rule's parameter, or `symbol` when the rule keeps it elsewhere.
     fn p(&self, symbol: &str) -> String {
         self.param
@@ -296,20 +309,22 @@ impl Terms {
 
     /// The number of elements of input `k`.
     fn len(&self, k: usize) -> usize {
-        self.shapes[k].0 * self.shapes[k].1
+        let (r, c) = self.shape(k);
+        r * c
     }
 }
 
-/// The equations of `op`'s rule: (input position, right-hand side, shapes if not the
-/// gradient's), in the order the rule computes them.
-fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
+/// The equations of the built-in op `op`'s rule: (input position, right-hand side, shapes
+/// if not the gradient's), in the order the rule computes them; for any other op (`op`
+/// empty, or unknown), `vjp_<name>(G)` per input.
+fn equations(op: &str, name: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
     let (g, y) = (&t.g, &t.y);
-    let x = |k: usize| &t.x[k];
+    let x = |k: usize| t.x.get(k).map_or("?", String::as_str);
     let one = |k: usize, e: String| vec![(k, e, None)];
     let each = |e: &dyn Fn(usize) -> String| (0..t.x.len()).map(|k| (k, e(k), None)).collect();
     match op {
         "matmul" | "linear" => {
-            let (a, b) = (t.shapes[0], t.shapes[1]);
+            let (a, b) = (t.shape(0), t.shape(1));
             let mut v = Vec::new();
             if op == "linear" {
                 v.push((2, format!("1ᵀ · {g}"), product((1, t.out.0), t.out)));
@@ -350,13 +365,16 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
         }
         "max" | "min" | "max_axis" | "min_axis" => one(0, format!("{g} ∘ [{} = {y}] / ties", x(0))),
         "t" => one(0, format!("{g}ᵀ")),
-        "reshape" => one(0, format!("reshape({g}, {})", dims(t.shapes[0]))),
+        "reshape" => one(0, format!("reshape({g}, {})", dims(t.shape(0)))),
         "slice" => one(0, format!("embed({g})")),
+        // the tensor forms of slice's and gather_rows's rules, recorded by Tape::grad
+        "embed" => one(0, format!("{g}[rows, cols]")),
+        "scatter_rows" => one(0, format!("gather_rows({g}, idx)")),
         "concat_rows" | "concat_cols" => {
             let mut at = 0;
             (0..t.x.len())
                 .map(|k| {
-                    let (r, c) = t.shapes[k];
+                    let (r, c) = t.shape(k);
                     let e = if op == "concat_rows" {
                         format!("{g}[{at}..{}, :]", at + r)
                     } else {
@@ -415,8 +433,8 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
         "log_softmax" => one(0, format!("{g} − exp({y}) ∘ Σ_axis {g}")),
         "logsumexp" => one(0, format!("{g} ∘ softmax({})", x(0))),
         "layer_norm" => vec![
-            (1, format!("1ᵀ · ({g} ∘ x̂)"), None),
             (2, format!("1ᵀ · {g}"), None),
+            (1, format!("1ᵀ · ({g} ∘ x̂)"), None),
             (
                 0,
                 format!("r ∘ (ĝ − mean ĝ − x̂ ∘ mean(ĝ ∘ x̂)), ĝ = {g} ∘ {}", x(1)),
@@ -444,7 +462,7 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
             ]
         }
         "softmax_cross_entropy" => {
-            let m = t.shapes[0].0;
+            let m = t.shape(0).0;
             let (z, q) = (x(0), x(1));
             vec![
                 (
@@ -456,10 +474,10 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
             ]
         }
         "softmax_cross_entropy_indices" => {
-            let m = t.shapes[0].0;
+            let m = t.shape(0).0;
             one(0, format!("{g}·(softmax({}) − onehot(y)) / {m}", x(0)))
         }
-        "nll_loss" => one(0, format!("−{g}·onehot(y) / {}", t.shapes[0].0)),
+        "nll_loss" => one(0, format!("−{g}·onehot(y) / {}", t.shape(0).0)),
         "dropout" => one(0, format!("{g} ∘ M / (1 − p)")),
         "remat" => each(&|k| format!("block′ᵀ({g}) for input {k}, the block run again")),
         "trace" => one(0, format!("{g}·I")),
@@ -470,23 +488,28 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
         "solve" => {
             let a = x(0);
             vec![
-                (1, format!("{a}⁻ᵀ · {g}"), None),
                 (0, format!("−({a}⁻ᵀ · {g}) · {y}ᵀ"), None),
+                (1, format!("{a}⁻ᵀ · {g}"), None),
             ]
         }
         "solve_triangular" => {
             let a = x(0);
+            let d = format!("op({a})⁻ᵀ · {g}");
             vec![
-                (1, format!("op({a})⁻ᵀ · {g}"), None),
-                (0, format!("−tri((op({a})⁻ᵀ · {g}) · {y}ᵀ)"), None),
+                (
+                    0,
+                    format!("−tri(D · {y}ᵀ), or −tri({y} · Dᵀ) if op({a}) = {a}ᵀ; D = {d}"),
+                    None,
+                ),
+                (1, d, None),
             ]
         }
         "cho_solve" => {
             let l = x(0);
             let db = format!("({l}·{l}ᵀ)⁻¹ · {g}");
             vec![
-                (1, db.clone(), None),
                 (0, format!("−tril((D·{y}ᵀ + {y}·Dᵀ)·{l}), D = {db}"), None),
+                (1, db, None),
             ]
         }
         "det" => one(0, format!("{g}·{y}·{}⁻ᵀ", x(0))),
@@ -496,7 +519,7 @@ fn equations(op: &str, t: &Terms) -> Vec<(usize, String, Option<String>)> {
             0,
             format!("V·(diag(λ̄) + F ∘ K)·Vᵀ, [λ̄ V̄] = {g}, K = (Vᵀ·V̄ − V̄ᵀ·V)/2, Fᵢⱼ = 1/(λⱼ − λᵢ)"),
         ),
-        // a custom op, or an op recorded only by the tensor form of a rule
-        _ => each(&|k| format!("vjp_{op}({g}) for input {k}")),
+        // a custom op
+        _ => each(&|k| format!("vjp_{name}({g}) for input {k}")),
     }
 }

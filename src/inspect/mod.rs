@@ -82,6 +82,14 @@ impl<'t, F: Float> Tape<'t, F> {
         inner.observed.as_ref().and_then(|o| o.anomaly.clone())
     }
 
+    /// A tape that neither profiles nor checks for anomalies, whatever this thread's
+    /// profiler: the inner tapes of a rematerialised block, whose time is its op's.
+    pub(crate) fn unobserved() -> Self {
+        let tape = Self::new();
+        tape.modes.set(0);
+        tape
+    }
+
     /// The time now if this tape profiles, else `None`: the start of a record.
     #[inline]
     pub(crate) fn stamp(&self) -> Option<Instant> {
@@ -134,8 +142,13 @@ impl<'t, F: Float> Tape<'t, F> {
         };
         if let Some((position, value)) = found {
             let node = &inner.nodes[id];
+            let site = if node.leaf {
+                AnomalySite::Leaf
+            } else {
+                AnomalySite::Forward
+            };
             let kind = ErrorKind::Anomaly {
-                site: AnomalySite::Forward,
+                site,
                 shape: node.shape,
                 position,
                 value,

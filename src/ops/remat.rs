@@ -98,7 +98,7 @@ impl<'t, F: Float> Tape<'t, F> {
                 .map(|t| view_of(&inner.values, t.id))
                 .collect();
             views.map(|views| {
-                let block = Tape::new();
+                let block = Tape::unobserved();
                 let xs: Vec<Tensor<'_, F>> = views.into_iter().map(|v| block.constant(v)).collect();
                 f(&xs).map(|y| block.take_value(y))
             })
@@ -113,7 +113,7 @@ impl<'t, F: Float> Tape<'t, F> {
             // an input was released: run the block on zeros of the inputs' shapes for
             // its output's shape (the value stays released)
             Err(_) => {
-                let block = Tape::new();
+                let block = Tape::unobserved();
                 let xs: Vec<Tensor<'_, F>> = inputs
                     .iter()
                     .map(|t| block.constant(Array2::zeros(t.shape)))
@@ -144,7 +144,7 @@ impl<F: Float> Backward<F> for Remat<F> {
     /// the main tape wants one), and backward from its output with seed `G`.
     fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
         let n = ctx.inputs();
-        let block = Tape::new();
+        let block = Tape::unobserved();
         let xs: Vec<Tensor<'_, F>> = (0..n)
             .map(|k| block.leaf(ctx.input(k), ctx.needs_grad(k)))
             .collect();

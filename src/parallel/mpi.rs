@@ -29,6 +29,12 @@
 //! rank that runs the same program. MPI is called from the thread that calls `backward`:
 //! initialise MPI on it (`mpi::initialize()` is enough when it is the main thread).
 //!
+//! **Errors.** The ranks run their collectives in lockstep, so a rank that fails a step
+//! (an error from `backward`, a NaN caught by anomaly detection on its shard) must not go
+//! on alone: the others would wait for its next message, or pair theirs with the wrong
+//! one. Treat an error as fatal for the job: return it from `main` (`mpirun` then stops
+//! every rank) or call `MPI_Abort`.
+//!
 //! **Requirements.** The system MPI with its development files, and libclang for the
 //! `mpi` crate's bindings: on Debian and Ubuntu,
 //! `apt-get install libopenmpi-dev openmpi-bin libclang-dev pkg-config` (`mpich` and
@@ -266,8 +272,8 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
 
     /// Sums `grads` over the ranks in place, bucketed as in [`Distributed::backward`]:
     /// for gradients computed another way (a [`DataParallel`](super::DataParallel) step
-    /// over this rank's cores, say). Every rank must hold the same parameters, in the
-    /// same order.
+    /// over this rank's cores, say). Every leaf's gradient is summed (as in `backward`);
+    /// every rank must hold the same leaves, in the same order.
     ///
     /// # Errors
     ///
@@ -279,7 +285,7 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
             return Ok(());
         }
         let mut reducer = Reducer::new(self, location);
-        for g in grads.params_mut() {
+        for g in grads.leaves_mut() {
             reducer.ready(g);
         }
         reducer.finish();
@@ -336,6 +342,8 @@ struct Reducer<'d, 'c, F: Float, C: Communicator> {
     open: Pieces<F>,
     open_bytes: usize,
     flights: Vec<Flight<F>>,
+    /// The requests of the flights, for MPI_Testall and MPI_Waitall.
+    requests: Vec<ffi::MPI_Request>,
     packs: Vec<Vec<F>>,
     error: Option<Error>,
 }
@@ -349,6 +357,7 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
             open: Vec::new(),
             open_bytes: 0,
             flights: Vec::new(),
+            requests: Vec::new(),
             packs,
             error: None,
         }
@@ -418,20 +427,21 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
         if self.flights.is_empty() {
             return;
         }
-        let mut requests: Vec<ffi::MPI_Request> = self.flights.iter().map(|f| f.request).collect();
+        self.requests.clear();
+        self.requests.extend(self.flights.iter().map(|f| f.request));
         let mut done = 0;
         let code = unsafe {
             // SAFETY: the requests are live; statuses are ignored
             ffi::MPI_Testall(
-                count(requests.len()),
-                requests.as_mut_ptr(),
+                count(self.requests.len()),
+                self.requests.as_mut_ptr(),
                 &mut done,
                 ffi::RSMPI_STATUSES_IGNORE,
             )
         };
         self.fail("MPI_Testall", code);
         // completed requests are set to MPI_REQUEST_NULL, which a later wait accepts
-        for (f, r) in self.flights.iter_mut().zip(requests) {
+        for (f, &r) in self.flights.iter_mut().zip(&self.requests) {
             f.request = r;
         }
     }
@@ -440,9 +450,11 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
 impl<F: Float + Equivalence, C: Communicator> LeafHook<F> for Reducer<'_, '_, F, C> {
     fn ready(&mut self, grad: &mut Array2<F>) {
         for data in memory(grad).chunks_mut(MAX_COUNT) {
-            // a pack is one message too: it never passes MAX_COUNT elements
+            // a gradient of a bucket's size or more goes alone, in place; a pack is one
+            // message too, and never passes MAX_COUNT elements
             let open: usize = self.open.iter().map(|&(_, len)| len).sum();
-            if open + data.len() > MAX_COUNT {
+            let large = std::mem::size_of_val(data) >= self.dist.bucket_bytes;
+            if large || open + data.len() > MAX_COUNT {
                 self.start();
             }
             self.open.push((data.as_mut_ptr(), data.len()));
@@ -460,20 +472,28 @@ impl<F: Float + Equivalence, C: Communicator> LeafHook<F> for Reducer<'_, '_, F,
 
     fn finish(&mut self) {
         self.start();
-        let mut requests: Vec<ffi::MPI_Request> = self.flights.iter().map(|f| f.request).collect();
-        if !requests.is_empty() {
+        self.requests.clear();
+        self.requests.extend(self.flights.iter().map(|f| f.request));
+        let mut waited = true;
+        if !self.requests.is_empty() {
             let code = unsafe {
                 // SAFETY: live requests (or MPI_REQUEST_NULL); statuses are ignored
                 ffi::MPI_Waitall(
-                    count(requests.len()),
-                    requests.as_mut_ptr(),
+                    count(self.requests.len()),
+                    self.requests.as_mut_ptr(),
                     ffi::RSMPI_STATUSES_IGNORE,
                 )
             };
             self.fail("MPI_Waitall", code);
+            waited = code == 0;
         }
         for flight in self.flights.drain(..) {
             if let Some((pack, pieces)) = flight.pack {
+                if !waited {
+                    // MPI may still write into it: leak it rather than reuse or free it
+                    std::mem::forget(pack);
+                    continue;
+                }
                 let mut at = 0;
                 for (ptr, len) in pieces {
                     // SAFETY: as in `start`; the reduction is complete
