@@ -169,7 +169,8 @@ fn matmul_vjp_passes_transposes_as_flags_on_the_original_storage() {
     assert!(close(&y, &x.dot(&w)) && close(&dx, &g.dot(&w.t())) && close(&dw, &x.t().dot(&g)));
 
     assert_eq!(calls.len(), 3, "{calls:#?}");
-    let (fwd, d_x, d_w) = (calls[0], calls[1], calls[2]);
+    // the rule computes the weight's gradient first (the textbook's order)
+    let (fwd, d_w, d_x) = (calls[0], calls[1], calls[2]);
     assert!(calls.iter().all(|c| c.layout == ROW_MAJOR));
     // Y = X·W
     assert_eq!(
