@@ -134,47 +134,42 @@ impl<'t, F: Float> Tape<'t, F> {
         if inner.observed.as_ref().is_some_and(|o| o.anomaly.is_some()) {
             return;
         }
+        let node = &inner.nodes[id];
+        let site = if node.leaf {
+            AnomalySite::Leaf
+        } else {
+            AnomalySite::Forward
+        };
         let found = match &inner.values[id] {
-            Value::Owned(a) => first_non_finite(a.0.view()),
-            Value::Borrowed(v) => first_non_finite(v.view()),
+            Value::Owned(a) => anomaly_in(a.0.view(), site),
+            Value::Borrowed(v) => anomaly_in(v.view(), site),
             // a view of a value already checked, or nothing computed
             Value::Alias { .. } | Value::Released(_) => None,
         };
-        if let Some((position, value)) = found {
-            let node = &inner.nodes[id];
-            let site = if node.leaf {
-                AnomalySite::Leaf
-            } else {
-                AnomalySite::Forward
-            };
-            let kind = ErrorKind::Anomaly {
-                site,
-                shape: node.shape,
-                position,
-                value,
-            };
+        if let Some(kind) = found {
             let error = Error::new(node.op, kind, node.location);
             inner.observed().anomaly = Some(error);
         }
     }
 }
 
-/// The position and kind of the first non-finite element of `a`, in row-major order.
-pub(crate) fn first_non_finite<F: Float>(
-    a: ArrayView2<'_, F>,
-) -> Option<((usize, usize), NonFinite)> {
-    a.indexed_iter()
-        .find(|(_, x)| !x.is_finite())
-        .map(|(at, &x)| {
-            let kind = if x.is_nan() {
-                NonFinite::NaN
-            } else if x > F::zero() {
-                NonFinite::Infinity
-            } else {
-                NonFinite::NegInfinity
-            };
-            (at, kind)
-        })
+/// The anomaly at `site` if `a` holds NaN or an infinity: its first such element, in
+/// row-major order.
+fn anomaly_in<F: Float>(a: ArrayView2<'_, F>, site: AnomalySite) -> Option<ErrorKind> {
+    let (position, &x) = a.indexed_iter().find(|(_, x)| !x.is_finite())?;
+    let value = if x.is_nan() {
+        NonFinite::NaN
+    } else if x > F::zero() {
+        NonFinite::Infinity
+    } else {
+        NonFinite::NegInfinity
+    };
+    Some(ErrorKind::Anomaly {
+        site,
+        shape: a.dim(),
+        position,
+        value,
+    })
 }
 
 /// The backward seed's anomaly, if it holds NaN or infinity.
@@ -182,16 +177,8 @@ pub(crate) fn check_seed<F: Float>(
     seed: &Array2<F>,
     location: &'static std::panic::Location<'static>,
 ) -> Result<()> {
-    match first_non_finite(seed.view()) {
-        Some((position, value)) => {
-            let kind = ErrorKind::Anomaly {
-                site: AnomalySite::Seed,
-                shape: seed.dim(),
-                position,
-                value,
-            };
-            Err(Error::new("backward", kind, location))
-        }
+    match anomaly_in(seed.view(), AnomalySite::Seed) {
+        Some(kind) => Err(Error::new("backward", kind, location)),
         None => Ok(()),
     }
 }
@@ -226,13 +213,7 @@ pub(crate) fn run_observed<F: Float>(
     if modes & ANOMALY != 0 {
         for (k, &i) in inputs.iter().enumerate() {
             let Some(g) = &ctx.slots[i] else { continue };
-            if let Some((position, value)) = first_non_finite(g.view()) {
-                let kind = ErrorKind::Anomaly {
-                    site: AnomalySite::Gradient { input: k },
-                    shape: g.dim(),
-                    position,
-                    value,
-                };
+            if let Some(kind) = anomaly_in(g.view(), AnomalySite::Gradient { input: k }) {
                 return Err(Error::new(node.op, kind, node.location));
             }
         }
