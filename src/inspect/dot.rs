@@ -50,7 +50,7 @@ impl<F: Float> Tape<'_, F> {
                 style.join(",")
             );
             if let Some(fill) = fill {
-                let _ = write!(out, ", fillcolor=\"{fill}\"");
+                let _ = write!(out, ", fillcolor=\"#{fill:06x}\"");
             }
             out.push_str("];\n");
             for (k, i) in inner.inputs_of(node).iter().enumerate() {
@@ -100,14 +100,14 @@ pub(super) fn label<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> String {
     label
 }
 
-/// A node's fill colour: grey once backward released its value, light blue for a
-/// parameter (a leaf that requires a gradient), none otherwise.
-pub(super) fn fill<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> Option<&'static str> {
+/// A node's fill colour as `0xRRGGBB`: grey once backward released its value, light blue
+/// for a parameter (a leaf that requires a gradient), none otherwise.
+pub(super) fn fill<F: Float>(inner: &Inner<'_, F>, id: NodeId) -> Option<u32> {
     let node = &inner.nodes[id];
     if released(inner, id) {
-        Some("#e5e7eb")
+        Some(0xe5e7eb)
     } else if node.leaf && node.requires_grad {
-        Some("#dbeafe")
+        Some(0xdbeafe)
     } else {
         None
     }

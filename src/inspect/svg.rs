@@ -46,10 +46,8 @@ impl<F: Float> Tape<'_, F> {
             } else {
                 0x9ca3afff
             };
-            let fill = fill(&inner, id).map_or(0xffffffff, |hex| {
-                u32::from_str_radix(hex.trim_start_matches('#'), 16)
-                    .map_or(0xffffffff, |c| (c << 8) | 0xff)
-            });
+            // layout-rs colours are 0xRRGGBBAA
+            let fill = fill(&inner, id).map_or(0xffffffff, |rgb| (rgb << 8) | 0xff);
             let look = StyleAttr::new(
                 Color::new(border),
                 1,
