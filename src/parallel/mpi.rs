@@ -262,9 +262,7 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
         let grads = loss
             .tape()
             .backward_hooked(loss, opts, Some(&mut reducer), location);
-        let failed = reducer.error.take();
-        self.packs = reducer.into_packs();
-        match (grads, failed) {
+        match (grads, reducer.error) {
             (Err(e), _) | (Ok(_), Some(e)) => Err(e),
             (Ok(grads), None) => Ok(grads),
         }
@@ -289,10 +287,8 @@ impl<'c, F: Float + Equivalence, C: Communicator> Distributed<'c, F, C> {
             reducer.ready(g);
         }
         reducer.finish();
-        let failed = reducer.error.take();
-        self.packs = reducer.into_packs();
         grads.refresh_transposed();
-        failed.map_or(Ok(()), Err)
+        reducer.error.map_or(Ok(()), Err)
     }
 
     /// Writes a checkpoint of `model` ([`crate::io::save`]) on rank 0; the other ranks,
@@ -336,7 +332,8 @@ struct Flight<F> {
 /// The hook backward calls as gradients become final: it groups them into buckets and
 /// starts a non-blocking in-place allreduce for each, then waits for all at the end.
 struct Reducer<'d, 'c, F: Float, C: Communicator> {
-    dist: &'d Distributed<'c, F, C>,
+    /// The reduction's settings, and the pack buffers it reuses from step to step.
+    dist: &'d mut Distributed<'c, F, C>,
     location: &'static Location<'static>,
     /// Gradients of the bucket being filled.
     open: Pieces<F>,
@@ -344,13 +341,11 @@ struct Reducer<'d, 'c, F: Float, C: Communicator> {
     flights: Vec<Flight<F>>,
     /// The requests of the flights, for MPI_Testall and MPI_Waitall.
     requests: Vec<ffi::MPI_Request>,
-    packs: Vec<Vec<F>>,
     error: Option<Error>,
 }
 
 impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
     fn new(dist: &'d mut Distributed<'c, F, C>, location: &'static Location<'static>) -> Self {
-        let packs = std::mem::take(&mut dist.packs);
         Reducer {
             dist,
             location,
@@ -358,13 +353,8 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
             open_bytes: 0,
             flights: Vec::new(),
             requests: Vec::new(),
-            packs,
             error: None,
         }
-    }
-
-    fn into_packs(self) -> Vec<Vec<F>> {
-        self.packs
     }
 
     fn fail(&mut self, routine: &'static str, code: i32) {
@@ -383,7 +373,7 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
             [(ptr, len)] => (ptr, len, None),
             _ => {
                 let total = open.iter().map(|&(_, len)| len).sum();
-                let mut pack = self.packs.pop().unwrap_or_default();
+                let mut pack = self.dist.packs.pop().unwrap_or_default();
                 pack.clear();
                 for &(ptr, len) in &open {
                     // SAFETY: `ptr` is a final gradient buffer of `len` elements, alive
@@ -413,7 +403,7 @@ impl<'d, 'c, F: Float + Equivalence, C: Communicator> Reducer<'d, 'c, F, C> {
         if code != 0 {
             self.fail("MPI_Iallreduce", code);
             if let Some((pack, _)) = pack {
-                self.packs.push(pack);
+                self.dist.packs.push(pack);
             }
             return;
         }
@@ -501,7 +491,7 @@ impl<F: Float + Equivalence, C: Communicator> LeafHook<F> for Reducer<'_, '_, F,
                         .copy_from_slice(&pack[at..at + len]);
                     at += len;
                 }
-                self.packs.push(pack);
+                self.dist.packs.push(pack);
             }
         }
     }
