@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use common::Dataset;
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 use plotters::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tapegrad::inspect::profile;
-use tapegrad::nn::{Activation, Init, Module, Sequential, mlp};
+use tapegrad::nn::Module;
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::{BackwardOptions, Tape};
 
@@ -44,29 +44,6 @@ pub struct Epoch {
     pub test_accuracy: f64,
 }
 
-/// The network: 64 → 64 relu → 10 logits, He-initialised from `seed`.
-pub fn network(seed: u64) -> Sequential<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    mlp(
-        &[64, 64, 10],
-        Activation::Relu,
-        Activation::Identity,
-        Init::He,
-        &mut rng,
-    )
-}
-
-/// Accuracy of `net` on `data`, with gradients off.
-pub fn accuracy(
-    net: &Sequential<f32>,
-    x: &Array2<f32>,
-    labels: &[usize],
-) -> Result<f64, Box<dyn Error>> {
-    let tape = Tape::new();
-    let logits = tape.no_grad(|| net.forward(tape.constant(x)))?;
-    Ok(common::accuracy(&logits.value(), labels))
-}
-
 /// A finished run: the figures of every epoch, and the size of the test split.
 pub struct Run {
     pub curve: Vec<Epoch>,
@@ -81,7 +58,7 @@ pub fn train(
 ) -> Result<Run, Box<dyn Error>> {
     let (train, test): (Dataset, Dataset) = common::digits()?.split(0.2, seed);
     let (x_train, x_test) = (train.x.mapv(|v| v as f32), test.x.mapv(|v| v as f32));
-    let mut net = network(seed);
+    let mut net = common::digits_network::<f32>(seed);
     let mut opt = Adam::new(LEARNING_RATE);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..train.labels.len()).collect();
@@ -107,8 +84,8 @@ pub fn train(
         }
         let figures = Epoch {
             loss: total / order.len() as f32,
-            train_accuracy: accuracy(&net, &x_train, &train.labels)?,
-            test_accuracy: accuracy(&net, &x_test, &test.labels)?,
+            train_accuracy: common::model_accuracy(&net, &x_train, &train.labels)?,
+            test_accuracy: common::model_accuracy(&net, &x_test, &test.labels)?,
         };
         after_epoch(epoch, figures);
         curve.push(figures);

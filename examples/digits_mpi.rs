@@ -25,12 +25,12 @@ use std::time::Instant;
 
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tapegrad::Tape;
-use tapegrad::nn::{Activation, Init, Module, Parameters, Sequential, mlp};
+use tapegrad::nn::{Module, Parameters};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::parallel::mpi::Distributed;
 
@@ -63,14 +63,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let (train, test) = common::digits()?.split(0.2, SEED);
     // every rank draws its own initial weights; the broadcast makes them rank 0's
-    let mut rng = StdRng::seed_from_u64(SEED + dist.rank() as u64);
-    let mut net: Sequential<f64> = mlp(
-        &[64, 64, 10],
-        Activation::Relu,
-        Activation::Identity,
-        Init::He,
-        &mut rng,
-    );
+    let mut net = common::digits_network::<f64>(SEED + dist.rank() as u64);
     dist.broadcast(&mut net)?;
     if dist.is_root() {
         println!(
@@ -108,7 +101,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             println!(
                 "epoch {epoch:>3}  loss {:.5}  test accuracy {:.1}%",
                 loss / order.len() as f64,
-                100.0 * accuracy(&net, &test.x, &test.labels)?
+                100.0 * common::model_accuracy(&net, &test.x, &test.labels)?
             );
         }
     }
@@ -127,7 +120,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     if dist.is_root() {
         println!(
             "test accuracy {:.2}% on {} held-out images; {:.2} s on {} rank(s)",
-            100.0 * accuracy(&net, &test.x, &test.labels)?,
+            100.0 * common::model_accuracy(&net, &test.x, &test.labels)?,
             test.labels.len(),
             seconds,
             dist.size()
@@ -142,15 +135,4 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("the ranks' parameters differ".into());
     }
     Ok(())
-}
-
-/// Accuracy of `net` on `x`, with gradients off.
-fn accuracy(
-    net: &Sequential<f64>,
-    x: &Array2<f64>,
-    labels: &[usize],
-) -> Result<f64, Box<dyn Error>> {
-    let tape = Tape::new();
-    let logits = tape.no_grad(|| net.forward(tape.constant(x)))?;
-    Ok(common::accuracy(&logits.value(), labels))
 }

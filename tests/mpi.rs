@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ndarray::Array2;
-use tapegrad::nn::{Activation, Init, Parameters, Sequential, mlp};
+use tapegrad::nn::Parameters;
+
+/// The examples' shared code: the digits network whose checkpoints are compared.
+#[path = "../examples/common/mod.rs"]
+mod examples_common;
 
 /// The example binary, built beside this test's (target/<profile>/examples/).
 fn example() -> PathBuf {
@@ -50,14 +54,7 @@ fn line_value<'a>(out: &'a str, prefix: &str) -> &'a str {
 }
 
 fn load(path: &Path) -> Vec<Array2<f64>> {
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-    let mut net: Sequential<f64> = mlp(
-        &[64, 64, 10],
-        Activation::Relu,
-        Activation::Identity,
-        Init::He,
-        &mut rng,
-    );
+    let mut net = examples_common::digits_network::<f64>(0);
     tapegrad::io::load(&mut net, path).expect("the checkpoint loads");
     net.parameters()
         .into_iter()

@@ -1,4 +1,5 @@
-//! Data loading shared by the examples and the tests (`#[path]`-included by the tests).
+//! Data loading, and the digits network, shared by the examples and the tests
+//! (`#[path]`-included by the tests).
 
 #![allow(dead_code)]
 
@@ -122,4 +123,30 @@ pub fn accuracy<F: PartialOrd + Copy>(out: &Array2<F>, labels: &[usize]) -> f64 
         })
         .count();
     hits as f64 / labels.len() as f64
+}
+
+/// The digits network: 64 → 64 relu → 10 logits, He-initialised from `seed`
+/// (`digits.rs` in f32, `digits_mpi.rs` in f64).
+pub fn digits_network<F: tapegrad::Float>(seed: u64) -> tapegrad::nn::Sequential<F> {
+    use rand::SeedableRng;
+    use tapegrad::nn::{Activation, Init, mlp};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    mlp(
+        &[64, 64, 10],
+        Activation::Relu,
+        Activation::Identity,
+        Init::He,
+        &mut rng,
+    )
+}
+
+/// Accuracy of `model` on `x`, with gradients off.
+pub fn model_accuracy<F: tapegrad::Float>(
+    model: &dyn tapegrad::nn::Module<F>,
+    x: &Array2<F>,
+    labels: &[usize],
+) -> tapegrad::Result<f64> {
+    let tape = tapegrad::Tape::new();
+    let logits = tape.no_grad(|| model.forward(tape.constant(x)))?;
+    Ok(accuracy(&logits.value(), labels))
 }
