@@ -6,12 +6,20 @@ mod common;
 use ndarray::Array2;
 use tapegrad::Tape;
 
+/// Seed 001's data and weights on Iris's shapes: X (150 × 4), Y (150 × 3), W1 (4 × 2),
+/// W2 (2 × 3).
+fn seed_001() -> [Array2<f64>; 4] {
+    [
+        Array2::from_elem((150, 4), 0.5),
+        Array2::from_elem((150, 3), 0.25),
+        Array2::from_elem((4, 2), 0.1),
+        Array2::from_elem((2, 3), -0.1),
+    ]
+}
+
 #[test]
 fn the_seed_001_network_as_dot() {
-    let x = Array2::from_elem((150, 4), 0.5f64);
-    let y = Array2::from_elem((150, 3), 0.25f64);
-    let w1 = Array2::from_elem((4, 2), 0.1f64);
-    let w2 = Array2::from_elem((2, 3), -0.1f64);
+    let [x, y, w1, w2] = seed_001();
     let tape = Tape::new();
     let (xt, w1t, w2t) = (tape.constant(&x), tape.param(&w1), tape.param(&w2));
     let line = line!() + 1;
@@ -139,10 +147,7 @@ fn explain_reads_seed_000_line_by_line() {
 /// mean squared error as the root.
 #[test]
 fn explain_reads_seed_001_line_by_line() {
-    let x = Array2::from_elem((150, 4), 0.5f64);
-    let y = Array2::from_elem((150, 3), 0.25f64);
-    let w1 = Array2::from_elem((4, 2), 0.1f64);
-    let w2 = Array2::from_elem((2, 3), -0.1f64);
+    let [x, y, w1, w2] = seed_001();
     let tape = Tape::new();
     let xt = tape.constant(&x).named("X");
     let (w1t, w2t) = (tape.param(&w1).named("W1"), tape.param(&w2).named("W2"));

@@ -9,6 +9,23 @@ fn block<'s>(xs: &[Tensor<'s, f64>]) -> Result<Tensor<'s, f64>> {
     Ok(xs[0].try_matmul(xs[1])?.tanh())
 }
 
+/// `n` layers `tanh(h·w)` sharing `w`, each a rematerialised block or recorded plainly.
+fn layers<'s>(
+    mut h: Tensor<'s, f64>,
+    w: Tensor<'s, f64>,
+    n: usize,
+    remat: bool,
+) -> Tensor<'s, f64> {
+    for _ in 0..n {
+        h = if remat {
+            h.tape().remat(&[h, w], block).unwrap()
+        } else {
+            h.matmul(w).tanh()
+        };
+    }
+    h
+}
+
 #[test]
 fn errors_are_typed() {
     let tape = Tape::new();
@@ -39,14 +56,7 @@ fn a_parameter_shared_by_blocks_gets_the_sum_of_its_uses() {
     let grad = |remat: bool| {
         let tape = Tape::new();
         let wt = tape.param(&w);
-        let mut h = tape.constant(&x);
-        for _ in 0..3 {
-            h = if remat {
-                tape.remat(&[h, wt], block).unwrap()
-            } else {
-                h.matmul(wt).tanh()
-            };
-        }
+        let h = layers(tape.constant(&x), wt, 3, remat);
         tape.backward(h.sum()).unwrap().wrt(&w).unwrap().clone()
     };
     assert_eq!(grad(true), grad(false));
@@ -78,14 +88,7 @@ fn second_derivatives_through_blocks_equal_the_plain_recording() {
     let hvp = |remat: bool| -> Array2<f64> {
         let tape = Tape::new();
         let wt = tape.param(&w);
-        let mut h = tape.constant(&x);
-        for _ in 0..2 {
-            h = if remat {
-                tape.remat(&[h, wt], block).unwrap()
-            } else {
-                h.matmul(wt).tanh()
-            };
-        }
+        let h = layers(tape.constant(&x), wt, 2, remat);
         let g = tape.grad(h.square().sum(), &[wt]).unwrap()[0];
         let gv = g.mul(tape.constant(&v)).sum();
         tape.backward(gv).unwrap().wrt(&w).unwrap().clone()
