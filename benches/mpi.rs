@@ -19,7 +19,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{LR, Mlp, W2, setup};
+use common::{Mlp, W2, setup};
 use mpi::traits::*;
 use ndarray::{Array2, s};
 use tapegrad::parallel::mpi::Distributed;
@@ -38,11 +38,7 @@ fn step(
     let rows = tapegrad::parallel::shard_ranges(x.nrows(), size)[rank].clone();
     let share = rows.len() as f32 / x.nrows() as f32;
     let tape = Tape::new();
-    let mut h = tape.constant(x.slice(s![rows.clone(), ..]));
-    for (w, b) in net.ws.iter().zip(&net.bs) {
-        h = h.linear(tape.param(w), tape.param(b)).sigmoid();
-    }
-    let loss = h.mse_loss(tape.constant(y.slice(s![rows, ..])));
+    let loss = net.linear_loss(&tape, x.slice(s![rows.clone(), ..]), y.slice(s![rows, ..]));
     let g = match dist {
         Some(dist) => dist.backward(loss, share, grads.take()),
         None => {
@@ -53,10 +49,7 @@ fn step(
         }
     }
     .expect("W2 runs");
-    for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
-        let d = g.wrt(&*p).expect("every parameter is on the tape");
-        p.scaled_add(-LR, d);
-    }
+    net.sgd(&g);
     *grads = Some(g);
 }
 

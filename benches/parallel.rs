@@ -10,7 +10,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{LR, Mlp, TapeTrainer, W1, W2, Workload, seconds_per_call, setup};
+use common::{Mlp, TapeTrainer, W1, W2, Workload, seconds_per_call, setup};
 use ndarray::{Array2, s};
 use tapegrad::parallel::DataParallel;
 use tapegrad::{BackwardOptions, Tape};
@@ -28,20 +28,13 @@ impl Sharded {
             .dp
             .step(x.nrows(), |rows, reuse| {
                 let tape = Tape::new();
-                let mut h = tape.constant(x.slice(s![rows.clone(), ..]));
-                for (w, b) in net.ws.iter().zip(&net.bs) {
-                    h = h.linear(tape.param(w), tape.param(b)).sigmoid();
-                }
-                let loss = h.mse_loss(tape.constant(y.slice(s![rows, ..])));
+                let loss =
+                    net.linear_loss(&tape, x.slice(s![rows.clone(), ..]), y.slice(s![rows, ..]));
                 let opts = BackwardOptions::new().reuse(reuse);
                 Ok((loss.item(), tape.backward_with(loss, opts)?))
             })
             .expect("shapes fit");
-        let net = &mut self.net;
-        for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
-            let g = grads.wrt(&*p).expect("every parameter is on the tape");
-            p.scaled_add(-LR, g);
-        }
+        self.net.sgd(grads);
         loss
     }
 }

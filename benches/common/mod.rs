@@ -12,11 +12,11 @@
 #![allow(dead_code)]
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, Zip};
+use ndarray::{Array2, ArrayView2, Zip};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, StandardNormal, Uniform};
-use tapegrad::{BackwardOptions, Gradients, Tape};
+use tapegrad::{BackwardOptions, Gradients, Tape, Tensor};
 
 pub const LR: f32 = 0.1;
 
@@ -58,6 +58,31 @@ pub const W2: Workload = Workload {
 pub struct Mlp {
     pub ws: Vec<Array2<f32>>,
     pub bs: Vec<Array2<f32>>,
+}
+
+impl Mlp {
+    /// The loss of the layers `sigmoid(h·W + b)` (the fused `linear`) on the rows `x` with
+    /// targets `y`, recorded on `tape`.
+    pub fn linear_loss<'t>(
+        &'t self,
+        tape: &'t Tape<'t, f32>,
+        x: ArrayView2<'t, f32>,
+        y: ArrayView2<'t, f32>,
+    ) -> Tensor<'t, f32> {
+        let mut h = tape.constant(x);
+        for (w, b) in self.ws.iter().zip(&self.bs) {
+            h = h.linear(tape.param(w), tape.param(b)).sigmoid();
+        }
+        h.mse_loss(tape.constant(y))
+    }
+
+    /// The SGD update `p -= LR·dp` of every weight and bias, from `grads`.
+    pub fn sgd(&mut self, grads: &Gradients<f32>) {
+        for p in self.ws.iter_mut().chain(self.bs.iter_mut()) {
+            let g = grads.wrt(&*p).expect("every parameter is on the tape");
+            p.scaled_add(-LR, g);
+        }
+    }
 }
 
 /// The network, inputs and targets of a workload, from a fixed seed.
@@ -149,10 +174,7 @@ impl TapeTrainer {
                 tape.backward_with(loss, opts).expect("scalar loss"),
             )
         };
-        for p in net.ws.iter_mut().chain(net.bs.iter_mut()) {
-            let g = grads.wrt(p).expect("every parameter is on the tape");
-            p.scaled_add(-LR, g);
-        }
+        net.sgd(&grads);
         if matches!(self.path, Path::Reuse | Path::Remat) {
             self.grads = Some(grads);
         }
