@@ -62,6 +62,7 @@ use ndarray::{Array2, ArrayView2};
 use crate::error::{Error, ErrorKind, Result, check_size, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
+use crate::kernels::broadcast_shape;
 use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
@@ -183,12 +184,19 @@ impl<'a, F> Saved<'a, F> {
 /// Where a custom op's VJP on arrays adds its gradients.
 pub struct Grads<'c, F: Float> {
     sink: Sink<'c, F>,
+    /// The inputs' shapes and the output's, which every contribution is checked against.
+    shapes: &'c [(usize, usize)],
+    output: (usize, usize),
+    /// The first contribution that did not fit: backward returns it as the op's error
+    /// once the VJP has returned.
+    misfit: Option<ErrorKind>,
 }
 
 enum Sink<'c, F: Float> {
     /// First-order backward: into the gradient slots.
     Slots(&'c mut dyn AddTo<F>),
-    /// `Tape::grad` through a first-order op: collected, to be recorded.
+    /// `Tape::grad` through a first-order op: collected (summed down to each input's
+    /// shape), to be recorded.
     Collect(&'c mut Vec<Option<Array2<F>>>, &'c [bool]),
 }
 
@@ -207,28 +215,65 @@ impl<F: Float> AddTo<F> for Ctx<'_, '_, F> {
     }
 }
 
+/// Why contribution `d` (of shape `given`) cannot go to input `k`: it must have the
+/// input's shape, or the output's when the input broadcasts to it. `None` if it fits.
+fn misfit(
+    shapes: &[(usize, usize)],
+    output: (usize, usize),
+    k: usize,
+    given: (usize, usize),
+) -> Option<ErrorKind> {
+    let expected = shapes.get(k).copied();
+    let fits = expected.is_some_and(|shape| {
+        given == shape || (given == output && broadcast_shape(shape, output) == Some(output))
+    });
+    (!fits).then_some(ErrorKind::Contribution {
+        input: k,
+        inputs: shapes.len(),
+        expected,
+        output,
+        given,
+    })
+}
+
 impl<F: Float> Grads<'_, F> {
     /// Whether input `k` needs a gradient: skip the work for those that do not.
     pub fn needs(&self, k: usize) -> bool {
         match &self.sink {
-            Sink::Slots(ctx) => ctx.needs(k),
+            Sink::Slots(ctx) => k < self.shapes.len() && ctx.needs(k),
             Sink::Collect(_, needs) => needs.get(k).copied().unwrap_or(false),
         }
     }
 
     /// `dXₖ += d`: added in place into the gradient's existing buffer (or moved in as
-    /// the first contribution). `d` has input `k`'s shape, or the output's shape when the
-    /// input was broadcast (it is then summed down).
+    /// the first contribution). Several contributions to one input are summed.
+    ///
+    /// `d` has input `k`'s shape, or the op's output shape when input `k` broadcasts to
+    /// it (it is then summed down: a bias's gradient from the output's). Any other shape,
+    /// or an input the op does not have, is not added: backward (and
+    /// [`Tape::grad`](crate::Tape::grad)) then fails with
+    /// [`ErrorKind::Contribution`](crate::ErrorKind::Contribution), naming the op, the
+    /// input and both shapes.
     pub fn add(&mut self, k: usize, d: Array2<F>) {
+        if let Some(kind) = misfit(self.shapes, self.output, k, d.dim()) {
+            self.misfit.get_or_insert(kind);
+            return;
+        }
         if !self.needs(k) {
             return;
         }
         match &mut self.sink {
             Sink::Slots(ctx) => ctx.add(k, d),
             Sink::Collect(out, _) => {
+                let shape = self.shapes[k];
+                let d = if d.dim() == shape {
+                    d
+                } else {
+                    crate::kernels::sum_to_shape(d.view(), shape)
+                };
                 out[k] = Some(match out[k].take() {
-                    Some(s) if s.dim() == d.dim() => s + &d,
-                    _ => d,
+                    Some(s) => s + &d,
+                    None => d,
                 })
             }
         }
@@ -238,15 +283,21 @@ impl<F: Float> Grads<'_, F> {
 /// Where a custom op's VJP in tensor ops reads its values and adds its gradients.
 pub struct TensorGrads<'c, 'a, 't, F: Float> {
     ctx: &'c mut TensorCtx<'a, 't, F>,
+    /// The op's name, for errors.
+    name: &'static str,
 }
 
 impl<'t, F: Float> TensorGrads<'_, '_, 't, F> {
     /// Whether input `k` needs a gradient.
     pub fn needs(&self, k: usize) -> bool {
-        self.ctx.needs_grad(k)
+        k < self.ctx.inputs() && self.ctx.needs_grad(k)
     }
 
     /// Input `k`, as a tensor of the tape.
+    ///
+    /// # Panics
+    ///
+    /// If the op has no input `k`.
     pub fn input(&self, k: usize) -> Tensor<'t, F> {
         self.ctx.input(k)
     }
@@ -261,13 +312,29 @@ impl<'t, F: Float> TensorGrads<'_, '_, 't, F> {
         self.ctx.constant(a)
     }
 
-    /// `dXₖ += d`, recorded. `d` has input `k`'s shape, or the output's when the input
-    /// was broadcast (it is then summed down).
+    /// `dXₖ += d`, recorded. As in [`Grads::add`], `d` has input `k`'s shape, or the
+    /// op's output shape when input `k` broadcasts to it (it is then summed down).
     ///
     /// # Errors
     ///
-    /// Those of the ops that sum `d` down or add it (none for well-shaped `d`).
+    /// [`ErrorKind::Contribution`](crate::ErrorKind::Contribution) for a `d` of any other
+    /// shape or an input the op does not have, naming the op and the line that recorded
+    /// it; `ForeignTensor` for a `d` from another tape.
     pub fn add(&mut self, k: usize, d: Tensor<'t, F>) -> Result<()> {
+        let output = self.ctx.output().shape();
+        let shapes: Vec<(usize, usize)> = (0..self.ctx.inputs())
+            .map(|i| self.ctx.input(i).shape())
+            .collect();
+        if let Some(kind) = misfit(&shapes, output, k, d.shape()) {
+            return Err(Error::new(self.name, kind, self.ctx.recorded_at()));
+        }
+        if !std::ptr::eq(d.tape(), self.ctx.tape()) {
+            return Err(Error::new(
+                self.name,
+                ErrorKind::ForeignTensor,
+                self.ctx.location,
+            ));
+        }
         if self.needs(k) {
             self.ctx.accumulate(k, d)?;
         }
@@ -286,6 +353,11 @@ impl<F: Float, O: CustomOp<F>> Backward<F> for CustomRule<O> {
     }
 
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        // (backward calls `try_backward`; this form drops a misfit's error)
+        let _ = self.try_backward(g, ctx);
+    }
+
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
         let reads = self.op.reads();
         let saved = Saved {
             inputs: (0..ctx.inputs.len())
@@ -293,14 +365,25 @@ impl<F: Float, O: CustomOp<F>> Backward<F> for CustomRule<O> {
                 .collect(),
             output: reads.output.then(|| ctx.output()),
         };
+        let shapes: Vec<(usize, usize)> = (0..ctx.inputs()).map(|k| ctx.input_shape(k)).collect();
+        let node = &ctx.nodes[ctx.output];
+        let (output, location) = (node.shape, node.location);
         let mut grads = Grads {
             sink: Sink::Slots(ctx),
+            shapes: &shapes,
+            output,
+            misfit: None,
         };
         self.op.vjp(g.view(), &saved, &mut grads);
+        match grads.misfit {
+            Some(kind) => Err(Error::new(self.op.name(), kind, location)),
+            None => Ok(()),
+        }
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        let tensor_form = self.op.vjp_tensor(g, &mut TensorGrads { ctx });
+        let name = self.op.name();
+        let tensor_form = self.op.vjp_tensor(g, &mut TensorGrads { ctx, name });
         if let Some(done) = tensor_form {
             return done;
         }
@@ -323,14 +406,18 @@ impl<F: Float, O: CustomOp<F>> Backward<F> for CustomRule<O> {
             output: reads.output.then(|| output.view()),
         };
         let needs: Vec<bool> = (0..n).map(|k| ctx.needs_grad(k)).collect();
+        let shapes: Vec<(usize, usize)> = inputs.iter().map(|t| t.shape()).collect();
         let mut out = vec![None; n];
-        self.op.vjp(
-            g_value.view(),
-            &saved,
-            &mut Grads {
-                sink: Sink::Collect(&mut out, &needs),
-            },
-        );
+        let mut grads = Grads {
+            sink: Sink::Collect(&mut out, &needs),
+            shapes: &shapes,
+            output: output.dim(),
+            misfit: None,
+        };
+        self.op.vjp(g_value.view(), &saved, &mut grads);
+        if let Some(kind) = grads.misfit {
+            return Err(Error::new(name, kind, ctx.recorded_at()));
+        }
         let tape = g.tape();
         let mut operands = vec![g];
         operands.extend(&inputs);
@@ -339,8 +426,8 @@ impl<F: Float, O: CustomOp<F>> Backward<F> for CustomRule<O> {
                 let shape = d.dim();
                 let rule = tape
                     .track(&operands)
-                    .then(|| (Saves::NONE, Rule::FirstOrderOnly(self.op.name())));
-                let t = tape.record(self.op.name(), Ok(d), shape, &operands, rule, ctx.location);
+                    .then(|| (Saves::NONE, Rule::FirstOrderOnly(name)));
+                let t = tape.record(name, Ok(d), shape, &operands, rule, ctx.location);
                 ctx.accumulate(k, t)?;
             }
         }

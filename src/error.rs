@@ -6,6 +6,7 @@ use std::fmt;
 use std::panic::Location;
 
 use crate::Missing;
+use crate::kernels::broadcast_shape;
 
 /// Shorthand for `Result<T, tapegrad::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -140,6 +141,29 @@ pub enum ErrorKind {
     BackwardTwice {
         /// Where the first backward was called.
         first: &'static Location<'static>,
+    },
+    /// A backward pass on this tape stopped when a rule panicked (a custom op's VJP, a
+    /// rematerialised block): the rules it had run are gone, so no later pass can be right.
+    Interrupted {
+        /// Where that backward was called.
+        first: &'static Location<'static>,
+        /// The op whose rule panicked.
+        op: &'static str,
+    },
+    /// A custom op's VJP added a contribution that does not fit the input it names: it
+    /// must have the input's shape, or the op's output shape when the input broadcasts to
+    /// it (it is then summed down). Never zero-filled or broadcast.
+    Contribution {
+        /// The input the VJP added to, by position.
+        input: usize,
+        /// How many inputs the op has.
+        inputs: usize,
+        /// That input's shape (`None` when the op has no such input).
+        expected: Option<(usize, usize)>,
+        /// The op's output shape.
+        output: (usize, usize),
+        /// The contribution's shape.
+        given: (usize, usize),
     },
     /// The root does not depend on any tensor that requires a gradient.
     NoGradient,
@@ -372,6 +396,37 @@ impl fmt::Display for ErrorKind {
                 "the tape was consumed by the backward pass called at {first}; pass \
                  BackwardOptions::new().retain_graph(true) to run backward more than once"
             ),
+            ErrorKind::Interrupted { first, op } => write!(
+                f,
+                "the backward pass called at {first} stopped when the rule of `{op}` \
+                 panicked, and the rules it had run are gone; record the step again on a \
+                 new tape"
+            ),
+            ErrorKind::Contribution {
+                input,
+                inputs,
+                expected,
+                output,
+                given,
+            } => match expected {
+                None => write!(
+                    f,
+                    "the VJP added a gradient for input {input}, but the op has {inputs} \
+                     input(s)"
+                ),
+                Some(expected) => {
+                    write!(f, "the VJP's contribution to input {input} is ")?;
+                    dims(f, *given)?;
+                    f.write_str("; it must have the input's shape, ")?;
+                    dims(f, *expected)?;
+                    if expected != output && broadcast_shape(*expected, *output) == Some(*output) {
+                        f.write_str(", or the output's, ")?;
+                        dims(f, *output)?;
+                        f.write_str(", which the input broadcasts to")?;
+                    }
+                    Ok(())
+                }
+            },
             ErrorKind::NoGradient => {
                 f.write_str("the root does not depend on any tensor that requires a gradient")
             }

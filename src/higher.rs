@@ -39,7 +39,6 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
         self.needed[self.inputs[k]]
     }
 
-    /// The number of inputs.
     /// The tape the rule records on.
     pub(crate) fn tape(&self) -> &'t Tape<'t, F> {
         self.tape
@@ -58,6 +57,11 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
     /// The op's output, as a tensor.
     pub(crate) fn output(&self) -> Tensor<'t, F> {
         self.tape.tensor(self.output)
+    }
+
+    /// Where the op was recorded (the caller's line of its forward).
+    pub(crate) fn recorded_at(&self) -> &'static Location<'static> {
+        self.tape.inner().nodes[self.output].location
     }
 
     /// A constant (a mask, a one-hot matrix): no gradient flows into it.
@@ -192,8 +196,8 @@ impl<'t, F: Float> Tape<'t, F> {
         if !ours(&y) || !ours(&seed) || !xs.iter().all(ours) {
             return fail(ErrorKind::ForeignTensor);
         }
-        if let Some(first) = self.inner().consumed {
-            return fail(ErrorKind::BackwardTwice { first });
+        if let Some(consumed) = self.inner().consumed {
+            return Err(consumed.error("grad", location));
         }
         let n = y.id + 1;
         // which nodes depend on one of `xs`: only they can pass a gradient on

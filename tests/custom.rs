@@ -269,3 +269,120 @@ fn explain_names_a_custom_ops_vjp_even_under_a_built_in_name() {
         ["dT1 = broadcast(G)", "dX = vjp_linear(dT1) for input 0"]
     );
 }
+
+// ---- Issue 19: contributions summed in both rule forms, and refused when they do not fit --
+
+/// `y = x + b + b²` with `b` a 1 × n row broadcast over the rows of the m × n `x`: the VJP
+/// adds to `b` twice, once of the output's shape (`G`, summed down) and once of `b`'s own
+/// (`2b ∘ 1ᵀG`). Both contributions count, in backward and in `Tape::grad`.
+struct RowPlusSquare;
+
+impl CustomOp<f64> for RowPlusSquare {
+    fn name(&self) -> &'static str {
+        "row_plus_square"
+    }
+    fn output_shape(&self, s: &[(usize, usize)]) -> Result<(usize, usize), &'static str> {
+        if s.len() == 2 && s[1] == (1, s[0].1) {
+            Ok(s[0])
+        } else {
+            Err("the second input must be a row as wide as the first")
+        }
+    }
+    fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Array2<f64> {
+        &x[0] + &x[1].mapv(|b| b + b * b)
+    }
+    fn vjp(&self, g: ArrayView2<'_, f64>, saved: &Saved<'_, f64>, grads: &mut Grads<'_, f64>) {
+        grads.add(0, g.to_owned());
+        grads.add(1, g.to_owned()); // m × n: summed down to the row
+        let b = saved.input(1).unwrap();
+        let colsum = g.sum_axis(ndarray::Axis(0)).insert_axis(ndarray::Axis(0));
+        grads.add(1, &b.mapv(|v| 2.0 * v) * &colsum); // 1 × n
+    }
+}
+
+#[test]
+fn tape_grad_sums_custom_contributions_of_different_shapes() {
+    let (x, b) = (
+        array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
+        array![[0.5, -1.0, 2.0]],
+    );
+    // L = Σ (x + b + b²)², G = 2y; dL/db = 1ᵀG ∘ (1 + 2b)
+    let y = &x + &b.mapv(|v| v + v * v);
+    let want = (&y * 2.0)
+        .sum_axis(ndarray::Axis(0))
+        .insert_axis(ndarray::Axis(0))
+        * &b.mapv(|v| 1.0 + 2.0 * v);
+    let tape = Tape::new();
+    let (xt, bt) = (tape.param(&x), tape.param(&b));
+    let loss = custom::apply(RowPlusSquare, &[xt, bt]).square().sum();
+    let recorded = tape.grad(loss, &[bt]).unwrap()[0].value();
+    assert!(
+        close(&recorded, &want),
+        "Tape::grad {recorded} against {want}"
+    );
+    let grads = tape.backward(loss).unwrap();
+    assert!(close(grads.get(bt).unwrap(), &want));
+}
+
+/// A custom op whose VJP adds `d` to input `k`, whatever their shapes.
+struct Adds {
+    k: usize,
+    d: (usize, usize),
+}
+
+impl CustomOp<f64> for Adds {
+    fn name(&self) -> &'static str {
+        "adds"
+    }
+    fn output_shape(&self, s: &[(usize, usize)]) -> Result<(usize, usize), &'static str> {
+        Ok(s[0])
+    }
+    fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Array2<f64> {
+        x[0].to_owned()
+    }
+    fn vjp(&self, _: ArrayView2<'_, f64>, _: &Saved<'_, f64>, grads: &mut Grads<'_, f64>) {
+        grads.add(self.k, Array2::ones(self.d));
+    }
+}
+
+/// A contribution that is neither the input's shape nor the output's (to which the input
+/// broadcasts), or one for an input the op does not have, is a typed error naming the op,
+/// the input and both shapes, in backward and in `Tape::grad`: never zero-filled,
+/// broadcast or a panic.
+#[test]
+fn a_custom_contribution_that_does_not_fit_is_a_typed_error() {
+    let x = Array2::<f64>::zeros((2, 3));
+    for (k, d) in [
+        (0, (0, 0)),
+        (0, (1, 1)),
+        (0, (2, 1)),
+        (0, (1, 3)),
+        (0, (3, 2)),
+        (1, (2, 3)),
+    ] {
+        let tape = Tape::new();
+        let xt = tape.param(&x);
+        let line = line!() + 1;
+        let loss = custom::apply(Adds { k, d }, &[xt]).sum();
+        for err in [
+            tape.grad(loss, &[xt]).map(|_| ()).unwrap_err(),
+            tape.backward(loss).map(|_| ()).unwrap_err(),
+        ] {
+            assert_eq!(err.op(), "adds", "{err}");
+            assert_eq!(err.location().line(), line, "{err}");
+            assert!(
+                matches!(err.kind(), ErrorKind::Contribution { input, given, .. }
+                    if *input == k && *given == d),
+                "{k} {d:?}: {err}"
+            );
+        }
+    }
+    // the input's shape, and the output's when the input broadcasts to it, are fine
+    let tape = Tape::new();
+    let xt = tape.param(&x);
+    let grads = tape.backward(custom::apply(Adds { k: 0, d: (2, 3) }, &[xt]).sum());
+    assert_eq!(
+        grads.unwrap().get(xt).unwrap(),
+        &Array2::<f64>::ones((2, 3))
+    );
+}
