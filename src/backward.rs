@@ -20,7 +20,7 @@ use ndarray::{Array2, CowArray, Ix2};
 use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::gradients::Gradients;
-use crate::tape::{Inner, Node, NodeId, Value, source};
+use crate::tape::{Consumed, Inner, Node, NodeId, Value, source};
 use crate::{Float, Tape, Tensor, inspect, kernels};
 
 /// Options for [`Tape::backward_with`]. The lifetime is that of a borrowed seed.
@@ -144,7 +144,15 @@ impl<'t, F: Float> Tape<'t, F> {
     ///
     /// `NotScalar` if `loss` is not 1 × 1, `NoGradient` if it depends on no tensor that
     /// requires a gradient, `BackwardTwice` if a backward without `retain_graph` already ran
-    /// on this tape, `ForeignTensor` if `loss` is from another tape.
+    /// on this tape, `Interrupted` if one stopped when a rule panicked, `ForeignTensor` if
+    /// `loss` is from another tape; and the errors of the rules themselves (`Contribution`
+    /// for a custom op's VJP whose contribution does not fit its input).
+    ///
+    /// # Panics
+    ///
+    /// Only if a rule panics (a custom op's VJP, a rematerialised block's code): the panic
+    /// reaches the caller, and the tape then refuses further passes with `Interrupted`
+    /// (unless this one retained the graph).
     #[track_caller]
     pub fn backward(&self, loss: Tensor<'t, F>) -> Result<Gradients<F>> {
         self.backward_with(loss, BackwardOptions::new())
@@ -222,8 +230,8 @@ impl<'t, F: Float> Tape<'t, F> {
             observed,
             ..
         } = &mut *inner;
-        if let Some(first) = *consumed {
-            return fail(ErrorKind::BackwardTwice { first });
+        if let Some(consumed) = *consumed {
+            return Err(consumed.error("backward", location));
         }
         if !root.requires_grad {
             return fail(ErrorKind::NoGradient);
@@ -258,6 +266,13 @@ impl<'t, F: Float> Tape<'t, F> {
         };
         // declared after the slots: dropped before them, also when a rule panics
         let mut hook = Finish(hook);
+        // a rule that panics leaves the tape refusing later passes (its rules are gone)
+        let mut unwind = Unwind {
+            consumed,
+            at: location,
+            op: "",
+            armed: !retain,
+        };
         let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 
         // How many rules still have to read each value; values no rule reads go now.
@@ -305,6 +320,7 @@ impl<'t, F: Float> Tape<'t, F> {
                     }
                 }
                 let owned_rule = if retain { None } else { nodes[id].rule.take() };
+                unwind.op = nodes[id].op;
                 if let Some(g) = g {
                     let rule = match &owned_rule {
                         Some(rule) => rule,
@@ -359,8 +375,9 @@ impl<'t, F: Float> Tape<'t, F> {
         drop(hook);
         if !retain {
             // (also after an error: values this pass released cannot be read by a later one)
-            *consumed = Some(location);
+            *unwind.consumed = Some(Consumed::By(location));
         }
+        drop(unwind);
         outcome?;
         let grads = Gradients::collect(self.id(), nodes, values, slots, spare, kept, params);
         if let Some(start) = pass_start {
@@ -393,6 +410,24 @@ impl<F: Float> Drop for Finish<'_, F> {
     fn drop(&mut self) {
         if let Some(hook) = self.0.take() {
             hook.finish();
+        }
+    }
+}
+
+/// Marks the tape [`Consumed::Interrupted`] when dropped while a rule's panic unwinds
+/// through a pass that was consuming the graph.
+struct Unwind<'a> {
+    consumed: &'a mut Option<Consumed>,
+    at: &'static Location<'static>,
+    /// The op whose rule runs now.
+    op: &'static str,
+    armed: bool,
+}
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            *self.consumed = Some(Consumed::Interrupted(self.at, self.op));
         }
     }
 }

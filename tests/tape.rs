@@ -260,3 +260,65 @@ fn buffers_of_other_parameters_are_not_reused() {
     assert_eq!(grads.get(vt).unwrap(), &array![[1.0, 1.0, 1.0]]);
     assert!(grads.wrt(&w).is_none());
 }
+
+/// A custom op whose VJP panics.
+struct Bomb;
+
+impl tapegrad::custom::CustomOp<f64> for Bomb {
+    fn name(&self) -> &'static str {
+        "bomb"
+    }
+    fn output_shape(&self, s: &[(usize, usize)]) -> Result<(usize, usize), &'static str> {
+        Ok(s[0])
+    }
+    fn forward(&self, x: &[ndarray::ArrayView2<'_, f64>]) -> Array2<f64> {
+        x[0].to_owned()
+    }
+    fn vjp(
+        &self,
+        _: ndarray::ArrayView2<'_, f64>,
+        _: &tapegrad::custom::Saved<'_, f64>,
+        _: &mut tapegrad::custom::Grads<'_, f64>,
+    ) {
+        panic!("the user's VJP panics");
+    }
+}
+
+/// Issue 19, item 3: a rule that panics during backward takes the pass down with it (the
+/// panic reaches the caller); the tape then refuses a second pass with a typed error,
+/// instead of running it over dropped rules and returning zeros. Both for a custom VJP and
+/// for a rematerialised block that panics when it runs again.
+#[test]
+fn backward_after_a_panicking_rule_is_an_error_not_zeros() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let w = array![[1.0, 2.0], [3.0, 4.0]];
+    let tape = Tape::new();
+    let wt = tape.param(&w);
+    let loss = tapegrad::custom::apply(Bomb, &[wt.square()]).sum();
+    assert!(catch_unwind(AssertUnwindSafe(|| tape.backward(loss))).is_err());
+    let again = tape.backward(loss);
+    assert!(
+        matches!(
+            again.as_ref().map(|_| ()).unwrap_err().kind(),
+            ErrorKind::Interrupted { .. }
+        ),
+        "{again:?}"
+    );
+    assert!(tape.grad(loss, &[wt]).is_err());
+
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = std::rc::Rc::clone(&calls);
+    let tape = Tape::new();
+    let wt = tape.param(&w);
+    let loss = tape
+        .remat(&[wt], move |x| {
+            let calls = &counter;
+            calls.set(calls.get() + 1);
+            assert!(calls.get() < 2, "the block panics when it runs again");
+            Ok(x[0].tanh())
+        })
+        .unwrap()
+        .sum();
+    assert!(catch_unwind(AssertUnwindSafe(|| tape.backward(loss))).is_err());
+    assert!(tape.backward(loss).is_err());
+}

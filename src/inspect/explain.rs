@@ -147,8 +147,8 @@ impl<'t, F: Float> Tape<'t, F> {
             return fail(ErrorKind::ForeignTensor);
         }
         let inner = self.inner();
-        if let Some(first) = inner.consumed {
-            return fail(ErrorKind::BackwardTwice { first });
+        if let Some(consumed) = inner.consumed {
+            return Err(consumed.error("explain", location));
         }
         if !root.requires_grad {
             return fail(ErrorKind::NoGradient);

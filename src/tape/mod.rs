@@ -55,10 +55,32 @@ pub(crate) struct Inner<'t, F: Float> {
     /// again is the same leaf ([`Tape::param`]).
     pub(crate) params: Params,
     /// Set by a backward pass that did not retain the graph.
-    pub(crate) consumed: Option<&'static Location<'static>>,
+    pub(crate) consumed: Option<Consumed>,
     /// What naming and the observation modes keep ([`crate::inspect`]); allocated on
     /// first use, so a tape that uses none of them carries one null pointer.
     pub(crate) observed: Option<Box<Observed>>,
+}
+
+/// Why a tape refuses another backward pass (or `Tape::grad`, or `explain`).
+#[derive(Clone, Copy)]
+pub(crate) enum Consumed {
+    /// A pass that did not retain the graph ran (or failed) there: it released the values
+    /// and rules it used.
+    By(&'static Location<'static>),
+    /// A pass called there stopped when the rule of this op panicked: the rules it had
+    /// run are gone.
+    Interrupted(&'static Location<'static>, &'static str),
+}
+
+impl Consumed {
+    /// The error for `op`, called at `location`, on a tape consumed this way.
+    pub(crate) fn error(self, op: &'static str, location: &'static Location<'static>) -> Error {
+        let kind = match self {
+            Consumed::By(first) => ErrorKind::BackwardTwice { first },
+            Consumed::Interrupted(first, op) => ErrorKind::Interrupted { first, op },
+        };
+        Error::new(op, kind, location)
+    }
 }
 
 /// Tensor names and the observation modes' state.
