@@ -351,3 +351,130 @@ fn lbfgs_shortens_steps_where_the_objective_fails_and_reports_other_failures() {
         "{err}"
     );
 }
+
+// ---- Issue 19, item 4: L-BFGS matches parameters by name and refuses what it cannot use --
+
+/// Two parameters listed in one order by `visit` and in the other by `visit_mut`.
+#[derive(Clone, Debug, PartialEq)]
+struct Crossed {
+    a: ndarray::Array2<f64>,
+    b: ndarray::Array2<f64>,
+    swap: bool,
+}
+
+impl tapegrad::nn::Parameters<f64> for Crossed {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a ndarray::Array2<f64>)) {
+        f("a", &self.a);
+        f("b", &self.b);
+    }
+    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut ndarray::Array2<f64>)) {
+        if self.swap {
+            f("b", &mut self.b);
+            f("a", &mut self.a);
+        } else {
+            f("a", &mut self.a);
+            f("b", &mut self.b);
+        }
+    }
+}
+
+/// f(a, b) = Σ (a − 1)² + 10 Σ (b + 2)², a 1 × 2 and b 1 × 3: the minimum is a = 1, b = −2.
+fn crossed_objective(m: &Crossed) -> tapegrad::Result<(f64, Gradients<f64>)> {
+    let tape = Tape::new();
+    let (a, b) = (tape.param(&m.a), tape.param(&m.b));
+    let f = a
+        .add_scalar(-1.0)
+        .square()
+        .sum()
+        .add(b.add_scalar(2.0).square().sum().mul_scalar(10.0));
+    Ok((f.item(), tape.backward(f)?))
+}
+
+#[test]
+fn lbfgs_matches_parameters_by_name_whatever_the_visit_order() {
+    let start = |swap| Crossed {
+        a: ndarray::array![[0.3, -0.7]],
+        b: ndarray::array![[0.1, 0.2, 0.3]],
+        swap,
+    };
+    let (mut straight, mut crossed) = (start(false), start(true));
+    let r1 = tapegrad::optim::Lbfgs::new()
+        .minimize(&mut straight, crossed_objective)
+        .unwrap();
+    let r2 = tapegrad::optim::Lbfgs::new()
+        .minimize(&mut crossed, crossed_objective)
+        .unwrap();
+    assert!(r1.converged && r2.converged, "{r1:?} {r2:?}");
+    // the same run, but for the order of the sums in the dot products
+    for (x, y) in straight
+        .a
+        .iter()
+        .chain(&straight.b)
+        .zip(crossed.a.iter().chain(&crossed.b))
+    {
+        assert!((x - y).abs() < 1e-12, "{x} against {y}");
+    }
+    assert!(
+        crossed.a.iter().all(|v| (v - 1.0).abs() < 1e-6),
+        "{:?}",
+        crossed.a
+    );
+    assert!(
+        crossed.b.iter().all(|v| (v + 2.0).abs() < 1e-6),
+        "{:?}",
+        crossed.b
+    );
+}
+
+#[test]
+fn lbfgs_never_reports_convergence_on_non_finite_values_or_gradients() {
+    use tapegrad::optim::{Lbfgs, LbfgsError};
+    let mut m = Crossed {
+        a: ndarray::array![[f64::NAN, 0.0]],
+        b: ndarray::array![[0.0, 0.0, 0.0]],
+        swap: false,
+    };
+    match Lbfgs::new().minimize(&mut m, crossed_objective) {
+        Err(LbfgsError::NotFinite { .. }) => {}
+        other => panic!("NaN at the start: {other:?}"),
+    }
+    // a finite value with a NaN gradient
+    let mut m = Crossed {
+        a: ndarray::array![[0.0, 0.0]],
+        ..m
+    };
+    let nan_gradient = |m: &Crossed| {
+        let (f, mut g) = crossed_objective(m)?;
+        g.wrt_mut(&m.b).unwrap()[[0, 1]] = f64::NAN;
+        Ok::<_, tapegrad::Error>((f, g))
+    };
+    match Lbfgs::new().minimize(&mut m, nan_gradient) {
+        Err(LbfgsError::NotFinite { .. }) => {}
+        other => panic!("NaN gradient at the start: {other:?}"),
+    }
+}
+
+#[test]
+fn lbfgs_refuses_a_gradient_of_another_shape() {
+    use tapegrad::optim::{Lbfgs, LbfgsError};
+    let mut m = Crossed {
+        a: ndarray::array![[0.0, 0.0]],
+        b: ndarray::array![[0.0, 0.0, 0.0]],
+        swap: false,
+    };
+    let short = |m: &Crossed| {
+        let (f, mut g) = crossed_objective(m)?;
+        *g.wrt_mut(&m.b).unwrap() = ndarray::Array2::zeros((1, 1));
+        Ok::<_, tapegrad::Error>((f, g))
+    };
+    match Lbfgs::new().minimize(&mut m, short) {
+        Err(LbfgsError::Gradient(OptimError::GradientShape {
+            name,
+            expected,
+            found,
+        })) => {
+            assert_eq!((name.as_str(), expected, found), ("b", (1, 3), (1, 1)));
+        }
+        other => panic!("{other:?}"),
+    }
+}

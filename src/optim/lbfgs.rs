@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use ndarray::Array2;
+
 use crate::nn::Parameters;
 use crate::optim::OptimError;
 use crate::{Float, Gradients};
@@ -68,8 +70,17 @@ pub enum LbfgsError<E> {
     /// The objective failed at the starting point (failures during a line search count as
     /// +∞ and shorten the step).
     Objective(E),
-    /// A parameter has no gradient in what the objective returned.
+    /// A parameter has no gradient in what the objective returned, or one of another
+    /// shape, or the model's parameters changed (in name or shape) during the run.
     Gradient(OptimError),
+    /// The objective's value or gradient is NaN or infinite at the starting point: there
+    /// is nowhere to go from there (in a line search such a point only shortens the step).
+    NotFinite {
+        /// The value there.
+        value: String,
+        /// How many elements of the gradient are not finite.
+        gradient: usize,
+    },
 }
 
 impl<E: fmt::Display> fmt::Display for LbfgsError<E> {
@@ -77,6 +88,11 @@ impl<E: fmt::Display> fmt::Display for LbfgsError<E> {
         match self {
             LbfgsError::Objective(e) => write!(f, "L-BFGS: the objective failed: {e}"),
             LbfgsError::Gradient(e) => write!(f, "L-BFGS: {e}"),
+            LbfgsError::NotFinite { value, gradient } => write!(
+                f,
+                "L-BFGS: at the starting point the objective is {value} and {gradient} \
+                 element(s) of its gradient are not finite"
+            ),
         }
     }
 }
@@ -106,8 +122,12 @@ fn dot<F: Float>(a: &[F], b: &[F]) -> F {
     a.iter().zip(b).fold(F::zero(), |s, (&a, &b)| s + a * b)
 }
 
+/// The largest |aᵢ|, NaN if any element is NaN (so that no tolerance is met by it).
 fn max_abs<F: Float>(a: &[F]) -> F {
-    a.iter().fold(F::zero(), |m, v| m.max(v.abs()))
+    a.iter().fold(
+        F::zero(),
+        |m, v| if v.is_nan() { *v } else { m.max(v.abs()) },
+    )
 }
 
 /// The minimiser of the cubic through `(a, fa, da)` and `(b, fb, db)`, kept inside the
@@ -169,10 +189,15 @@ impl<F: Float> Lbfgs<F> {
     /// and the gradients of a backward pass from it (found by parameter, as optimizers
     /// find them). Leaves the best parameters found in the model.
     ///
+    /// Parameters are read and written by name (through [`Parameters::visit_mut`]), so
+    /// a model whose `visit` lists them in another order is minimised all the same.
+    ///
     /// # Errors
     ///
     /// [`LbfgsError::Objective`] if the objective fails at the starting point;
-    /// [`LbfgsError::Gradient`] if a parameter has no gradient in what it returned.
+    /// [`LbfgsError::NotFinite`] if its value or gradient is not finite there;
+    /// [`LbfgsError::Gradient`] if a parameter has no gradient in what it returned, or one
+    /// of another shape.
     pub fn minimize<M, E>(
         &self,
         model: &mut M,
@@ -182,15 +207,22 @@ impl<F: Float> Lbfgs<F> {
         M: Parameters<F> + ?Sized,
     {
         let evaluations = std::cell::Cell::new(0);
+        let (x0, layout) = read(model);
         // evaluates at `x` (written into the model)
         let mut eval = |model: &mut M, x: &[F]| -> Result<(F, Vec<F>), LbfgsError<E>> {
-            write(model, x);
+            write(model, &layout, x)?;
             evaluations.set(evaluations.get() + 1);
             let (f, grads) = objective(model).map_err(LbfgsError::Objective)?;
-            Ok((f, gather(model, &grads)?))
+            Ok((f, gather(model, &layout, &grads)?))
         };
-        let x0 = read(model);
         let (f0, g0) = eval(model, &x0)?;
+        let bad = g0.iter().filter(|g| !g.is_finite()).count();
+        if !f0.is_finite() || bad > 0 {
+            return Err(LbfgsError::NotFinite {
+                value: format!("{f0:?}"),
+                gradient: bad,
+            });
+        }
         let mut at = Point {
             x: x0,
             f: f0,
@@ -232,7 +264,7 @@ impl<F: Float> Lbfgs<F> {
                 || change <= self.tolerance_change
                 || max_abs(&s) <= self.tolerance_change;
         }
-        write(model, &at.x);
+        write(model, &layout, &at.x)?;
         Ok(LbfgsReport {
             value: at.f,
             iterations,
@@ -257,11 +289,11 @@ impl<F: Float> Lbfgs<F> {
         let mut try_at = |t: F| -> Result<(Point<F>, F), LbfgsError<E>> {
             let x: Vec<F> = at.x.iter().zip(d).map(|(&x, &d)| x + t * d).collect();
             Ok(match eval(model, &x) {
-                Ok((f, g)) if f.is_finite() => {
+                Ok((f, g)) if f.is_finite() && g.iter().all(|g| g.is_finite()) => {
                     let dphi = dot(&g, d);
                     (Point { x, f, g }, dphi)
                 }
-                // a failed or non-finite evaluation: too far
+                // a failed or non-finite evaluation (value or gradient): too far
                 Ok(_) | Err(LbfgsError::Objective(_)) => (
                     Point {
                         x,
@@ -360,48 +392,89 @@ fn direction<F: Float>(g: &[F], pairs: &[(Vec<F>, Vec<F>, F)]) -> Vec<F> {
     q
 }
 
-/// The model's parameters, flattened in visit order.
-fn read<F: Float, M: Parameters<F> + ?Sized>(model: &M) -> Vec<F> {
-    let mut x = Vec::new();
-    model.visit(&mut |_, p| x.extend(p.iter().copied()));
-    x
-}
+/// Where each parameter lives in the flattened vector: name, shape and offset, in the
+/// order of [`Parameters::visit_mut`].
+type Layout = Vec<(String, (usize, usize), usize)>;
 
-/// Writes `x` back into the model's parameters.
-fn write<F: Float, M: Parameters<F> + ?Sized>(model: &mut M, x: &[F]) {
-    let mut at = 0;
-    model.visit_mut(&mut |_, p| {
-        for v in p.iter_mut() {
-            *v = x[at];
-            at += 1;
-        }
+/// The model's parameters, flattened in `visit_mut` order, and where each one lives.
+fn read<F: Float, M: Parameters<F> + ?Sized>(model: &mut M) -> (Vec<F>, Layout) {
+    let (mut x, mut layout) = (Vec::new(), Vec::new());
+    model.visit_mut(&mut |name, p| {
+        layout.push((name.to_string(), p.dim(), x.len()));
+        x.extend(p.iter().copied());
     });
+    (x, layout)
 }
 
-/// The gradients of the model's parameters, flattened in visit order.
-fn gather<F: Float, M: Parameters<F> + ?Sized, E>(
-    model: &M,
-    grads: &Gradients<F>,
-) -> Result<Vec<F>, LbfgsError<E>> {
-    let mut g = Vec::new();
+/// Calls `f` with every parameter and its slice of the flattened vector, in `visit_mut`
+/// order, checked against its name and shape when the run began.
+fn each<F: Float, M: Parameters<F> + ?Sized>(
+    model: &mut M,
+    layout: &Layout,
+    mut f: impl FnMut(&str, &mut Array2<F>, std::ops::Range<usize>) -> Option<OptimError>,
+) -> Result<(), OptimError> {
     let mut error = None;
-    model.visit(&mut |name, p| {
+    let mut seen = 0;
+    model.visit_mut(&mut |name, p| {
         if error.is_some() {
             return;
         }
-        match grads.wrt(p) {
-            Some(d) => g.extend(d.iter().copied()),
-            None => {
-                error = Some(OptimError::NoGradient {
-                    name: name.to_string(),
-                    // `wrt` found no entry, so there is a reason
-                    reason: grads.reason(p).unwrap_or(crate::Missing::NotOnTape),
-                });
+        error = match layout.get(seen) {
+            Some((n, shape, at)) if n == name && *shape == p.dim() => {
+                f(name, p, *at..*at + p.len())
             }
-        }
+            _ => Some(OptimError::ModelChanged {
+                name: name.to_string(),
+            }),
+        };
+        seen += 1;
     });
     match error {
-        Some(e) => Err(LbfgsError::Gradient(e)),
-        None => Ok(g),
+        None if seen != layout.len() => Err(OptimError::ModelChanged {
+            name: layout.get(seen).map_or(String::new(), |l| l.0.clone()),
+        }),
+        None => Ok(()),
+        Some(e) => Err(e),
     }
+}
+
+/// Writes `x` back into the model's parameters.
+fn write<F: Float, M: Parameters<F> + ?Sized, E>(
+    model: &mut M,
+    layout: &Layout,
+    x: &[F],
+) -> Result<(), LbfgsError<E>> {
+    each(model, layout, |_, p, range| {
+        p.iter_mut().zip(&x[range]).for_each(|(p, &v)| *p = v);
+        None
+    })
+    .map_err(LbfgsError::Gradient)
+}
+
+/// The gradients of the model's parameters, flattened as the parameters are.
+fn gather<F: Float, M: Parameters<F> + ?Sized, E>(
+    model: &mut M,
+    layout: &Layout,
+    grads: &Gradients<F>,
+) -> Result<Vec<F>, LbfgsError<E>> {
+    let total = layout.last().map_or(0, |(_, (r, c), at)| at + r * c);
+    let mut g = vec![F::zero(); total];
+    each(model, layout, |name, p, range| match grads.wrt(&*p) {
+        Some(d) if d.dim() == p.dim() => {
+            g[range].iter_mut().zip(d).for_each(|(g, &d)| *g = d);
+            None
+        }
+        Some(d) => Some(OptimError::GradientShape {
+            name: name.to_string(),
+            expected: p.dim(),
+            found: d.dim(),
+        }),
+        None => Some(OptimError::NoGradient {
+            name: name.to_string(),
+            // `wrt` found no entry, so there is a reason
+            reason: grads.reason(&*p).unwrap_or(crate::Missing::NotOnTape),
+        }),
+    })
+    .map_err(LbfgsError::Gradient)?;
+    Ok(g)
 }
