@@ -11,6 +11,8 @@
 //! difference in steps is the count of one steady-state step, without the set-up. Run by
 //! `cargo bench` (which passes `--bench`), it prints this usage and exits.
 
+#[path = "common/cell.rs"]
+mod cell;
 mod common;
 #[path = "common/transformer.rs"]
 mod transformer;
@@ -21,7 +23,16 @@ use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, setup};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>, or transformer <steps>";
+    let usage = "usage: instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>, or transformer <steps>, or lstm <steps>";
+    if args.len() == 2 && args[0] == "lstm" {
+        // the GradBench LSTM's gradient, 2 layers, 16 characters: 1,200 ops of 1 × 14
+        let steps: usize = args[1].parse().expect(usage);
+        let lstm = cell::Lstm::new(2, 16);
+        for _ in 0..=steps {
+            black_box(lstm.loss_and_gradient());
+        }
+        return;
+    }
     if args.len() == 2 && args[0] == "transformer" {
         let steps: usize = args[1].parse().expect(usage);
         let (x, labels) = transformer::batch();

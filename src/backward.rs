@@ -20,6 +20,7 @@ use ndarray::{Array2, CowArray, Ix2};
 use crate::error::{Error, ErrorKind, Result};
 use crate::grad::Ctx;
 use crate::gradients::Gradients;
+use crate::pool::{self, Recycled};
 use crate::tape::{Consumed, Inner, Node, NodeId, Value, source};
 use crate::{Float, Tape, Tensor, inspect, kernels};
 
@@ -218,7 +219,11 @@ impl<'t, F: Float> Tape<'t, F> {
             None if root.shape != (1, 1) => {
                 return fail(ErrorKind::NotScalar { shape: root.shape });
             }
-            None => Array2::ones((1, 1)),
+            None => {
+                let mut one = pool::take_array((1, 1)).expect("a small buffer");
+                one[[0, 0]] = F::one();
+                one
+            }
         };
         let mut inner = self.inner.borrow_mut();
         let Inner {
@@ -257,7 +262,8 @@ impl<'t, F: Float> Tape<'t, F> {
             .collect();
         let mut kept = Vec::new();
         let n = root.id + 1;
-        let mut slots: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
+        // (lists recycled from the last pass: a steady loop allocates none of them)
+        let mut slots: Recycled<Option<Array2<F>>> = Recycled::default();
         slots.resize_with(n, || None);
         slots[root.id] = Some(seed);
         let mut spare = match opts.reuse {
@@ -276,7 +282,7 @@ impl<'t, F: Float> Tape<'t, F> {
         let inputs_of = |node: &Node<F>| &input_ids[node.inputs.0 as usize..node.inputs.1 as usize];
 
         // How many rules still have to read each value; values no rule reads go now.
-        let mut uses = Vec::new();
+        let mut uses: Recycled<u32> = Recycled::default();
         if !retain {
             uses.resize(n, 0u32);
             for (id, node) in nodes[..n]
@@ -333,6 +339,7 @@ impl<'t, F: Float> Tape<'t, F> {
                         output: id,
                         slots: &mut slots,
                         spare: &mut spare,
+                        tape: std::marker::PhantomData,
                     };
                     let ran = if modes == 0 {
                         rule.run(g, &mut ctx, location)
@@ -436,7 +443,7 @@ impl Drop for Unwind<'_> {
 /// data) and the root's storage (the loss, read after backward) stay.
 fn release_if_unused<F: Float>(
     nodes: &[Node<F>],
-    values: &mut [Value<'_, F>],
+    values: &mut [Value<F>],
     uses: &[u32],
     id: NodeId,
     root_source: NodeId,

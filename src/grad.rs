@@ -8,20 +8,22 @@
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use crate::Float;
-use crate::kernels::{self, broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape};
+use crate::kernels::{self, broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape, zip1};
 use crate::tape::{Lane, Node, NodeId, Value, view_of};
 
 /// What a rule sees during backward: the values it saved and the gradient slots of its
 /// inputs, addressed by input position `k`.
 pub(crate) struct Ctx<'a, 't, F: Float> {
     pub(crate) nodes: &'a [Node<F>],
-    pub(crate) values: &'a [Value<'t, F>],
+    pub(crate) values: &'a [Value<F>],
     pub(crate) inputs: &'a [NodeId],
     pub(crate) output: NodeId,
     pub(crate) slots: &'a mut [Option<Array2<F>>],
     /// Buffers of an earlier step's gradients, by node id, to write first contributions
     /// into instead of allocating (`BackwardOptions::reuse`). Empty when none were given.
     pub(crate) spare: &'a mut [Option<Array2<F>>],
+    /// The tape's lifetime, which borrowed values live for.
+    pub(crate) tape: std::marker::PhantomData<&'t F>,
 }
 
 impl<'a, F: Float> Ctx<'a, '_, F> {
@@ -51,7 +53,7 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
     }
 
     fn saved(&self, id: NodeId) -> ArrayView2<'a, F> {
-        let values: &'a [Value<'_, F>] = self.values;
+        let values: &'a [Value<F>] = self.values;
         match view_of(values, id) {
             Ok(v) => v,
             Err(_) => panic!(
@@ -86,7 +88,10 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             sum_to_shape(d.view(), shape)
         };
         match slot {
-            Some(s) => *s += &d,
+            Some(s) => {
+                zip1(s.view_mut(), d.view(), |s, d| *s += d);
+                crate::pool::recycle_array(d);
+            }
             None => *slot = Some(d),
         }
     }
@@ -99,7 +104,10 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             let (slot, _) = self.slot(k);
             let mut d = sum_to_shape(d, shape);
             match slot {
-                Some(s) => s.scaled_add(alpha, &d),
+                Some(s) => {
+                    s.scaled_add(alpha, &d);
+                    crate::pool::recycle_array(d);
+                }
                 None => {
                     if alpha != F::one() {
                         d.mapv_inplace(|v| alpha * v);
@@ -220,7 +228,11 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             .broadcast(dim)
             .expect("a saved operand broadcasts to the output");
         if dim != shape {
-            let d = Zip::from(&g.view()).and(&s).map_collect(|&g, &s| f(g, s));
+            let mut d = kernels::pooled(dim);
+            kernels::zip2(d.view_mut(), g.view(), s, |d, g, s| *d = f(g, s));
+            if let Grad::Owned(g) = g {
+                crate::pool::recycle_array(g);
+            }
             return self.accumulate(k, d);
         }
         let spare = match g {
@@ -229,25 +241,23 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         };
         let (slot, _) = self.slot(k);
         match (slot, g) {
-            (Some(d), g) => Zip::from(d)
-                .and(&g.view())
-                .and(&s)
-                .for_each(|d, &g, &s| *d += f(g, s)),
+            (Some(d), g) => {
+                kernels::zip2(d.view_mut(), g.view(), s, |d, g, s| *d += f(g, s));
+                if let Grad::Owned(g) = g {
+                    crate::pool::recycle_array(g);
+                }
+            }
             (slot @ None, Grad::Owned(mut g)) => {
-                Zip::from(&mut g).and(&s).for_each(|g, &s| *g = f(*g, s));
+                zip1(g.view_mut(), s, |g, s| *g = f(*g, s));
                 *slot = Some(g);
             }
             (slot @ None, Grad::View(g)) => {
-                *slot = Some(match spare {
-                    Some(mut d) => {
-                        Zip::from(&mut d)
-                            .and(&g)
-                            .and(&s)
-                            .for_each(|d, &g, &s| *d = f(g, s));
-                        d
-                    }
-                    None => Zip::from(&g).and(&s).map_collect(|&g, &s| f(g, s)),
-                })
+                let mut d = match spare {
+                    Some(d) => d,
+                    None => kernels::pooled(dim),
+                };
+                kernels::zip2(d.view_mut(), g, s, |d, g, s| *d = f(g, s));
+                *slot = Some(d);
             }
         }
     }

@@ -59,6 +59,13 @@ impl<'t, F: Float> TensorCtx<'_, 't, F> {
         self.tape.tensor(self.output)
     }
 
+    /// The rows and columns of input `k` that the op's output, a slice of it, views.
+    pub(crate) fn slice_lanes(&self, k: usize) -> (crate::tape::Lane, crate::tape::Lane) {
+        let inner = self.tape.inner();
+        let shape = inner.nodes[self.inputs[k]].shape;
+        crate::tape::slice_lanes(&inner.values, self.output, self.inputs[k], shape)
+    }
+
     /// Where the op was recorded (the caller's line of its forward).
     pub(crate) fn recorded_at(&self) -> &'static Location<'static> {
         self.tape.inner().nodes[self.output].location

@@ -13,8 +13,13 @@
 //!
 //! The pool is bounded: 256 MiB ([`DEFAULT_LIMIT`], changed with [`set_limit`]) and 64
 //! buffers per element type and thread; to make room it frees its oldest buffers, and a
-//! buffer larger than the limit is freed as usual. [`trim`] empties it. Small buffers are
-//! not pooled: `malloc` serves them from its arenas without a system call.
+//! buffer larger than the limit is freed as usual. [`trim`] empties it.
+//!
+//! Small buffers (below [`MIN_BYTES`]) are pooled too, by size class (powers of two), and
+//! so are the lists a tape and its backward pass keep (nodes, values, gradient slots):
+//! a steady training step of a small model (thousands of ops on a few elements each)
+//! then allocates nothing at all, where `malloc` and `free` would cost about as much as
+//! the arithmetic.
 //!
 //! ```
 //! use ndarray::Array2;
@@ -32,46 +37,134 @@
 //! ```
 
 use std::cell::RefCell;
+use std::ptr::NonNull;
 
 use ndarray::Array2;
 
 use crate::Float;
 
-/// Buffers smaller than this many bytes are not pooled.
+/// Buffers of at least this many bytes are pooled by size (best fit); smaller ones by
+/// size class (powers of two).
 pub const MIN_BYTES: usize = 64 * 1024;
 
 /// The default bound of one thread's pool, in bytes.
 pub const DEFAULT_LIMIT: usize = 256 << 20;
 
-/// Buffers a pool holds at most, whatever their size (a bound on a look-up's cost).
+/// Large buffers a pool holds at most, whatever their size (a bound on a look-up's cost).
 const MAX_BUFFERS: usize = 64;
+
+/// Size classes of small buffers: class `c` holds buffers of capacity in `[2ᶜ, 2ᶜ⁺¹)`
+/// elements, and serves requests of at most `2ᶜ`. Every buffer below [`MIN_BYTES`] has a
+/// class (2¹⁴ f32 or 2¹³ f64 elements are 64 KiB).
+const CLASSES: usize = 15;
+
+/// Small buffers one class holds at most (a tape of a few thousand small ops releases
+/// that many at once, and the next step wants them all back).
+const MAX_PER_CLASS: usize = 1 << 14;
+
+/// Recycled vectors (a tape's node list, backward's slots) a pool holds at most.
+const MAX_VECS: usize = 64;
+
+/// The memory of a vector whose elements were dropped, kept for a vector of a type of the
+/// same size and alignment.
+struct RawVec {
+    ptr: NonNull<u8>,
+    /// In elements of `size` bytes.
+    capacity: usize,
+    size: usize,
+    align: usize,
+}
+
+impl RawVec {
+    fn bytes(&self) -> usize {
+        self.capacity * self.size
+    }
+
+    fn free(self) {
+        // SAFETY: allocated by the global allocator as a `Vec` of `capacity` elements of
+        // this size and alignment, which is this layout; its elements were dropped.
+        unsafe {
+            let layout = std::alloc::Layout::from_size_align_unchecked(self.bytes(), self.align);
+            std::alloc::dealloc(self.ptr.as_ptr(), layout);
+        }
+    }
+}
 
 /// One thread's pooled buffers, per element type.
 #[doc(hidden)]
 pub struct Pools {
     f32: Vec<Vec<f32>>,
     f64: Vec<Vec<f64>>,
+    small_f32: [Vec<Vec<f32>>; CLASSES],
+    small_f64: [Vec<Vec<f64>>; CLASSES],
+    vecs: Vec<RawVec>,
     bytes: usize,
     limit: usize,
     hits: u64,
     misses: u64,
 }
 
+impl Pools {
+    /// Frees everything held.
+    fn clear(&mut self) {
+        self.f32 = Vec::new();
+        self.f64 = Vec::new();
+        self.small_f32 = Default::default();
+        self.small_f64 = Default::default();
+        self.vecs.drain(..).for_each(RawVec::free);
+        self.bytes = 0;
+    }
+
+    /// Frees held buffers until at most `bytes` are held: large ones first (oldest
+    /// first), then small ones, then vectors.
+    fn shrink_to(&mut self, bytes: usize) {
+        while self.bytes > bytes {
+            if let Some(v) = (!self.f32.is_empty()).then(|| self.f32.remove(0)) {
+                self.bytes -= v.capacity() * 4;
+            } else if let Some(v) = (!self.f64.is_empty()).then(|| self.f64.remove(0)) {
+                self.bytes -= v.capacity() * 8;
+            } else if let Some(v) = self.small_f32.iter_mut().rev().find_map(Vec::pop) {
+                self.bytes -= v.capacity() * 4;
+            } else if let Some(v) = self.small_f64.iter_mut().rev().find_map(Vec::pop) {
+                self.bytes -= v.capacity() * 8;
+            } else if let Some(v) = self.vecs.pop() {
+                self.bytes -= v.bytes();
+                v.free();
+            } else {
+                self.bytes = 0;
+            }
+        }
+    }
+}
+
+impl Drop for Pools {
+    fn drop(&mut self) {
+        self.vecs.drain(..).for_each(RawVec::free);
+    }
+}
+
 /// The pool of one element type, within a thread's [`Pools`].
 #[doc(hidden)]
 pub trait Pooled: Sized {
     fn buffers(pools: &mut Pools) -> &mut Vec<Vec<Self>>;
+    fn classes(pools: &mut Pools) -> &mut [Vec<Vec<Self>>; CLASSES];
 }
 
 impl Pooled for f32 {
     fn buffers(pools: &mut Pools) -> &mut Vec<Vec<f32>> {
         &mut pools.f32
     }
+    fn classes(pools: &mut Pools) -> &mut [Vec<Vec<f32>>; CLASSES] {
+        &mut pools.small_f32
+    }
 }
 
 impl Pooled for f64 {
     fn buffers(pools: &mut Pools) -> &mut Vec<Vec<f64>> {
         &mut pools.f64
+    }
+    fn classes(pools: &mut Pools) -> &mut [Vec<Vec<f64>>; CLASSES] {
+        &mut pools.small_f64
     }
 }
 
@@ -80,6 +173,9 @@ thread_local! {
         RefCell::new(Pools {
             f32: Vec::new(),
             f64: Vec::new(),
+            small_f32: [const { Vec::new() }; CLASSES],
+            small_f64: [const { Vec::new() }; CLASSES],
+            vecs: Vec::new(),
             bytes: 0,
             limit: DEFAULT_LIMIT,
             hits: 0,
@@ -91,13 +187,13 @@ thread_local! {
 /// What this thread's pool holds and how often it served a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Buffers held.
+    /// Buffers held (large and small, and recycled vectors).
     pub buffers: usize,
     /// Bytes held (capacities).
     pub bytes: usize,
     /// Requests served from the pool since the thread started.
     pub hits: u64,
-    /// Requests of pooled size that found no buffer and went to the allocator.
+    /// Requests that found no buffer and went to the allocator.
     pub misses: u64,
 }
 
@@ -106,8 +202,14 @@ pub fn stats() -> PoolStats {
     POOLS
         .try_with(|p| {
             let p = p.borrow();
+            let small = |c: &[Vec<Vec<f32>>]| c.iter().map(Vec::len).sum::<usize>();
+            let small64 = |c: &[Vec<Vec<f64>>]| c.iter().map(Vec::len).sum::<usize>();
             PoolStats {
-                buffers: p.f32.len() + p.f64.len(),
+                buffers: p.f32.len()
+                    + p.f64.len()
+                    + small(&p.small_f32)
+                    + small64(&p.small_f64)
+                    + p.vecs.len(),
                 bytes: p.bytes,
                 hits: p.hits,
                 misses: p.misses,
@@ -118,12 +220,7 @@ pub fn stats() -> PoolStats {
 
 /// Frees every buffer in this thread's pool (after training, or before measuring memory).
 pub fn trim() {
-    let _ = POOLS.try_with(|p| {
-        let mut p = p.borrow_mut();
-        p.f32 = Vec::new();
-        p.f64 = Vec::new();
-        p.bytes = 0;
-    });
+    let _ = POOLS.try_with(|p| p.borrow_mut().clear());
 }
 
 /// Bounds this thread's pool to `bytes` (0 turns pooling off), freeing buffers beyond it.
@@ -131,30 +228,39 @@ pub fn set_limit(bytes: usize) {
     let _ = POOLS.try_with(|p| {
         let mut p = p.borrow_mut();
         p.limit = bytes;
-        while p.bytes > bytes {
-            if let Some(v) = p.f32.pop() {
-                p.bytes -= v.capacity() * 4;
-            } else if let Some(v) = p.f64.pop() {
-                p.bytes -= v.capacity() * 8;
-            } else {
-                p.bytes = 0;
-            }
-        }
+        p.shrink_to(bytes);
     });
 }
 
-/// Whether a buffer of `len` elements of `F` is pooled.
+/// Whether a buffer of `len` elements of `F` is pooled by size (else by class).
 #[inline]
-fn pooled<F>(len: usize) -> bool {
+fn large<F>(len: usize) -> bool {
     len.saturating_mul(std::mem::size_of::<F>()) >= MIN_BYTES
 }
 
-/// A buffer of exactly `len` elements from the pool, holding whatever its last user left
-/// in it (every element initialised, none meaningful); `None` if the size is not pooled
-/// or no buffer fits. Best fit among buffers with room for `len` and at most twice it.
+/// The class serving requests of `len` (≥ 1) elements: ⌈log₂ len⌉.
+#[inline]
+fn class_of_request(len: usize) -> usize {
+    (usize::BITS - (len - 1).leading_zeros()) as usize
+}
+
+/// The class a buffer of `capacity` (≥ 1) elements goes to: ⌊log₂ capacity⌋.
+#[inline]
+fn class_of_capacity(capacity: usize) -> usize {
+    (usize::BITS - 1 - capacity.leading_zeros()) as usize
+}
+
+/// A buffer of exactly `len` elements, holding whatever its last user left in it (every
+/// element initialised, none meaningful). Large sizes: from the pool (best fit among
+/// buffers with room for `len` and at most twice it), or `None`. Small sizes: always a
+/// buffer, from its class or, on a miss, a new one with room for the whole class (so that
+/// it comes back to the class it serves).
 pub(crate) fn take<F: Float>(len: usize) -> Option<Vec<F>> {
-    if !pooled::<F>(len) {
+    if len == 0 {
         return None;
+    }
+    if !large::<F>(len) {
+        return Some(take_small(len));
     }
     POOLS
         .try_with(|p| {
@@ -191,12 +297,41 @@ pub(crate) fn take<F: Float>(len: usize) -> Option<Vec<F>> {
         .flatten()
 }
 
-/// Hands a buffer to the pool (or frees it, when it is small or the pool is full).
+/// A small buffer of `len` (≥ 1) elements: from its class, or new.
+fn take_small<F: Float>(len: usize) -> Vec<F> {
+    let class = class_of_request(len);
+    let found = POOLS
+        .try_with(|p| {
+            let mut p = p.borrow_mut();
+            let p = &mut *p;
+            match F::classes(p)[class].pop() {
+                Some(v) => {
+                    p.bytes -= v.capacity() * std::mem::size_of::<F>();
+                    p.hits += 1;
+                    Some(v)
+                }
+                None => {
+                    p.misses += 1;
+                    None
+                }
+            }
+        })
+        .ok()
+        .flatten();
+    let mut v = found.unwrap_or_else(|| Vec::with_capacity(1 << class));
+    // the values past the old length were never written: fill them
+    v.resize(len, F::zero());
+    v.truncate(len);
+    v
+}
+
+/// Hands a buffer to the pool (or frees it, when the pool is full).
 pub(crate) fn give<F: Float>(v: Vec<F>) {
-    let bytes = v.capacity() * std::mem::size_of::<F>();
-    if !pooled::<F>(v.capacity()) {
+    let capacity = v.capacity();
+    if capacity == 0 {
         return;
     }
+    let bytes = capacity * std::mem::size_of::<F>();
     let _ = POOLS.try_with(|p| {
         // a pool borrowed further up this thread's stack cannot happen (no callback runs
         // while it is borrowed), but never panic on a drop path
@@ -205,6 +340,15 @@ pub(crate) fn give<F: Float>(v: Vec<F>) {
         };
         let p = &mut *p;
         if bytes > p.limit {
+            return;
+        }
+        if !large::<F>(capacity) {
+            let room = p.bytes + bytes <= p.limit;
+            let class = &mut F::classes(p)[class_of_capacity(capacity)];
+            if room && class.len() < MAX_PER_CLASS {
+                class.push(v);
+                p.bytes += bytes;
+            }
             return;
         }
         // make room by freeing the oldest buffers: sizes a program stopped using leave
@@ -223,17 +367,122 @@ pub(crate) fn give<F: Float>(v: Vec<F>) {
 
 /// Hands an array's buffer to the pool.
 pub(crate) fn give_array<F: Float>(a: Array2<F>) {
-    if pooled::<F>(a.len()) {
-        give(a.into_raw_vec_and_offset().0);
+    give(a.into_raw_vec_and_offset().0);
+}
+
+/// Hands a small array's buffer to the pool and frees a large one: for buffers a backward
+/// pass is done with, whose large sizes the next take would not fit anyway. Keeping them
+/// would hold a whole pass's gradients at once and raise the peak of memory-saving
+/// schedules ([`Tape::remat`](crate::Tape::remat)) to the plain pass's.
+pub(crate) fn recycle_array<F: Float>(a: Array2<F>) {
+    let v = a.into_raw_vec_and_offset().0;
+    if !large::<F>(v.capacity()) {
+        give(v);
     }
 }
 
 /// An array of `shape` from the pool, its contents arbitrary (every element initialised):
-/// the caller overwrites all of it. `None` if the size is not pooled or nothing fits.
+/// the caller overwrites all of it. `None` for an empty shape, or a large one that nothing
+/// in the pool fits (small ones always get a buffer).
 pub(crate) fn take_array<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
     let len = shape.0.checked_mul(shape.1)?;
     let v = take::<F>(len)?;
     Array2::from_shape_vec(shape, v).ok()
+}
+
+/// An empty vector with the memory of one this thread recycled, of a type of the same
+/// size and alignment (a tape's node list, backward's slots), or a new one.
+pub(crate) fn take_vec<T>() -> Vec<T> {
+    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+    if size == 0 {
+        return Vec::new();
+    }
+    let found = POOLS
+        .try_with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p
+                .vecs
+                .iter()
+                .rposition(|v| v.size == size && v.align == align)?;
+            let v = p.vecs.swap_remove(i);
+            p.bytes -= v.bytes();
+            Some(v)
+        })
+        .ok()
+        .flatten();
+    match found {
+        // SAFETY: the memory of a `Vec` of `capacity` elements of this size and alignment
+        // (so deallocating it as a `Vec<T>` uses its layout), holding no element.
+        Some(v) => unsafe { Vec::from_raw_parts(v.ptr.as_ptr().cast::<T>(), 0, v.capacity) },
+        None => Vec::new(),
+    }
+}
+
+/// Drops the elements of `v` and keeps its memory for [`take_vec`] (or frees it, when the
+/// pool is full).
+pub(crate) fn give_vec<T>(mut v: Vec<T>) {
+    v.clear();
+    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+    if size == 0 || v.capacity() == 0 {
+        return;
+    }
+    let bytes = v.capacity() * size;
+    let _ = POOLS.try_with(|p| {
+        let Ok(mut p) = p.try_borrow_mut() else {
+            return;
+        };
+        if p.bytes + bytes > p.limit || p.vecs.len() >= MAX_VECS {
+            return;
+        }
+        let mut v = std::mem::ManuallyDrop::new(std::mem::take(&mut v));
+        p.bytes += bytes;
+        p.vecs.push(RawVec {
+            ptr: NonNull::new(v.as_mut_ptr().cast::<u8>()).expect("an allocated vector"),
+            capacity: v.capacity(),
+            size,
+            align,
+        });
+    });
+}
+
+/// A vector whose memory goes back to this thread's pool when it is dropped (after its
+/// elements are): the lists a tape and its backward pass keep, so that a steady training
+/// loop allocates none of them.
+pub(crate) struct Recycled<T>(pub(crate) Vec<T>);
+
+impl<T> Recycled<T> {
+    /// An empty vector, with room for at least `n` elements unless that cannot be
+    /// allocated (the capacity is a hint).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let mut v = take_vec();
+        let _ = v.try_reserve(n);
+        Recycled(v)
+    }
+}
+
+impl<T> Default for Recycled<T> {
+    fn default() -> Self {
+        Recycled(take_vec())
+    }
+}
+
+impl<T> Drop for Recycled<T> {
+    fn drop(&mut self) {
+        give_vec(std::mem::take(&mut self.0));
+    }
+}
+
+impl<T> std::ops::Deref for Recycled<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Recycled<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        &mut self.0
+    }
 }
 
 /// An owned array that hands its buffer to this thread's pool when dropped: a tape's
@@ -264,10 +513,20 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_taken_best_fit_and_small_ones_are_not_pooled() {
+    fn buffers_are_taken_best_fit_and_small_ones_by_class() {
         trim();
+        // 100 elements go to the class of 64 to 127, which serves requests of up to 64
         give_array(Array2::<f64>::zeros((10, 10)));
-        assert_eq!(stats().buffers, 0, "800 bytes are not pooled");
+        assert_eq!(stats().buffers, 1);
+        let misses = stats().misses;
+        let v = take::<f64>(65).unwrap();
+        assert_eq!(
+            (v.len(), v.capacity(), stats().misses),
+            (65, 128, misses + 1)
+        );
+        let v = take::<f64>(64).unwrap();
+        assert_eq!((v.len(), v.capacity(), stats().buffers), (64, 100, 0));
+        trim();
         give_nans((100, 100));
         give_nans((100, 120));
         give_nans((100, 300));
@@ -290,6 +549,27 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    /// A recycled vector comes back empty, with its memory, for a type of the same size
+    /// and alignment; the element it held was dropped when it was given.
+    #[test]
+    fn vectors_are_recycled_empty() {
+        trim();
+        let rc = std::rc::Rc::new(());
+        let mut v: Vec<std::rc::Rc<()>> = Vec::with_capacity(40);
+        v.push(rc.clone());
+        let ptr = v.as_ptr() as usize;
+        give_vec(v);
+        assert_eq!(std::rc::Rc::strong_count(&rc), 1, "the element was dropped");
+        let w: Vec<usize> = take_vec();
+        assert_eq!((w.len(), w.capacity(), w.as_ptr() as usize), (0, 40, ptr));
+        let u: Vec<u8> = take_vec();
+        assert_eq!(u.capacity(), 0, "no vector of that size was kept");
+        give_vec(w);
+        assert_eq!(stats().buffers, 1);
+        trim();
+        assert_eq!(stats().buffers, 0);
     }
 
     #[test]

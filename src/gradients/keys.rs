@@ -1,7 +1,9 @@
 //! How a parameter's gradient is found by the array itself: borrowed leaves are keyed by
 //! their storage ([`ViewKey`]), and a tape's parameter leaves are listed by it ([`Params`]).
 
-use ndarray::ArrayView2;
+use ndarray::{ArrayView2, Ix2, RawArrayView};
+
+use crate::pool::Recycled;
 
 use crate::tape::NodeId;
 
@@ -16,6 +18,16 @@ pub(crate) struct ViewKey {
 
 impl ViewKey {
     pub(crate) fn of<F>(v: &ArrayView2<'_, F>) -> Self {
+        let s = v.strides();
+        ViewKey {
+            ptr: v.as_ptr() as usize,
+            shape: v.dim(),
+            strides: [s[0], s[1]],
+        }
+    }
+
+    /// The key of a borrowed leaf's raw view.
+    pub(crate) fn of_raw<F>(v: &RawArrayView<F, Ix2>) -> Self {
         let s = v.strides();
         ViewKey {
             ptr: v.as_ptr() as usize,
@@ -68,9 +80,9 @@ impl ViewKey {
 /// finds gradients by.
 #[derive(Default)]
 pub(crate) struct Params {
-    leaves: Vec<ParamLeaf>,
+    leaves: Recycled<ParamLeaf>,
     /// Transposed views of those leaves that also went on the tape.
-    pub(super) transposed: Vec<(ViewKey, NodeId)>,
+    pub(super) transposed: Recycled<(ViewKey, NodeId)>,
 }
 
 struct ParamLeaf {
@@ -81,14 +93,6 @@ struct ParamLeaf {
 }
 
 impl Params {
-    /// With room for `n` parameters.
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Params {
-            leaves: Vec::with_capacity(n),
-            transposed: Vec::new(),
-        }
-    }
-
     /// The leaf already holding `key`'s storage, and whether `key` is its transpose (which
     /// is then remembered, so that the transposed view finds the gradient too).
     pub(crate) fn find(&mut self, key: ViewKey) -> Option<(NodeId, bool)> {
@@ -112,7 +116,7 @@ impl Params {
     pub(crate) fn insert(&mut self, key: ViewKey, id: NodeId, elem: usize) {
         let (start, end) = key.bytes(elem);
         let mut overlaps = false;
-        for p in &mut self.leaves {
+        for p in self.leaves.iter_mut() {
             let (s, e) = p.key.bytes(elem);
             if start < e && s < end {
                 p.overlaps = true;

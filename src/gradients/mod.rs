@@ -11,6 +11,7 @@ use std::panic::Location;
 use ndarray::{Array2, ArrayBase, Data, Ix2};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Recycled;
 use crate::tape::{Node, NodeId, Value};
 use crate::{Float, Tensor, pool};
 
@@ -126,6 +127,9 @@ impl<F: Float> Drop for Gradients<F> {
         for (_, g) in self.transposed.drain(..) {
             pool::give_array(g);
         }
+        pool::give_vec(std::mem::take(&mut self.entries));
+        pool::give_vec(std::mem::take(&mut self.absent));
+        pool::give_vec(std::mem::take(&mut self.transposed));
     }
 }
 
@@ -136,18 +140,19 @@ impl<F: Float> Gradients<F> {
     pub(crate) fn collect(
         tape: u64,
         nodes: &[Node<F>],
-        values: &[Value<'_, F>],
-        mut slots: Vec<Option<Array2<F>>>,
+        values: &[Value<F>],
+        mut slots: Recycled<Option<Array2<F>>>,
         mut spare: Vec<Option<Array2<F>>>,
         kept: Vec<(NodeId, Array2<F>)>,
         params: &Params,
     ) -> Self {
-        let mut absent = Vec::new();
+        let mut absent = pool::take_vec();
         let wanted = nodes.iter().filter(|n| n.leaf && n.requires_grad).count();
-        let mut entries: Vec<Entry<F>> = Vec::with_capacity(wanted + kept.len());
+        let mut entries: Vec<Entry<F>> = pool::take_vec();
+        entries.reserve(wanted + kept.len());
         for (id, node) in nodes.iter().enumerate().filter(|(_, n)| n.leaf) {
             let key = match &values[id] {
-                Value::Borrowed(v) => Some(ViewKey::of(v)),
+                Value::Borrowed(v) => Some(ViewKey::of_raw(v)),
                 _ => None,
             };
             if !node.requires_grad {
@@ -184,17 +189,15 @@ impl<F: Float> Gradients<F> {
         // A parameter that went on the tape transposed is also found by its own array:
         // where both orientations were used, and wherever the transposed view is a
         // row-major array (`tape.param(w.t())`, looked up as `wrt(&w)` by an optimizer).
-        let transposed = entries
-            .iter()
-            .filter_map(|e| {
-                let own = e.key?;
-                let key = own.transposed();
-                let wanted = params.transposed.contains(&(key, e.id))
-                    || own.is_empty()
-                    || (!own.is_standard() && key.is_standard());
-                wanted.then(|| (key, e.grad.t().as_standard_layout().into_owned()))
-            })
-            .collect();
+        let mut transposed = pool::take_vec();
+        transposed.extend(entries.iter().filter_map(|e| {
+            let own = e.key?;
+            let key = own.transposed();
+            let wanted = params.transposed.contains(&(key, e.id))
+                || own.is_empty()
+                || (!own.is_standard() && key.is_standard());
+            wanted.then(|| (key, e.grad.t().as_standard_layout().into_owned()))
+        }));
         entries.extend(kept.into_iter().map(|(id, grad)| Entry {
             id,
             key: None,
@@ -203,9 +206,10 @@ impl<F: Float> Gradients<F> {
             leaf: false,
         }));
         entries.sort_by_key(|e| e.id);
-        for buffer in slots.into_iter().chain(spare).flatten() {
+        for buffer in slots.drain(..).chain(spare.drain(..)).flatten() {
             pool::give_array(buffer);
         }
+        pool::give_vec(spare);
         Gradients {
             tape,
             entries,
@@ -220,15 +224,15 @@ impl<F: Float> Gradients<F> {
     pub(crate) fn into_spare(
         mut self,
         nodes: &[Node<F>],
-        values: &[Value<'_, F>],
+        values: &[Value<F>],
         n: usize,
     ) -> Vec<Option<Array2<F>>> {
-        let mut spare: Vec<Option<Array2<F>>> = Vec::with_capacity(n);
+        let mut spare: Vec<Option<Array2<F>>> = pool::take_vec();
         spare.resize_with(n, || None);
         let mut entries = std::mem::take(&mut self.entries);
         for (id, node) in nodes[..n].iter().enumerate() {
             if let (true, Value::Borrowed(v)) = (node.leaf && node.requires_grad, &values[id]) {
-                let key = ViewKey::of(v);
+                let key = ViewKey::of_raw(v);
                 if let Some(i) = entries.iter().position(|e| e.key == Some(key)) {
                     let buffer = entries.swap_remove(i).grad;
                     if buffer.dim() == node.shape {
@@ -237,6 +241,10 @@ impl<F: Float> Gradients<F> {
                 }
             }
         }
+        for e in entries.drain(..) {
+            pool::give_array(e.grad);
+        }
+        pool::give_vec(entries);
         spare
     }
 

@@ -142,7 +142,7 @@ impl<'t, F: Float> Tape<'t, F> {
         };
         let found = match &inner.values[id] {
             Value::Owned(a) => anomaly_in(a.0.view(), site),
-            Value::Borrowed(v) => anomaly_in(v.view(), site),
+            v @ Value::Borrowed(_) => anomaly_in(v.borrowed().expect("a borrowed value"), site),
             // a view of a value already checked, or nothing computed
             Value::Alias { .. } | Value::Released(_) => None,
         };

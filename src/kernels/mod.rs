@@ -12,7 +12,7 @@
 use std::mem::MaybeUninit;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use crate::{Float, pool};
 
@@ -33,18 +33,61 @@ pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Arra
 pub(crate) fn map<F: Float>(x: ArrayView2<'_, F>, f: impl Fn(F) -> F) -> Array2<F> {
     match pool::take_array(x.dim()) {
         Some(mut y) => {
-            Zip::from(&mut y).and(&x).for_each(|y, &x| *y = f(x));
+            zip1(y.view_mut(), x, |y, x| *y = f(x));
             y
         }
         None => x.mapv(f),
     }
 }
 
+/// `f(out, x)` for every pair of elements of `out` and `x` (of one shape): one sweep over
+/// two slices where both are in standard layout (ndarray's `Zip` pays a set-up that
+/// dominates on small arrays), else `Zip`.
+#[inline]
+pub(crate) fn zip1<F: Float>(
+    mut out: ArrayViewMut2<'_, F>,
+    x: ArrayView2<'_, F>,
+    f: impl Fn(&mut F, F),
+) {
+    if let (Some(o), Some(xs)) = (out.as_slice_mut(), x.as_slice()) {
+        o.iter_mut().zip(xs).for_each(|(o, &x)| f(o, x));
+    } else {
+        Zip::from(out).and(&x).for_each(|o, &x| f(o, x));
+    }
+}
+
+/// `f(out, a, b)` for every triple of elements of `out`, `a` and `b` (of one shape), as
+/// [`zip1`].
+#[inline]
+pub(crate) fn zip2<F: Float>(
+    mut out: ArrayViewMut2<'_, F>,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    f: impl Fn(&mut F, F, F),
+) {
+    if let (Some(o), Some(xs), Some(ys)) = (out.as_slice_mut(), a.as_slice(), b.as_slice()) {
+        o.iter_mut()
+            .zip(xs.iter().zip(ys))
+            .for_each(|(o, (&a, &b))| f(o, a, b));
+    } else {
+        Zip::from(out)
+            .and(&a)
+            .and(&b)
+            .for_each(|o, &a, &b| f(o, a, b));
+    }
+}
+
+/// A matrix of `shape` with arbitrary contents, for the caller to overwrite: a recycled
+/// buffer where the pool has one, else zeros.
+pub(crate) fn pooled<F: Float>(shape: (usize, usize)) -> Array2<F> {
+    pool::take_array(shape).unwrap_or_else(|| Array2::zeros(shape))
+}
+
 /// A copy of `x` in standard layout (a recycled buffer where the pool has one).
 pub(crate) fn copy<F: Float>(x: ArrayView2<'_, F>) -> Array2<F> {
     match pool::take_array(x.dim()) {
         Some(mut y) => {
-            y.assign(&x);
+            zip1(y.view_mut(), x, |y, x| *y = x);
             y
         }
         None => x.to_owned(),
@@ -116,18 +159,31 @@ pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Option<Arr
         // nothing to copy (and no loop over 2⁴⁰ empty rows)
         return try_zeros((m, n));
     }
-    if let Some(mut out) = pool::take_array((m, n)) {
-        out.assign(&b.broadcast((m, n))?);
-        return Some(out);
-    }
     let len = m.checked_mul(n)?;
-    let mut out = try_vec(len)?;
-    out.extend(b.iter().copied());
-    // doubling copies: log₂ m calls of `memcpy` instead of one per row (rows of a few
-    // elements cost a call each)
-    while out.len() < len {
-        let more = out.len().min(len - out.len());
-        out.extend_from_within(..more);
+    let mut out = match pool::take::<F>(len) {
+        Some(v) => v,
+        None => {
+            let mut v = try_vec(len)?;
+            v.resize(len, F::zero());
+            v
+        }
+    };
+    for (o, &x) in out.iter_mut().zip(b.iter()) {
+        *o = x;
+    }
+    if n >= 16 {
+        // wide rows: one copy per row
+        let (first, rest) = out.split_at_mut(n);
+        rest.chunks_exact_mut(n)
+            .for_each(|row| row.copy_from_slice(first));
+    } else {
+        // narrow rows: doubling copies, log₂ m calls of `memcpy` instead of one per row
+        let mut filled = n;
+        while filled < len {
+            let more = filled.min(len - filled);
+            out.copy_within(..more, filled);
+            filled += more;
+        }
     }
     Array2::from_shape_vec((m, n), out).ok()
 }
@@ -193,10 +249,7 @@ pub(crate) fn zip_broadcast<F: Float>(
         .broadcast(shape)
         .expect("the op checked that the shapes broadcast");
     if let Some(mut out) = pool::take_array(shape) {
-        Zip::from(&mut out)
-            .and(&a)
-            .and(&b)
-            .for_each(|o, &a, &b| *o = f(a, b));
+        zip2(out.view_mut(), a, b, |o, a, b| *o = f(a, b));
         return Some(out);
     }
     let mut out = uninit(shape)?;
@@ -244,8 +297,18 @@ pub(crate) fn sum_to_shape<F: Float>(g: ArrayView2<'_, F>, shape: (usize, usize)
     match (shape.0 == 1 && r != 1, shape.1 == 1 && c != 1) {
         (false, false) => copy(g),
         (true, false) => column_sums(g),
-        (false, true) => g.sum_axis(Axis(1)).insert_axis(Axis(1)),
-        (true, true) => Array2::from_elem((1, 1), g.sum()),
+        (false, true) => {
+            let mut sums = pooled((r, 1));
+            for (s, row) in sums.iter_mut().zip(g.rows()) {
+                *s = row.sum();
+            }
+            sums
+        }
+        (true, true) => {
+            let mut total = pooled((1, 1));
+            total[[0, 0]] = g.sum();
+            total
+        }
     }
 }
 
@@ -255,23 +318,25 @@ fn column_sums<F: Float>(g: ArrayView2<'_, F>) -> Array2<F> {
     let c = g.ncols();
     match g.as_slice() {
         Some(xs) if c > 0 => {
-            let mut sums = vec![F::zero(); c];
+            let mut row = pooled((1, c));
+            let sums = row.as_slice_mut().expect("a new row is standard");
+            sums.fill(F::zero());
             match c {
-                1 => narrow_sums::<F, 1>(xs, &mut sums),
-                2 => narrow_sums::<F, 2>(xs, &mut sums),
-                3 => narrow_sums::<F, 3>(xs, &mut sums),
-                4 => narrow_sums::<F, 4>(xs, &mut sums),
-                5 => narrow_sums::<F, 5>(xs, &mut sums),
-                6 => narrow_sums::<F, 6>(xs, &mut sums),
-                7 => narrow_sums::<F, 7>(xs, &mut sums),
-                8 => narrow_sums::<F, 8>(xs, &mut sums),
+                1 => narrow_sums::<F, 1>(xs, sums),
+                2 => narrow_sums::<F, 2>(xs, sums),
+                3 => narrow_sums::<F, 3>(xs, sums),
+                4 => narrow_sums::<F, 4>(xs, sums),
+                5 => narrow_sums::<F, 5>(xs, sums),
+                6 => narrow_sums::<F, 6>(xs, sums),
+                7 => narrow_sums::<F, 7>(xs, sums),
+                8 => narrow_sums::<F, 8>(xs, sums),
                 _ => {
                     for row in xs.chunks_exact(c) {
                         sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
                     }
                 }
             }
-            Array2::from_shape_vec((1, c), sums).expect("one sum per column")
+            row
         }
         _ => g.sum_axis(Axis(0)).insert_axis(Axis(0)),
     }

@@ -22,7 +22,7 @@ use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::kernels;
 use crate::rule::{Backward, Rule, Saves};
-use crate::tape::{Lane, ViewMap};
+use crate::tape::{Lane, ViewMap, slice_lanes};
 use crate::{Float, Tensor};
 
 /// Rows or columns to select: a range with a step, made from any `usize` range (`2..5`,
@@ -98,21 +98,23 @@ span_from!(RangeFull, |_r| 0, None);
 span_from!(RangeInclusive<usize>, |r| *r.start(), Some(r.end() + 1));
 span_from!(RangeToInclusive<usize>, |r| 0, Some(r.end + 1));
 
-/// The rule of `slice`: `dX[rows, cols] += G`.
-struct SliceBackward {
-    rows: Lane,
-    cols: Lane,
+/// The rule of `slice`: `dX[rows, cols] += G`, the lanes read from the view the slice
+/// recorded (a plain function: no rule object per slice).
+fn slice_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let (rows, cols) = slice_lanes(ctx.values, ctx.output, ctx.inputs[0], ctx.input_shape(0));
+    ctx.accumulate_region(0, rows, cols, g.view());
+    crate::pool::recycle_array(g);
 }
 
-impl<F: Float> Backward<F> for SliceBackward {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        ctx.accumulate_region(0, self.rows, self.cols, g.view());
-    }
-
-    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        let shape = ctx.input(0).shape();
-        ctx.accumulate(0, g.embed(self.rows, self.cols, shape)?)
-    }
+/// `dX = embed(G)`: `G` in the rows and columns the slice took, zeros elsewhere; recorded.
+fn slice_tensor<'t, F: Float>(
+    _: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let (rows, cols) = ctx.slice_lanes(0);
+    let shape = ctx.input(0).shape();
+    ctx.accumulate(0, g.embed(rows, cols, shape)?)
 }
 
 /// The rule of `embed`: `dG = G'[rows, cols]`.
@@ -130,6 +132,7 @@ impl<F: Float> Backward<F> for EmbedBackward {
         }
         .apply(g.view());
         ctx.accumulate_scaled(0, F::one(), region);
+        crate::pool::recycle_array(g);
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -145,6 +148,7 @@ struct GatherBackward {
 impl<F: Float> Backward<F> for GatherBackward {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
         ctx.accumulate_rows(0, &self.indices, g.view());
+        crate::pool::recycle_array(g);
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -184,7 +188,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         let rule = self
             .tape
             .track(&[self])
-            .then(|| (Saves::NONE, Rule::boxed(SliceBackward { rows, cols })));
+            .then(|| (Saves::NONE, Rule::new(slice_backward, slice_tensor)));
         self.tape
             .record_alias("slice", self, map, false, rule, location)
     }

@@ -3,8 +3,8 @@
 //!
 //! VJPs, with `g = ∂L/∂loss` (a scalar) and `D = P − T`:
 //!
-//! - `mse = Σ D² / n`: `dP = 2g D / n`, `dT = −dP`. Saves `D`, which the forward computed
-//!   anyway.
+//! - `mse = Σ D² / n`: `dP = 2g D / n`, `dT = −dP`. Saves P and T (reads them in one
+//!   pass, with no buffer for `D`).
 //! - `l1 = Σ |D| / n`: `dP = g sign(D) / n` (0 where `D = 0`), `dT = −dP`. Saves P and T.
 //! - `huber(δ) = Σ h(D) / n`, `h(d) = d²/2` for `|d| ≤ δ`, `δ(|d| − δ/2)` beyond:
 //!   `dP = g clamp(D, −δ, δ) / n`, `dT = −dP`. Saves P and T.
@@ -19,13 +19,14 @@ use ndarray::{Array2, ArrayView2, Zip};
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
-use crate::pool::Buffer;
 use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor, kernels};
 
 /// The scalar loss as a 1 × 1 array.
 pub(super) fn scalar<F: Float>(x: F) -> Array2<F> {
-    Array2::from_elem((1, 1), x)
+    let mut a = crate::pool::take_array((1, 1)).expect("a small buffer");
+    a[[0, 0]] = x;
+    a
 }
 
 impl<'t, F: Float> Tensor<'t, F> {
@@ -64,44 +65,20 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// `Shape` if the shapes differ, `ForeignTensor` if the tapes differ.
     #[track_caller]
     pub fn try_mse_loss(self, target: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        let location = Location::caller();
-        self.same_tape(target, "mse_loss", location)?;
-        if self.shape != target.shape {
-            let rule = "prediction and target must have the same shape";
-            return Err(shape_error(
-                "mse_loss",
-                self.shape,
-                target.shape,
-                rule,
-                location,
-            ));
-        }
-        let tape = self.tape;
-        let scale = F::cast(2.0) / F::cast((self.shape.0 * self.shape.1) as f64);
-        let track = tape.track(&[self, target]);
-        let forward = tape.read2(self.id, target.id, |p, t| {
-            let diff = kernels::zip_broadcast(p, t, p.dim(), |p, t| p - t)
-                .expect("two arrays of one shape");
-            let sq = diff.iter().fold(F::zero(), |s, &d| s + d * d);
-            (sq * scale / F::cast(2.0), diff)
-        });
-        let (y, rule) = match forward {
-            Ok((loss, diff)) => {
-                let rule = track.then(|| {
-                    (
-                        Saves::NONE,
-                        Rule::boxed(MseBackward {
-                            diff: Buffer(diff),
-                            scale,
-                        }),
-                    )
-                });
-                (Ok(scalar(loss)), rule)
-            }
-            Err(lost) => (Err(lost), None),
+        let value = |p: ArrayView2<'_, F>, t: ArrayView2<'_, F>| match (p.as_slice(), t.as_slice())
+        {
+            (Some(p), Some(t)) => p
+                .iter()
+                .zip(t)
+                .fold(F::zero(), |s, (&p, &t)| s + (p - t) * (p - t)),
+            _ => Zip::from(&p)
+                .and(&t)
+                .fold(F::zero(), |s, &p, &t| s + (p - t) * (p - t)),
         };
-        Ok(tape.record("mse_loss", y, (1, 1), &[self, target], rule, location))
+        let rule = |inv_n| Rule::with_param(mse_backward, mse_tensor, inv_n);
+        self.pair_loss(target, "mse_loss", Location::caller(), value, rule)
     }
+
     /// Records the loss `op` between `self` and `target` (same shape): `value` computes it
     /// from the two values, `rule` builds the VJP from `1/n` when a gradient is needed.
     fn pair_loss(
@@ -394,34 +371,34 @@ fn bce_tensor<'t, F: Float>(
     Ok(())
 }
 
-/// `dP = 2g (P − T) / NC`, `dT = −dP`.
-struct MseBackward<F: Float> {
-    diff: Buffer<F>,
-    /// `2 / NC`
-    scale: F,
+/// `dP = 2g (P − T) / n`, `dT = −dP`, in one pass over P and T.
+fn mse_backward<F: Float>(inv_n: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+    let a = F::cast(2.0) * g[[0, 0]] * inv_n;
+    let (p, t) = (ctx.input(0), ctx.input(1));
+    let d = kernels::zip_broadcast(p, t, p.dim(), |p, t| a * (p - t))
+        .expect("a buffer of the inputs' size");
+    if ctx.needs_grad(1) {
+        ctx.accumulate_scaled(1, -F::one(), d.view());
+    }
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, d);
+    }
+    crate::pool::recycle_array(g);
 }
 
-impl<F: Float> Backward<F> for MseBackward<F> {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let a = g[[0, 0]] * self.scale;
-        if ctx.needs_grad(0) {
-            ctx.accumulate_scaled(0, a, self.diff.view());
-        }
-        if ctx.needs_grad(1) {
-            ctx.accumulate_scaled(1, -a, self.diff.view());
-        }
+/// `dP = 2g (P − T) / n`, `dT = −dP`, recorded from the inputs.
+fn mse_tensor<'t, F: Float>(
+    inv_n: F,
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+) -> Result<()> {
+    let d = ctx.input(0).try_sub(ctx.input(1))?;
+    let dp = d.try_mul(g.mul_scalar(F::cast(2.0) * inv_n))?;
+    if ctx.needs_grad(1) {
+        ctx.accumulate(1, dp.neg())?;
     }
-
-    /// `dP = 2g (P − T) / NC`, `dT = −dP`, recorded from the inputs.
-    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        let d = ctx.input(0).try_sub(ctx.input(1))?;
-        let dp = d.try_mul(g.mul_scalar(self.scale))?;
-        if ctx.needs_grad(1) {
-            ctx.accumulate(1, dp.neg())?;
-        }
-        if ctx.needs_grad(0) {
-            ctx.accumulate(0, dp)?;
-        }
-        Ok(())
+    if ctx.needs_grad(0) {
+        ctx.accumulate(0, dp)?;
     }
+    Ok(())
 }

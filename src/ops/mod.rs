@@ -79,7 +79,7 @@
 //! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` | the VJP, recorded |
 //! | `logsumexp(X, a)` | `Y = m + ln Σ_a exp(X − m)` | `dX = G ∘ softmax_a(X)` | `X` | the VJP, recorded |
 //! | `layer_norm(X, γ, β, ε)` | per row `x̂ ∘ γ + β`, `x̂ = (x − μ) r`, `r = 1/√(σ² + ε)` | per row `dx = r (ĝ − mean ĝ − x̂ ∘ mean(ĝ ∘ x̂))`, `ĝ = G ∘ γ` ; `dγ = Σ G ∘ x̂` ; `dβ = Σ G` | `x̂`, `r` (owned), `γ` | recomputes `x̂` and `r` from `X` |
-//! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | `P − T` (owned) | recomputes `P − T` from the inputs |
+//! | `mse_loss(P, T)` | `Σ (P − T)² / mn` (1 × 1) | `dP = 2G (P − T) / mn ; dT = −dP` | P, T | recomputes `P − T` from the inputs |
 //! | `l1_loss(P, T)` | `Σ |P − T| / n` (1 × 1) | `dP = G sign(P − T) / n ; dT = −dP` | `P`, `T` | the signs a constant |
 //! | `huber_loss(P, T, δ)` | `Σ h(P − T) / n`, `h(d) = d²/2` for `|d| ≤ δ`, else `δ(|d| − δ/2)` | `dP = G clamp(P − T, −δ, δ) / n ; dT = −dP` | `P`, `T` | the VJP, recorded |
 //! | `bce_with_logits(Z, T)` | `Σ [max(Z, 0) − Z ∘ T + ln(1 + e^−|Z|)] / n` | `dZ = G (σ(Z) − T) / n ; dT = −G Z / n` | `Z`, `T` | the VJP, recorded |

@@ -19,6 +19,7 @@ use crate::{Float, Tensor};
 /// `dX = c·G`, broadcast.
 fn reduce_backward<F: Float>(c: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     ctx.accumulate_scaled(0, c, g.view());
+    crate::pool::recycle_array(g);
 }
 
 /// `dX = c·G`, broadcast, recorded.
@@ -54,7 +55,11 @@ impl<'t, F: Float> Tensor<'t, F> {
         let tape = self.tape;
         let y = tape.read1(self.id, |x| {
             let s = match axis {
-                None => Array2::from_elem((1, 1), x.sum()),
+                None => {
+                    let mut total = kernels::pooled((1, 1));
+                    total[[0, 0]] = x.sum();
+                    total
+                }
                 // An empty input sums to zeros without walking its (maybe 2⁴⁰) empty
                 // lanes; the zeros themselves can be larger than the input.
                 Some(_) if x.is_empty() => kernels::try_zeros(shape)?,

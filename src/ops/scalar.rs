@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::rule::{Rule, Saves};
-use crate::{Float, Tensor};
+use crate::{Float, Tensor, kernels};
 
 // `neg` is also `std::ops::Neg` (below); the named method is the documented form.
 #[allow(clippy::should_implement_trait)]
@@ -29,7 +29,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
         let tape = self.tape;
-        let y = tape.read1(self.id, |x| x.mapv(|v| alpha * v + beta));
+        let y = tape.read1(self.id, |x| kernels::map(x, |v| alpha * v + beta));
         let rule = tape.track(&[self]).then(|| {
             (
                 Saves::NONE,
@@ -115,7 +115,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     #[track_caller]
     pub fn scalar_div(self, s: F) -> Tensor<'t, F> {
         let tape = self.tape;
-        let y = tape.read1(self.id, |x| x.mapv(|v| s / v));
+        let y = tape.read1(self.id, |x| kernels::map(x, |v| s / v));
         let rule = tape.track(&[self]).then(|| {
             let saves = Saves::output().input_if(0, true);
             (saves, Rule::new(scalar_div_backward, scalar_div_tensor))

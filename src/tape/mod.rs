@@ -2,30 +2,37 @@
 //! rule. Backward, which replays them in reverse, is in `backward.rs`.
 
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix1, Ix2};
+use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix1, Ix2, RawArrayView};
 
 use crate::error::{Error, ErrorKind};
 use crate::gradients::{Params, ViewKey};
-use crate::pool::Buffer;
+use crate::pool::{Buffer, Recycled};
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
 mod view;
-pub(crate) use view::{Lane, ViewMap, source, view_of};
+pub(crate) use view::{Lane, ViewMap, slice_lanes, source, view_of};
 
 /// Index of a node on its tape.
 pub(crate) type NodeId = usize;
 
 /// Where a node's value lives.
-pub(crate) enum Value<'t, F: Float> {
+///
+/// No lifetime: a borrowed leaf is kept as a raw view, valid for the tape's lifetime `'t`
+/// (a leaf borrows its data for `'t`, [`Tape::leaf`]), so that the list of values is a
+/// [`Recycled`] vector whose memory the next tape reuses (a type with a lifetime could
+/// not be handed back when the tape drops).
+pub(crate) enum Value<F: Float> {
     /// Computed by an op, or moved in by the user. Its buffer goes to the thread's pool
     /// when the value is released or the tape dropped ([`Buffer`]).
     Owned(Buffer<F>),
-    /// Borrowed from the caller (a model's parameters): no copy.
-    Borrowed(ArrayView2<'t, F>),
+    /// Borrowed from the caller (a model's parameters) for the tape's lifetime: no copy.
+    /// Read it through [`Value::borrowed`].
+    Borrowed(RawArrayView<F, Ix2>),
     /// A view of another node's value (which may itself be a view): `t`, `detach`, slices
     /// and reshapes of contiguous values cost no copy.
     Alias { of: NodeId, map: ViewMap },
@@ -48,9 +55,11 @@ pub(crate) struct Node<F: Float> {
 }
 
 pub(crate) struct Inner<'t, F: Float> {
-    pub(crate) nodes: Vec<Node<F>>,
-    pub(crate) values: Vec<Value<'t, F>>,
-    pub(crate) input_ids: Vec<NodeId>,
+    pub(crate) nodes: Recycled<Node<F>>,
+    pub(crate) values: Recycled<Value<F>>,
+    pub(crate) input_ids: Recycled<NodeId>,
+    /// The data borrowed leaves view, for `'t`.
+    pub(crate) borrows: PhantomData<&'t F>,
     /// Borrowed leaves that require a gradient, by storage: a parameter put on the tape
     /// again is the same leaf ([`Tape::param`]).
     pub(crate) params: Params,
@@ -92,6 +101,19 @@ pub(crate) struct Observed {
     pub(crate) anomaly: Option<Error>,
     /// When profiling, the end of the last record (the start of the next op's time).
     pub(crate) last_record: Option<std::time::Instant>,
+}
+
+impl<F: Float> Value<F> {
+    /// The view of a borrowed leaf, for as long as `self` is borrowed.
+    pub(crate) fn borrowed(&self) -> Option<ArrayView2<'_, F>> {
+        match self {
+            // SAFETY: a borrowed leaf's data is borrowed for the tape's lifetime `'t`
+            // (`LeafData<'t, F>`), and a value is only read through its tape, which cannot
+            // be used after `'t` ends: the view lives no longer than the tape's borrow.
+            Value::Borrowed(raw) => Some(unsafe { (*raw).deref_into_view() }),
+            _ => None,
+        }
+    }
 }
 
 impl<F: Float> Node<F> {
@@ -203,29 +225,35 @@ pub struct TapeStats {
 
 /// Data a leaf tensor can be made from: an owned matrix (moved onto the tape) or a borrowed
 /// one (no copy). A 1-D array becomes a 1 × n row, the shape of a bias.
-pub struct LeafData<'t, F: Float>(Value<'t, F>);
+pub struct LeafData<'t, F: Float>(Value<F>, PhantomData<&'t F>);
+
+impl<'t, F: Float> LeafData<'t, F> {
+    fn borrowed(v: ArrayView2<'t, F>) -> Self {
+        LeafData(Value::Borrowed(v.raw_view()), PhantomData)
+    }
+}
 
 impl<'t, F: Float> From<Array2<F>> for LeafData<'t, F> {
     fn from(a: Array2<F>) -> Self {
-        LeafData(Value::Owned(Buffer(a)))
+        LeafData(Value::Owned(Buffer(a)), PhantomData)
     }
 }
 
 impl<'t, F: Float> From<ArrayView2<'t, F>> for LeafData<'t, F> {
     fn from(v: ArrayView2<'t, F>) -> Self {
-        LeafData(Value::Borrowed(v))
+        LeafData::borrowed(v)
     }
 }
 
 impl<'t, F: Float, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix2>> for LeafData<'t, F> {
     fn from(a: &'t ArrayBase<S, Ix2>) -> Self {
-        LeafData(Value::Borrowed(a.view()))
+        LeafData::borrowed(a.view())
     }
 }
 
 impl<'t, F: Float, S: Data<Elem = F>> From<&'t ArrayBase<S, Ix1>> for LeafData<'t, F> {
     fn from(a: &'t ArrayBase<S, Ix1>) -> Self {
-        LeafData(Value::Borrowed(a.view().insert_axis(Axis(0))))
+        LeafData::borrowed(a.view().insert_axis(Axis(0)))
     }
 }
 
@@ -239,17 +267,13 @@ impl<'t, F: Float> Tape<'t, F> {
     /// An empty tape with room for `nodes` tensors before it grows. The capacity is a
     /// hint: one that cannot be allocated (`usize::MAX`) is ignored, never a panic.
     pub fn with_capacity(nodes: usize) -> Self {
-        fn vec<T>(n: usize) -> Vec<T> {
-            let mut v = Vec::new();
-            let _ = v.try_reserve_exact(n);
-            v
-        }
         Tape {
             inner: RefCell::new(Inner {
-                nodes: vec(nodes),
-                values: vec(nodes),
-                input_ids: vec(nodes.saturating_mul(2)),
-                params: Params::with_capacity(8),
+                nodes: Recycled::with_capacity(nodes),
+                values: Recycled::with_capacity(nodes),
+                input_ids: Recycled::with_capacity(nodes.saturating_mul(2)),
+                borrows: PhantomData,
+                params: Params::default(),
                 consumed: None,
                 observed: None,
             }),
@@ -309,7 +333,7 @@ impl<'t, F: Float> Tape<'t, F> {
         };
         let requires_grad = requires_grad && self.grad_enabled.get();
         let key = match &value {
-            Value::Borrowed(v) if requires_grad => Some(ViewKey::of(v)),
+            Value::Borrowed(v) if requires_grad => Some(ViewKey::of_raw(v)),
             _ => None,
         };
         // (an empty view holds no storage to share: it is always a new leaf)
@@ -529,7 +553,7 @@ impl<'t, F: Float> Tape<'t, F> {
     fn push(
         &'t self,
         op: &'static str,
-        value: Value<'t, F>,
+        value: Value<F>,
         shape: (usize, usize),
         inputs: &[Tensor<'t, F>],
         rule: Option<(Saves, Rule<F>)>,

@@ -92,19 +92,42 @@ impl ViewMap {
 /// The view of node `id`'s value, or `Err(lost)` if it was released, `lost` being the node
 /// whose value backward released.
 pub(crate) fn view_of<'a, F: Float>(
-    values: &'a [Value<'_, F>],
+    values: &'a [Value<F>],
     id: NodeId,
 ) -> std::result::Result<ArrayView2<'a, F>, NodeId> {
     match &values[id] {
         Value::Owned(a) => Ok(a.0.view()),
-        Value::Borrowed(v) => Ok(v.view()),
+        v @ Value::Borrowed(_) => Ok(v.borrowed().expect("a borrowed value")),
         Value::Released(lost) => Err(*lost),
         Value::Alias { of, map } => Ok(map.apply(view_of(values, *of)?)),
     }
 }
 
+/// The rows and columns of node `of` (of shape `shape`) that node `id`, a slice of it,
+/// views: the lanes `id` recorded, or every row and column where the slice covered the
+/// whole of a view and was recorded as that view's own map instead (`record_alias`).
+pub(crate) fn slice_lanes<F: Float>(
+    values: &[Value<F>],
+    id: NodeId,
+    of: NodeId,
+    shape: (usize, usize),
+) -> (Lane, Lane) {
+    match values[id] {
+        Value::Alias {
+            of: source,
+            map:
+                ViewMap::Strided {
+                    rows,
+                    cols,
+                    transposed: false,
+                },
+        } if source == of => (rows, cols),
+        _ => (Lane::all(shape.0), Lane::all(shape.1)),
+    }
+}
+
 /// The node whose storage `id`'s value is (itself, unless `id` is a view).
-pub(crate) fn source<F: Float>(values: &[Value<'_, F>], id: NodeId) -> NodeId {
+pub(crate) fn source<F: Float>(values: &[Value<F>], id: NodeId) -> NodeId {
     let mut id = id;
     while let Value::Alias { of, .. } = values[id] {
         id = of;
