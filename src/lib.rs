@@ -121,7 +121,7 @@
 //!
 //! | layer | where | holds |
 //! |-------|-------|-------|
-//! | kernels | `kernels.rs` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
+//! | kernels | `kernels/` | GEMM with transpose flags and beta = 1, broadcast / un-broadcast |
 //! | tape | [`Tape`], [`Tensor`], [`Gradients`] | nodes in creation order; first-order backward on arrays; backward recorded on the tape ([`Tape::grad`]) |
 //! | ops | [`ops`] | one file per family, each forward beside its VJP rule; the rule table |
 //! | memory | [`pool`], [`Tape::remat`] | recycled buffers; gradient checkpointing |

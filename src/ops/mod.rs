@@ -5,7 +5,7 @@
 //! Every op, its forward, its vector-Jacobian product and what its rule saves, in one place
 //! (PyTorch's `derivatives.yaml`, without code generation). `G = ∂L/∂Y` is the gradient of
 //! the op's output; `sum_to` sums a broadcast gradient back to the operand's shape
-//! (`kernels.rs`); `∘` is the elementwise product. "Saves" lists what the rule reads
+//! (`kernels/mod.rs`); `∘` is the elementwise product. "Saves" lists what the rule reads
 //! during backward: values named there stay on the tape (no copy) until the rule has run,
 //! and a `?` means "only if the other operand needs a gradient".
 //!
