@@ -25,7 +25,21 @@
 //!
 //! | kernel | f32, no FMA | f32, FMA | f64, no FMA | f64, FMA |
 //! |--------|-----:|-----:|-----:|-----:|
-//! | exp | | | | |
+//! | exp | 0.95 | 0.96 | 0.92 | 0.95 |
+//! | ln | 0.79 | 0.79 | 0.83 | 0.83 |
+//! | tanh | 2.49 | 2.49 | 2.50 | 2.50 |
+//! | sigmoid | 2.15 | 2.15 | 2.10 | 2.10 |
+//! | softplus | 1.78 | 1.78 | 1.78 | 1.78 |
+//! | erf | 1.47 | 1.56 | 1.84 | 1.87 |
+//! | gelu | 3.49 | 3.28 | 3.15 | 2.84 |
+//! | gelu′ (ulps of the larger of Φ(x), \|x φ(x)\|) | 2.96 | 2.44 | 3.30 | 3.01 |
+//! | elu (α = 1) | 0.83 | 0.85 | 1.05 | 1.10 |
+//! | silu | 2.40 | 2.40 | 2.27 | 2.27 |
+//! | gelu_tanh, x ≥ −1 | 2.85 | 2.85 | 2.51 | 2.51 |
+//! | gelu_tanh, x < −1 (not bounded: see below) | 218.82 | 176.27 | 1628.10 | 1439.22 |
+//!
+//! `gelu_tanh` left of −1 is limited by its argument: `σ(2u)` has condition number `|2u|`,
+//! and `u = √(2/π)(x + 0.044715x³)` is rounded before it (the test holds it to `4 + 3|2u|`).
 //!
 //! The error of `gelu_grad` near its root (x ≈ −0.7518, where `Φ(x) + xφ(x)` cancels) is
 //! absolute: it is measured in ulps of the larger of `Φ(x)` and `|x φ(x)|`.
