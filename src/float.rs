@@ -36,6 +36,7 @@ pub trait Float:
     + 'static
     + sealed::Sealed
     + crate::pool::Pooled
+    + crate::kernels::real::Real
 {
     /// Converts an `f64` literal or count, rounding to nearest for `f32`.
     fn cast(x: f64) -> Self;

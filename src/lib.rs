@@ -161,6 +161,34 @@ mod rule;
 mod tape;
 mod tensor;
 
+/// Switches for the benches: which instantiation of the elementwise kernels runs, and the
+/// kernels over slices by name. Not part of the API (no semver promise).
+#[doc(hidden)]
+pub mod bench_kernels {
+    pub use crate::kernels::vector::{Path, has_avx2, path, set_path};
+
+    /// The kernels by name, for the benches: `exp`, `ln`, `tanh`, `sigmoid`, `softplus`,
+    /// `erf`, `gelu`, `gelu_grad`; `y[i] = f(x[i])` on the current [`path`].
+    ///
+    /// # Panics
+    ///
+    /// On another name, or slices of different lengths.
+    pub fn map<F: crate::Float>(name: &str, x: &[F], y: &mut [F]) {
+        use crate::kernels::vector::{self as v, map};
+        match name {
+            "exp" => map(v::Exp, x, y),
+            "ln" => map(v::Ln, x, y),
+            "tanh" => map(v::Tanh, x, y),
+            "sigmoid" => map(v::Sigmoid, x, y),
+            "softplus" => map(v::Softplus, x, y),
+            "erf" => map(v::Erf, x, y),
+            "gelu" => map(v::Gelu, x, y),
+            "gelu_grad" => map(v::GeluGrad, x, y),
+            other => panic!("no kernel {other}"),
+        }
+    }
+}
+
 pub use backward::BackwardOptions;
 pub use error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
 pub use float::Float;

@@ -12,6 +12,9 @@
 //! or not, reusing an earlier step's buffers), a second backward, value reads after
 //! backward, an optimizer step and a checkpoint round trip.
 //!
+//! Each program runs on one of the paths of the elementwise kernels (AVX2 + FMA, the
+//! baseline, the scalar std loop: `tapegrad::bench_kernels`), in turn.
+//!
 //! Invariants: no panic; errors only where the input is wrong (and then typed);
 //! gradients of every leaf in its shape; a retained graph gives the same gradients twice;
 //! reused buffers give the same gradients; and for finite f64 programs the gradient of every
@@ -37,6 +40,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 #[cfg(not(feature = "linalg"))]
 use tapegrad::Float;
+use tapegrad::bench_kernels::{Path, set_path};
 use tapegrad::nn::Parameters;
 use tapegrad::ops::Span;
 use tapegrad::optim::{Adam, Optimizer, Sgd};
@@ -953,6 +957,10 @@ fn numeric(p: &Program, analytic: &Outcome<f64>) -> Option<(f64, f64)> {
 fn fuzz_one(seed: u64) -> bool {
     let n_ops = ops::<f64>().len();
     let p = generate(seed, n_ops);
+    // every instantiation of the elementwise kernels (`Avx2` is the baseline on a CPU
+    // without it): each keeps every invariant
+    let paths = [Path::Avx2, Path::Baseline, Path::Std];
+    set_path(paths[(seed / 4 % 3) as usize]);
     if seed % 4 == 3 {
         check::<f32>(&p);
         return false;

@@ -1,5 +1,7 @@
-//! Kernels: the bottom layer. GEMM with transpose flags and accumulation, and the one
-//! broadcasting helper pair (`broadcast_shape` forward, `sum_to_shape` backward).
+//! Kernels: the bottom layer. GEMM with transpose flags and accumulation, the one
+//! broadcasting helper pair (`broadcast_shape` forward, `sum_to_shape` backward), and the
+//! elementwise transcendental kernels that vectorize (`math.rs`, run over slices by
+//! `vector.rs`).
 //!
 //! This module is the only caller of ndarray's matrix product. Transposed operands arrive
 //! here as views (`w.t()`, `x.t()`), never as copies: with the `blas` feature, ndarray
@@ -15,6 +17,13 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use crate::{Float, pool};
+
+#[cfg(test)]
+mod accuracy;
+mod coefficients;
+pub(crate) mod math;
+pub(crate) mod real;
+pub(crate) mod vector;
 
 /// `A·B` in a new array (GEMM with beta = 0), in a recycled buffer where the pool has one.
 #[inline]
@@ -81,6 +90,27 @@ pub(crate) fn zip2<F: Float>(
 /// buffer where the pool has one, else zeros.
 pub(crate) fn pooled<F: Float>(shape: (usize, usize)) -> Array2<F> {
     pool::take_array(shape).unwrap_or_else(|| Array2::zeros(shape))
+}
+
+/// `x` through the slice function `run` (a vector kernel), in a new array of `x`'s
+/// layout where `x` is contiguous (C or F order); strided views are copied first, so that
+/// results do not depend on layout. `None` if `run` declines (returns false).
+pub(crate) fn map_slices<F: Float>(
+    x: ArrayView2<'_, F>,
+    run: impl Fn(&[F], &mut [F]) -> bool,
+) -> Option<Array2<F>> {
+    let into = |xs: &[F], dim: (usize, usize)| -> Option<Array2<F>> {
+        let mut y = pooled(dim);
+        run(xs, y.as_slice_mut().expect("a new array is standard")).then_some(y)
+    };
+    if let Some(xs) = x.as_slice() {
+        return into(xs, x.dim());
+    }
+    if let Some(xs) = x.t().as_slice() {
+        return into(xs, x.t().dim()).map(Array2::reversed_axes);
+    }
+    let c = copy(x);
+    into(c.as_slice().expect("a copy is standard"), x.dim())
 }
 
 /// A copy of `x` in standard layout (a recycled buffer where the pool has one).

@@ -21,6 +21,7 @@
 use std::panic::Location;
 
 use crate::error::Result;
+use crate::kernels::vector::{self as vk, map, mul_map, scalar};
 use crate::rule::Rule;
 use crate::{Float, Tensor};
 
@@ -224,10 +225,15 @@ impl<F: Float> Unary<F> for Sigmoid {
     }
     const NAME: &'static str = "sigmoid";
     const DF_USES_OUTPUT: bool = true;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        // Stable as written: for very negative x, e⁻ˣ overflows to +∞ and 1/(1 + ∞) is
-        // exactly 0, never NaN. No branch, so the pass stays as fast as the hand-written one.
-        F::one() / (F::one() + (-x).exp())
+        // the vector kernel's scalar form: 1/(1 + e^−|x|) or e^−|x|/(1 + e^−|x|), exact
+        // limits, no branch
+        scalar(vk::Sigmoid, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Sigmoid, x, y);
+        true
     }
     fn df(self, y: F) -> F {
         y * (F::one() - y)
@@ -247,8 +253,13 @@ impl<F: Float> Unary<F> for Tanh {
     }
     const NAME: &'static str = "tanh";
     const DF_USES_OUTPUT: bool = true;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        x.tanh()
+        scalar(vk::Tanh, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Tanh, x, y);
+        true
     }
     fn df(self, y: F) -> F {
         F::one() - y * y
@@ -327,12 +338,13 @@ impl<F: Float> Unary<F> for Elu<F> {
     }
     const NAME: &'static str = "elu";
     const DF_USES_OUTPUT: bool = true;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        if x > F::zero() {
-            x
-        } else {
-            self.0 * x.exp_m1()
-        }
+        scalar(vk::Elu(self.0), x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Elu(self.0), x, y);
+        true
     }
     fn df(self, y: F) -> F {
         if y > F::zero() { F::one() } else { y + self.0 }
@@ -366,13 +378,20 @@ impl<F: Float> Unary<F> for Gelu {
     }
     const NAME: &'static str = "gelu";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        x * F::cast(0.5) * (F::one() + (x * F::cast(FRAC_1_SQRT_2)).erf())
+        scalar(vk::Gelu, x)
     }
     fn df(self, x: F) -> F {
-        let cdf = F::cast(0.5) * (F::one() + (x * F::cast(FRAC_1_SQRT_2)).erf());
-        let density = (F::cast(-0.5) * x * x).exp() * F::cast(FRAC_1_SQRT_2PI);
-        cdf + x * density
+        scalar(vk::GeluGrad, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Gelu, x, y);
+        true
+    }
+    fn vjp_slice(self, g: &mut [F], x: &[F]) -> bool {
+        mul_map(vk::GeluGrad, g, x);
+        true
     }
 }
 
@@ -416,9 +435,14 @@ impl<F: Float> Unary<F> for GeluTanh {
     }
     const NAME: &'static str = "gelu_tanh";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        let (u, _) = Self::u(x);
-        F::cast(0.5) * x * (F::one() + u.tanh())
+        // x σ(2u): (1 + tanh u)/2 without its cancellation for negative u
+        scalar(vk::GeluTanh, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::GeluTanh, x, y);
+        true
     }
     fn df(self, x: F) -> F {
         let (u, du) = Self::u(x);
@@ -439,12 +463,21 @@ impl<F: Float> Unary<F> for Softplus {
     }
     const NAME: &'static str = "softplus";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        let positive = if x > F::zero() { x } else { F::zero() };
-        positive + (-x.abs()).exp().ln_1p()
+        // max(x, 0) + log1p(e^−|x|)
+        scalar(vk::Softplus, x)
     }
     fn df(self, x: F) -> F {
-        F::one() / (F::one() + (-x).exp())
+        scalar(vk::Sigmoid, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Softplus, x, y);
+        true
+    }
+    fn vjp_slice(self, g: &mut [F], x: &[F]) -> bool {
+        mul_map(vk::Sigmoid, g, x);
+        true
     }
 }
 
@@ -462,6 +495,12 @@ impl<F: Float> Unary<F> for Silu {
     }
     const NAME: &'static str = "silu";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        // x σ(x), 0 at −∞ (the kernel's own limit)
+        map(vk::Silu, x, y);
+        true
+    }
     fn f(self, x: F) -> F {
         x / (F::one() + (-x).exp())
     }

@@ -21,7 +21,8 @@ use ndarray::{Array2, Axis, Zip};
 use crate::error::{Error, ErrorKind, Result, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
-use crate::ops::softmax::log_softmax_rows;
+use crate::kernels::vector as vk;
+use crate::ops::softmax::{exp_of, log_softmax_rows};
 use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
@@ -236,7 +237,7 @@ impl<'t, F: Float> Tensor<'t, F> {
         let (y, rule) = match forward {
             Ok((loss, logp)) => {
                 let rule = track.then(|| {
-                    let probs = logp.mapv(F::exp);
+                    let probs = exp_of(logp.view());
                     let rule = IndexCrossEntropyBackward {
                         probs,
                         classes: classes.to_vec(),
@@ -274,7 +275,7 @@ impl<F: Float> Backward<F> for SoftmaxCrossEntropyBackward<F> {
                         Zip::from(&mut dz)
                             .and(&lp)
                             .and(&t)
-                            .for_each(|d, &lp, &t| *d = a * (lp.exp() * mass - t));
+                            .for_each(|d, &lp, &t| *d = a * (vk::scalar(vk::Exp, lp) * mass - t));
                     });
             }
             ctx.accumulate(0, dz);

@@ -24,6 +24,7 @@
 use std::panic::Location;
 
 use crate::error::Result;
+use crate::kernels::vector::{self as vk, map, scalar};
 use crate::rule::Rule;
 use crate::{Float, Tensor};
 
@@ -274,8 +275,13 @@ impl<F: Float> Unary<F> for Exp {
     }
     const NAME: &'static str = "exp";
     const DF_USES_OUTPUT: bool = true;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        x.exp()
+        scalar(vk::Exp, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Exp, x, y);
+        true
     }
     fn df(self, y: F) -> F {
         y
@@ -295,8 +301,13 @@ impl<F: Float> Unary<F> for Log {
     }
     const NAME: &'static str = "log";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        x.ln()
+        scalar(vk::Ln, x)
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Ln, x, y);
+        true
     }
     fn df(self, x: F) -> F {
         // `x + 0` turns −0 into +0: the derivative at ±0 is +∞, as PyTorch gives
@@ -521,11 +532,16 @@ impl<F: Float> Unary<F> for Erf {
     }
     const NAME: &'static str = "erf";
     const DF_USES_OUTPUT: bool = false;
+    const KERNEL: bool = true;
     fn f(self, x: F) -> F {
-        x.erf()
+        scalar(vk::Erf, x)
     }
     fn df(self, x: F) -> F {
-        F::cast(FRAC_2_SQRT_PI) * (-(x * x)).exp()
+        F::cast(FRAC_2_SQRT_PI) * scalar(vk::Exp, -(x * x))
+    }
+    fn f_slice(self, x: &[F], y: &mut [F]) -> bool {
+        map(vk::Erf, x, y);
+        true
     }
 }
 

@@ -17,6 +17,7 @@ use crate::error::{Error, ErrorKind, Result, allocated, check_size, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::kernels;
+use crate::kernels::vector::{Exp, map, scalar};
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
@@ -25,19 +26,53 @@ use crate::{Float, Tensor};
 /// logits), so equal logits of 10⁷ in f32 still give `−ln C`. A row whose maximum is `−∞`
 /// is shifted by 0 instead (its result is NaN, as the math says).
 pub(crate) fn log_softmax_rows<F: Float>(z: ArrayView2<'_, F>) -> Array2<F> {
+    softmax_rows(z, false).0
+}
+
+/// Row-wise `(log softmax(z), softmax(z))`, the second `exp(z − m)/Σ exp(z − m)` when
+/// `probs` (else an empty array): the exponentials in one pass of the vector kernel over
+/// the whole matrix.
+fn softmax_rows<F: Float>(z: ArrayView2<'_, F>, probs: bool) -> (Array2<F>, Array2<F>) {
     let mut out = z.to_owned();
     if out.is_empty() {
         // no row to walk (there may be 2⁴⁰ rows of nothing)
-        return out;
+        let probs = out.clone();
+        return (out, probs);
     }
     for mut row in out.rows_mut() {
         let m = row.fold(F::neg_infinity(), |m, &v| if v > m { v } else { m });
         let m = if m == F::neg_infinity() { F::zero() } else { m };
         row.mapv_inplace(|v| v - m);
-        let lse = row.fold(F::zero(), |s, &v| s + v.exp()).ln();
-        row.mapv_inplace(|v| v - lse);
     }
-    out
+    let mut e = exp_of(out.view());
+    Zip::from(out.rows_mut())
+        .and(e.rows_mut())
+        .for_each(|mut row, mut e| {
+            let sum = e.fold(F::zero(), |s, &v| s + v);
+            let lse = sum.ln();
+            row.mapv_inplace(|v| v - lse);
+            if probs {
+                e.mapv_inplace(|v| v / sum);
+            }
+        });
+    (out, if probs { e } else { Array2::zeros((0, 0)) })
+}
+
+/// `exp` of every element of `x` through the vector kernel, in `x`'s layout.
+pub(crate) fn exp_of<F: Float>(x: ArrayView2<'_, F>) -> Array2<F> {
+    kernels::map_slices(x, |xs, ys| {
+        map(Exp, xs, ys);
+        true
+    })
+    .expect("the kernel runs")
+}
+
+/// `softmax` along `axis`.
+fn softmax_along<F: Float>(x: ArrayView2<'_, F>, axis: Axis) -> Array2<F> {
+    match axis {
+        Axis(0) => softmax_rows(x.t(), true).1.reversed_axes(),
+        _ => softmax_rows(x, true).1,
+    }
 }
 
 /// `log_softmax` along `axis`.
@@ -62,7 +97,7 @@ fn logsumexp_along<F: Float>(x: ArrayView2<'_, F>, axis: Axis) -> Option<Array2<
             .for_each(|mut o, row| {
                 let m = row.fold(F::neg_infinity(), |m, &v| if v > m { v } else { m });
                 let shift = if m == F::neg_infinity() { F::zero() } else { m };
-                o[0] = shift + row.fold(F::zero(), |s, &v| s + (v - shift).exp()).ln();
+                o[0] = shift + row.fold(F::zero(), |s, &v| s + scalar(Exp, v - shift)).ln();
             });
     } else {
         // the sum of nothing is 0, its log −∞
@@ -117,7 +152,7 @@ fn log_softmax_backward<F: Float>(a: F, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, 
     Zip::from(&mut g)
         .and(&y)
         .and_broadcast(&s)
-        .for_each(|g, &y, &s| *g -= y.exp() * s);
+        .for_each(|g, &y, &s| *g -= scalar(Exp, y) * s);
     ctx.accumulate(0, g);
 }
 
@@ -135,10 +170,10 @@ fn log_softmax_tensor<'t, F: Float>(
 /// `dX = G ∘ softmax(X)`, the softmax computed from X shifted by its maximum (exact at
 /// the maximum, where `exp(X − Y)` would carry the rounding of `Y = m + ln Σ`).
 fn logsumexp_backward<F: Float>(a: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    let mut d = log_softmax_along(ctx.input(0), axis_of(a));
+    let mut d = softmax_along(ctx.input(0), axis_of(a));
     Zip::from(&mut d)
         .and_broadcast(&g)
-        .for_each(|d, &g| *d = g * d.exp());
+        .for_each(|d, &g| *d = g * *d);
     ctx.accumulate(0, d);
 }
 
@@ -170,7 +205,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 self.shape,
                 Saves::output(),
                 Rule::with_param(softmax_backward, softmax_tensor, a),
-                tape.read1(self.id, |x| log_softmax_along(x, axis).mapv(F::exp)),
+                tape.read1(self.id, |x| softmax_along(x, axis)),
             ),
             "log_softmax" => (
                 self.shape,

@@ -30,15 +30,35 @@ pub(super) trait Unary<F: Float>: Copy + 'static {
     fn vjp_tensor<'t>(self, g: Tensor<'t, F>, s: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
     /// The rule to record.
     fn rule(self) -> Rule<F>;
+    /// `y[i] = f(x[i])` through a vector kernel (`kernels::vector`), if the function has
+    /// one: then `f` is that kernel's scalar form, and the two agree to the kernel's
+    /// documented error.
+    fn f_slice(self, _x: &[F], _y: &mut [F]) -> bool {
+        false
+    }
+    /// Whether `f_slice` runs a kernel (then the forward takes it on every layout).
+    const KERNEL: bool = false;
+    /// `g[i] *= df(s[i])` through a vector kernel, if the derivative has one.
+    fn vjp_slice(self, _g: &mut [F], _s: &[F]) -> bool {
+        false
+    }
 }
 
-/// `dX = G ∘ df(saved)`, one fused pass in G's buffer.
-pub(super) fn unary_vjp<F: Float, U: Unary<F>>(u: U, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+/// `dX = G ∘ df(saved)`, one fused pass in G's buffer (a vector kernel where `df` has one
+/// and both are in standard layout).
+pub(super) fn unary_vjp<F: Float, U: Unary<F>>(u: U, mut g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     let s = if U::DF_USES_OUTPUT {
         ctx.output()
     } else {
         ctx.input(0)
     };
+    if g.dim() == s.dim() {
+        if let (Some(gs), Some(ss)) = (g.as_slice_mut(), s.as_slice()) {
+            if u.vjp_slice(gs, ss) {
+                return ctx.accumulate(0, g);
+            }
+        }
+    }
     ctx.accumulate_map(0, g, s, |g, s| g * u.df(s));
 }
 
@@ -134,7 +154,11 @@ impl<'t, F: Float> Tensor<'t, F> {
         location: &'static Location<'static>,
     ) -> Tensor<'t, F> {
         let tape = self.tape;
-        let y = tape.read1(self.id, |x| kernels::map(x, |v| u.f(v)));
+        let y = tape.read1(self.id, |x| {
+            let fast = U::KERNEL.then(|| kernels::map_slices(x, |xs, ys| u.f_slice(xs, ys)));
+            fast.flatten()
+                .unwrap_or_else(|| kernels::map(x, |v| u.f(v)))
+        });
         let rule = tape.track(&[self]).then(|| {
             let saves = if U::DF_USES_OUTPUT {
                 Saves::output()
