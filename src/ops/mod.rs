@@ -88,8 +88,8 @@
 //! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
 //! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
 //! | `remat(inputs, f)`, a method of the tape | `f(inputs)` on a tape of its own; only the result is kept | `f` run again on the saved inputs, then backward through it with seed `G` | the inputs | `f` run again on this tape, its VJP recorded (`grad_seeded`) |
-//! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I` | nothing | `broadcast_to(g) ∘ I`, `I` a constant |
-//! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`, zeros elsewhere | nothing | `diag_embed(G)`, padded with constant zeros |
+//! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I`: `g` added to the diagonal (no identity is built) | nothing | `diag_embed(broadcast_to(g))`, padded by `embed` |
+//! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`: `G` added to the diagonal | nothing | `diag_embed(G)`, padded by `embed` |
 //! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
 //! | `tril(A, k)` | zeros above diagonal `k` | `dA = tril(G, k)` | nothing | the VJP, recorded |
 //! | `triu(A, k)` | zeros below diagonal `k` | `dA = triu(G, k)` | nothing | the VJP, recorded |
