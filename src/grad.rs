@@ -145,12 +145,18 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
         })
     }
 
-    /// `OutOfMemory` for the gradient of input `k`, naming this op and its line: a rule
-    /// whose gradient buffer the system refused.
-    pub(crate) fn out_of_memory(&self, k: usize) -> Error {
+    /// An error of `kind` naming this op and its line (a rule whose buffer the system
+    /// refused).
+    pub(crate) fn error(&self, kind: ErrorKind) -> Error {
         let node = &self.nodes[self.output];
-        let shape = self.input_shape(k);
-        Error::new(node.op, ErrorKind::OutOfMemory { shape }, node.location)
+        Error::new(node.op, kind, node.location)
+    }
+
+    /// `OutOfMemory` for the gradient of input `k`, naming this op and its line.
+    pub(crate) fn out_of_memory(&self, k: usize) -> Error {
+        self.error(ErrorKind::OutOfMemory {
+            shape: self.input_shape(k),
+        })
     }
 
     /// `diag(dXₖ) += d`, `d` with one element per diagonal element or one for all: in

@@ -116,3 +116,93 @@ fn trace_backward_touches_only_the_diagonal() {
         grown >> 20
     );
 }
+
+#[cfg(feature = "linalg")]
+mod linalg {
+    use ndarray::{Array2, array};
+    use tapegrad::{ErrorKind, Tape};
+
+    use super::{out_of_memory, zero_stride};
+
+    // ---- 6. Working copies and results that cannot be allocated --------------------------------
+
+    #[test]
+    fn linear_algebra_on_an_input_too_large_for_memory_is_out_of_memory() {
+        // a 2¹⁷ × 2¹⁷ f64 working copy is 128 GiB
+        let n = 1 << 17;
+        let one = [1.0f64];
+        let tape = Tape::new();
+        let a = tape.param(zero_stride(&one, (n, n)));
+        let b = tape.constant(zero_stride(&one, (n, 1)));
+        // (each error names the line of its call: the line above each check)
+        let e = a.try_inv();
+        out_of_memory(e, "inv", (n, n), line!() - 1);
+        let e = a.try_det();
+        out_of_memory(e, "det", (n, n), line!() - 1);
+        let e = a.try_slogdet();
+        out_of_memory(e, "slogdet", (n, n), line!() - 1);
+        let e = a.try_logdet();
+        out_of_memory(e, "logdet", (n, n), line!() - 1);
+        let e = a.try_cholesky();
+        out_of_memory(e, "cholesky", (n, n), line!() - 1);
+        let e = a.try_eigh();
+        out_of_memory(e, "eigh", (n, n + 1), line!() - 1); // [λ V]
+        let e = a.try_solve(b);
+        out_of_memory(e, "solve", (n, n), line!() - 1);
+        let e = a.try_solve_triangular(b, true, false);
+        out_of_memory(e, "solve_triangular", (n, n), line!() - 1);
+        let e = a.try_cho_solve(b);
+        out_of_memory(e, "cho_solve", (n, n), line!() - 1);
+    }
+
+    #[test]
+    fn a_right_hand_side_too_large_for_memory_is_out_of_memory() {
+        // 2 × (2³¹ − 1) f64 is 32 GiB
+        let m = i32::MAX as usize;
+        let one = [1.0f64];
+        let tape = Tape::new();
+        let a = tape.param(array![[2.0, 0.0], [1.0, 1.0]]);
+        let b = tape.constant(zero_stride(&one, (2, m)));
+        let e = a.try_solve(b);
+        out_of_memory(e, "solve", (2, m), line!() - 1);
+        let e = a.try_solve_triangular(b, true, false);
+        out_of_memory(e, "solve_triangular", (2, m), line!() - 1);
+        let e = a.try_cho_solve(b);
+        out_of_memory(e, "cho_solve", (2, m), line!() - 1);
+    }
+
+    #[test]
+    fn linear_algebra_past_the_address_space_is_too_large() {
+        // (2³¹ − 1)² f64 is more bytes than isize can count: refused before any pass over
+        // the input (which took 4.6e18 reads before)
+        let n = i32::MAX as usize;
+        let one = [1.0f64];
+        let tape = Tape::new();
+        let a = tape.param(zero_stride(&one, (n, n)));
+        let b = tape.constant(zero_stride(&one, (n, 1)));
+        let too_large = ErrorKind::TooLarge { shape: (n, n) };
+        assert_eq!(a.try_inv().unwrap_err().kind(), &too_large);
+        assert_eq!(a.try_det().unwrap_err().kind(), &too_large);
+        assert_eq!(a.try_slogdet().unwrap_err().kind(), &too_large);
+        assert_eq!(a.try_cholesky().unwrap_err().kind(), &too_large);
+        let packed = ErrorKind::TooLarge { shape: (n, n + 1) }; // [λ V]
+        assert_eq!(a.try_eigh().unwrap_err().kind(), &packed);
+        assert_eq!(a.try_solve(b).unwrap_err().kind(), &too_large);
+        assert_eq!(a.try_cho_solve(b).unwrap_err().kind(), &too_large);
+    }
+
+    #[test]
+    fn the_exact_zero_pivot_of_a_zero_matrix_is_still_singular() {
+        // the ops' plain behaviour where the copies fit: a zero matrix is singular
+        let zero = [0.0f64];
+        let tape = Tape::new();
+        let a = tape.param(zero_stride(&zero, (3, 3)));
+        assert!(matches!(
+            a.try_inv().unwrap_err().kind(),
+            ErrorKind::Singular { .. }
+        ));
+        assert_eq!(a.det().item(), 0.0);
+        let grads = tape.backward(a.det()).unwrap();
+        assert_eq!(grads.get(a).unwrap(), &Array2::<f64>::zeros((3, 3)));
+    }
+}

@@ -24,11 +24,12 @@ use std::panic::Location;
 
 use ndarray::Array2;
 
-use super::lapack::{LinalgFloat, Lu, computed, finite, square, svd};
+use super::lapack::{LinalgFloat, Lu, computed, square, svd};
 use crate::Tensor;
 use crate::error::{Error, ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
+use crate::kernels::try_gemm;
 use crate::rule::{Backward, Rule, Saves};
 
 /// What `det`'s rule keeps: the LU of an invertible `A`, or the cofactor matrix of a
@@ -58,27 +59,33 @@ fn cofactors<F: LinalgFloat>(
         acc *= s[i];
     }
     // det(U)·det(Vᵀ) is ±1: the signs of their LU factorisations
-    let sign = |m: &Array2<F>| Lu::new(m.view()).map_or(F::one(), |lu| lu.det().signum());
-    let k = sign(&u) * sign(&vt);
+    let sign = |m: &Array2<F>| Ok::<F, ErrorKind>(Lu::new(m.view())?.det().signum());
+    let k = sign(&u)? * sign(&vt)?;
     let mut us = u;
     for (mut col, &pi) in us.columns_mut().into_iter().zip(&p) {
         col *= k * pi;
     }
-    Ok(us.dot(&vt))
+    try_gemm(us.view(), vt.view()).ok_or(ErrorKind::OutOfMemory { shape: (n, n) })
 }
 
 impl<F: LinalgFloat> Backward<F> for DetBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if the inverse's buffer is refused.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
         let g = g[[0, 0]];
         match self {
             DetBackward::Lu(lu) => {
                 let y = ctx.output()[[0, 0]];
-                let mut d = lu.inverse().reversed_axes();
+                let mut d = lu.inverse().map_err(|k| ctx.error(k))?.reversed_axes();
                 d *= g * y;
                 ctx.accumulate(0, d);
             }
             DetBackward::Cofactors(c) => ctx.accumulate_scaled(0, g, c.view()),
         }
+        Ok(())
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -98,8 +105,14 @@ struct LogDetBackward<F> {
 
 impl<F: LinalgFloat> Backward<F> for LogDetBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let inv = self.lu.inverse();
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if the inverse's buffer is refused.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        let inv = self.lu.inverse().map_err(|k| ctx.error(k))?;
         ctx.accumulate_scaled(0, g[[0, 0]], inv.t());
+        Ok(())
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -148,7 +161,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// # Errors
     ///
     /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity; `Lapack` if the SVD of a
-    /// singular `A` (for its gradient) does not converge.
+    /// singular `A` (for its gradient) does not converge; `TooLarge` or `OutOfMemory` if a
+    /// working copy cannot be allocated.
     #[track_caller]
     pub fn try_det(self) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
@@ -156,7 +170,6 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let tape = self.tape;
         let wants = tape.track(&[self]);
         let y = tape.read1(self.id, |a| {
-            finite(a)?;
             // the LU gives the value; the rule keeps it where A is safely invertible, and
             // the cofactors from the SVD where it is not
             let (det, lu) = match Lu::new(a) {
@@ -221,7 +234,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity.
+    /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity; `TooLarge` or
+    /// `OutOfMemory` if the working copy of `A` cannot be allocated.
     #[track_caller]
     pub fn try_slogdet(self) -> Result<(Tensor<'t, F>, Tensor<'t, F>)> {
         let location = Location::caller();
@@ -284,16 +298,13 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ) -> Result<(std::result::Result<F, crate::tape::NodeId>, Tensor<'t, F>)> {
         square(op, self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| {
-            finite(a)?;
-            match Lu::new(a) {
-                Ok(lu) => {
-                    let (s, l) = lu.sign_log_abs();
-                    Ok((s, l, Ok(lu)))
-                }
-                Err(e @ ErrorKind::Singular { .. }) => Ok((F::zero(), F::neg_infinity(), Err(e))),
-                Err(e) => Err(e),
+        let y = tape.read1(self.id, |a| match Lu::new(a) {
+            Ok(lu) => {
+                let (s, l) = lu.sign_log_abs();
+                Ok((s, l, Ok(lu)))
             }
+            Err(e @ ErrorKind::Singular { .. }) => Ok((F::zero(), F::neg_infinity(), Err(e))),
+            Err(e) => Err(e),
         });
         let (sign, value, lu) = match computed(y, op, location)? {
             Ok((s, l, lu)) => {

@@ -164,6 +164,8 @@ mod index;
 #[cfg(feature = "linalg")]
 mod lapack;
 mod loss;
+#[cfg(feature = "linalg")]
+mod lu;
 mod math;
 mod matmul;
 mod norm;
