@@ -155,7 +155,9 @@ pub enum ErrorKind {
         shape: (usize, usize),
     },
     /// The matrix is singular: LAPACK's LU (`getrf`) found `U[info, info] = 0` exactly
-    /// (1-based), or a triangular matrix has a zero on its diagonal at `info` (`trtrs`).
+    /// (1-based; or, with the rows and columns scaled by powers of two, a pivot below the
+    /// smallest normal number: singular to working precision by hundreds of orders of
+    /// magnitude), or a triangular matrix has a zero on its diagonal at `info` (`trtrs`).
     Singular {
         /// The matrix's shape.
         shape: (usize, usize),
@@ -389,7 +391,7 @@ impl fmt::Display for ErrorKind {
                 dims(f, *shape)?;
                 write!(
                     f,
-                    " matrix is singular (LAPACK info = {info}: pivot {info} is exactly zero)"
+                    " matrix is singular (LAPACK info = {info}: pivot {info} is zero)"
                 )
             }
             ErrorKind::NotPositiveDefinite { shape, info } => {

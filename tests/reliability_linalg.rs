@@ -119,10 +119,120 @@ fn trace_backward_touches_only_the_diagonal() {
 
 #[cfg(feature = "linalg")]
 mod linalg {
+    use std::f64::consts::LN_2;
+
     use ndarray::{Array2, array};
     use tapegrad::{ErrorKind, Tape};
 
     use super::{out_of_memory, zero_stride};
+
+    fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+        assert_eq!(a.dim(), b.dim());
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    // ---- 5. Subnormal pivots -----------------------------------------------------------------
+
+    #[test]
+    fn subnormal_pivots_give_the_right_values_not_nan() {
+        let inf = f64::INFINITY;
+        let tape = Tape::<f64>::new();
+        // det = 1e-620 underflows to 0; ln |det| = 2 ln 1e-310; A⁻¹ = 1e310·I overflows
+        let a = tape.param(array![[1e-310, 0.0], [0.0, 1e-310]]);
+        assert_eq!(a.det().item(), 0.0);
+        let (sign, logabs) = a.slogdet();
+        assert_eq!(sign.item(), 1.0);
+        let expected = 2.0 * 1e-310f64.ln();
+        assert!(
+            (logabs.item() - expected).abs() < 1e-13,
+            "{}",
+            logabs.item()
+        );
+        assert!((expected + 1427.6).abs() < 0.1);
+        assert_eq!(a.logdet().item(), logabs.item());
+        assert_eq!(a.inv().value(), array![[inf, 0.0], [0.0, inf]]);
+        let b = tape.constant(array![[1e-300], [-3e-300]]);
+        let x = a.solve(b).value();
+        // (1e-310 is stored with 44 bits: the quotients of the stored values)
+        let expected = array![[1e-300 / 1e-310], [-3e-300 / 1e-310]];
+        assert!(max_diff(&x, &expected) < 1e-5, "{x}");
+        // their gradients: the cofactors [[d, 0], [0, a]] are representable; A⁻ᵀ is not
+        // (within two of the subnormals' steps, 4.9e-324)
+        let grads = tape.backward(a.det()).unwrap();
+        let cofactors = array![[1e-310, 0.0], [0.0, 1e-310]];
+        assert!(max_diff(grads.get(a).unwrap(), &cofactors) <= 1e-323);
+        let tape = Tape::<f64>::new();
+        let a = tape.param(array![[1e-310, 0.0], [0.0, 1e-310]]);
+        let grads = tape.backward(a.logdet()).unwrap();
+        assert_eq!(grads.get(a).unwrap(), &array![[inf, 0.0], [0.0, inf]]);
+
+        // a full matrix of subnormals, 2⁻¹⁰³⁰·[[2, 1], [1, 3]], and one of mixed scales
+        let tape = Tape::<f64>::new();
+        let t = 2f64.powi(-1030);
+        let a = tape.param(array![[2.0, 1.0], [1.0, 3.0]] * t);
+        assert_eq!(a.det().item(), 0.0);
+        let expected = 5f64.ln() - 2060.0 * LN_2;
+        assert!((a.slogdet().1.item() - expected).abs() < 1e-12);
+        assert_eq!(
+            a.inv().value(),
+            array![[inf, -inf], [-inf, inf]],
+            "2¹⁰³⁰/5·[[3, −1], [−1, 2]] overflows"
+        );
+        let x = a.solve(tape.constant(array![[1.0], [2.0]] * t)).value();
+        assert!(max_diff(&x, &array![[0.2], [0.6]]) < 1e-15, "{x}");
+        let grads = tape.backward(a.det()).unwrap();
+        let cofactors = array![[3.0, -1.0], [-1.0, 2.0]] * t;
+        assert!(max_diff(grads.get(a).unwrap(), &cofactors) <= 1e-323);
+
+        let tape = Tape::<f64>::new();
+        let a = tape.param(array![[1e-310, 0.0], [0.0, 4.0]]);
+        assert!((a.det().item() - 4e-310).abs() <= 1e-323);
+        assert!((a.logdet().item() - (4e-310f64).ln()).abs() < 1e-12);
+        assert_eq!(a.inv().value(), array![[inf, 0.0], [0.0, 0.25]]);
+        let x = a.solve(tape.constant(array![[1e-300], [1.0]])).value();
+        assert!(
+            max_diff(&x, &array![[1e-300 / 1e-310], [0.25]]) < 1e-5,
+            "{x}"
+        );
+        // f32: its subnormals start below 1.2e-38
+        let tape = Tape::<f32>::new();
+        let a = tape.param(array![[1e-40f32, 0.0], [0.0, 1e-40]]);
+        assert_eq!(a.det().item(), 0.0);
+        let l = a.slogdet().1.item();
+        assert!((l - 2.0 * 1e-40f32.ln()).abs() < 1e-3, "{l}");
+        assert_eq!(
+            a.inv().value(),
+            array![[f32::INFINITY, 0.0], [0.0, f32::INFINITY]]
+        );
+    }
+
+    #[test]
+    fn a_determinant_that_fits_survives_a_product_that_overflows_on_the_way() {
+        // pivots 1e200, 1e200, 1e-200: the running product was ∞ before the last one
+        let tape = Tape::<f64>::new();
+        let a = tape.param(Array2::from_diag(&ndarray::arr1(&[1e200, 1e200, 1e-200])));
+        let d = a.det().item();
+        assert!((d / 1e200 - 1.0).abs() < 1e-15, "{d}");
+        let b = tape.param(Array2::from_diag(&ndarray::arr1(&[1e-200, 1e-200, 1e200])));
+        let d = b.det().item();
+        assert!((d / 1e-200 - 1.0).abs() < 1e-15, "{d}");
+    }
+
+    #[test]
+    fn the_symmetric_part_of_a_matrix_near_the_largest_float_does_not_overflow() {
+        // (A + Aᵀ)/2 summed first: 1.5e308 + 1.7e308 = ∞
+        let tape = Tape::<f64>::new();
+        let a = tape.param(array![[0.0, 1.5e308], [1.7e308, 0.0]]);
+        let (lam, _) = a.eigh();
+        let lam = lam.value() / 1e308;
+        assert!(max_diff(&lam, &array![[-1.6], [1.6]]) < 1e-15, "{lam}");
+        let b = tape.param(array![[1.7e308, 1.0e308], [1.2e308, 1.7e308]]);
+        let l = b.cholesky().value();
+        assert!(l.iter().all(|v| v.is_finite()), "{l}");
+        let back = l.dot(&l.t()) / 1e308;
+        let expected = array![[1.7, 1.1], [1.1, 1.7]];
+        assert!(max_diff(&back, &expected) < 1e-14, "{back}");
+    }
 
     // ---- 6. Working copies and results that cannot be allocated --------------------------------
 

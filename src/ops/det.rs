@@ -1,15 +1,19 @@
 //! Determinants (feature `linalg`): `det`, `slogdet`, `logdet`, from one LU
 //! factorisation (LAPACK `getrf`): `det A = ±∏ᵢ uᵢᵢ`, the sign flipped by each row
-//! interchange.
+//! interchange, the product kept as a mantissa and a power of two so that it over- or
+//! underflows only where the result does; at a subnormal pivot, from the LU of `A` with
+//! its rows and columns scaled by powers of two (`super::lu`).
 //!
 //! VJP, with `g = ∂L/∂y` (Giles 2008, §2.2; PyTorch's `linalg_det_backward` and
 //! `slogdet_backward`; JAX's `_det_jvp`, `_slogdet_jvp`):
 //!
-//! - `y = det A`: `dA = g·adj(A)ᵀ`, the cofactor matrix: `g·y·A⁻ᵀ` where `A` is invertible,
-//!   from the forward's LU. At a singular `A` (an exactly zero pivot, or one below
-//!   `n·ε` of the largest) it is computed from the SVD `A = U·diag(s)·Vᵀ` as
-//!   `det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ`, defined and exact also at rank n − 1 (PyTorch
-//!   does the same). Saves `y` (or `A` and the cofactors, at a singular `A`).
+//! - `y = det A`: `dA = g·adj(A)ᵀ`, the cofactor matrix: `g·det(A)·A⁻ᵀ` where `A` is
+//!   invertible, from the forward's LU, each element scaled by its power of two once (so
+//!   that the cofactors of `1e-200·I₂` are 1e-200, where `det A = 1e-400` is 0). At a
+//!   singular `A` (an exactly zero pivot, or one below `n·ε` of the largest) it is computed
+//!   from the SVD `A = U·diag(s)·Vᵀ` as `det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ`, defined and
+//!   exact also at rank n − 1 (PyTorch does the same). Saves nothing (it owns the LU, or
+//!   the cofactors at a singular `A`).
 //! - `(s, y) = slogdet A`, `y = ln |det A|`: `dA = g·A⁻ᵀ`, from the forward's LU; the sign
 //!   `s` is piecewise constant and has no gradient. At a singular `A` the gradient does not
 //!   exist: backward returns `Singular`, naming the op and its line.
@@ -78,9 +82,8 @@ impl<F: LinalgFloat> Backward<F> for DetBackward<F> {
         let g = g[[0, 0]];
         match self {
             DetBackward::Lu(lu) => {
-                let y = ctx.output()[[0, 0]];
-                let mut d = lu.inverse().map_err(|k| ctx.error(k))?.reversed_axes();
-                d *= g * y;
+                let mut d = lu.cofactors().map_err(|k| ctx.error(k))?;
+                d *= g;
                 ctx.accumulate(0, d);
             }
             DetBackward::Cofactors(c) => ctx.accumulate_scaled(0, g, c.view()),
@@ -189,13 +192,7 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
             Err(l) => (Err(l), None),
         };
         // (a result of a released input records no rule: it cannot be differentiated)
-        let rule = rule.map(|rule| {
-            let saves = match rule {
-                DetBackward::Lu(_) => Saves::output(),
-                DetBackward::Cofactors(_) => Saves::NONE,
-            };
-            (saves, Rule::boxed(rule))
-        });
+        let rule = rule.map(|rule| (Saves::NONE, Rule::boxed(rule)));
         Ok(tape.record("det", y, (1, 1), &[self], rule, location))
     }
 
