@@ -164,6 +164,20 @@ pub enum ErrorKind {
         /// LAPACK's `info`: the 1-based index of the zero pivot.
         info: i32,
     },
+    /// A derivative that the op computes through `A⁻¹` is asked for where `A` is too close
+    /// to singular for it: LAPACK's estimate of the reciprocal condition number of `A`
+    /// (`gecon`, in the 1-norm, `rcond` = 1/κ₁), which multiplies the rounding errors of
+    /// `A⁻¹` by up to 1/rcond, is at most `bound`. The derivative exists, but computed it
+    /// would be noise: the derivatives of `det` of order 3 and more recorded by
+    /// [`Tape::grad`](crate::Tape::grad) (`bound` = ε^¼; by `backward`, the third is exact).
+    IllConditioned {
+        /// The matrix's shape.
+        shape: (usize, usize),
+        /// LAPACK's estimate of 1/κ₁(A), as `Display` writes it.
+        rcond: String,
+        /// The bound it had to exceed, as `Display` writes it.
+        bound: String,
+    },
     /// The matrix is not positive definite: LAPACK's Cholesky (`potrf`) found the leading
     /// minor of order `info` not positive.
     NotPositiveDefinite {
@@ -392,6 +406,20 @@ impl fmt::Display for ErrorKind {
                 write!(
                     f,
                     " matrix is singular (LAPACK info = {info}: pivot {info} is zero)"
+                )
+            }
+            ErrorKind::IllConditioned {
+                shape,
+                rcond,
+                bound,
+            } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                write!(
+                    f,
+                    " matrix is singular to working precision for this derivative (LAPACK's \
+                     estimate of its reciprocal condition number is {rcond}, at most {bound}): \
+                     computed, it would be rounding noise"
                 )
             }
             ErrorKind::NotPositiveDefinite { shape, info } => {

@@ -45,6 +45,18 @@ pub trait LinalgFloat: Float {
         info: *mut i32,
     );
     #[doc(hidden)]
+    unsafe fn gecon(
+        norm: *const c_char,
+        n: *const i32,
+        a: *const Self,
+        lda: *const i32,
+        anorm: *const Self,
+        rcond: *mut Self,
+        work: *mut Self,
+        iwork: *mut i32,
+        info: *mut i32,
+    );
+    #[doc(hidden)]
     unsafe fn trtrs(
         uplo: *const c_char,
         trans: *const c_char,
@@ -97,7 +109,7 @@ pub trait LinalgFloat: Float {
 }
 
 macro_rules! linalg_float {
-    ($t:ty, $getrf:ident, $getrs:ident, $getri:ident, $trtrs:ident, $potrf:ident, $syev:ident, $gesvd:ident) => {
+    ($t:ty, $getrf:ident, $getrs:ident, $getri:ident, $gecon:ident, $trtrs:ident, $potrf:ident, $syev:ident, $gesvd:ident) => {
         impl LinalgFloat for $t {
             unsafe fn getrf(
                 m: *const i32,
@@ -132,6 +144,19 @@ macro_rules! linalg_float {
                 info: *mut i32,
             ) {
                 unsafe { lapack_sys::$getri(n, a, lda, ipiv, work, lwork, info) }
+            }
+            unsafe fn gecon(
+                norm: *const c_char,
+                n: *const i32,
+                a: *const Self,
+                lda: *const i32,
+                anorm: *const Self,
+                rcond: *mut Self,
+                work: *mut Self,
+                iwork: *mut i32,
+                info: *mut i32,
+            ) {
+                unsafe { lapack_sys::$gecon(norm, n, a, lda, anorm, rcond, work, iwork, info) }
             }
             unsafe fn trtrs(
                 uplo: *const c_char,
@@ -196,8 +221,8 @@ macro_rules! linalg_float {
 }
 
 linalg_float!(
-    f32, sgetrf_, sgetrs_, sgetri_, strtrs_, spotrf_, ssyev_, sgesvd_
+    f32, sgetrf_, sgetrs_, sgetri_, sgecon_, strtrs_, spotrf_, ssyev_, sgesvd_
 );
 linalg_float!(
-    f64, dgetrf_, dgetrs_, dgetri_, dtrtrs_, dpotrf_, dsyev_, dgesvd_
+    f64, dgetrf_, dgetrs_, dgetri_, dgecon_, dtrtrs_, dpotrf_, dsyev_, dgesvd_
 );

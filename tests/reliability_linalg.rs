@@ -122,13 +122,247 @@ mod linalg {
     use std::f64::consts::LN_2;
 
     use ndarray::{Array2, array};
-    use tapegrad::{ErrorKind, Tape};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rand_distr::{Distribution, StandardNormal};
+    use tapegrad::functional::hvp;
+    use tapegrad::{ErrorKind, Tape, Tensor};
 
     use super::{out_of_memory, zero_stride};
+
+    fn normal(shape: (usize, usize), seed: u64) -> Array2<f64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Array2::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
+    }
+
+    fn max_abs(a: &Array2<f64>) -> f64 {
+        a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    }
 
     fn max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
         assert_eq!(a.dim(), b.dim());
         a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    // ---- 2. det's derivatives at (near-)singular matrices: an exact oracle ---------------
+
+    /// The determinant by Laplace expansion along the first row: a polynomial, evaluated
+    /// without division.
+    fn det_laplace(a: &Array2<f64>) -> f64 {
+        let n = a.nrows();
+        if n == 0 {
+            return 1.0;
+        }
+        (0..n)
+            .map(|j| {
+                let sign = if j % 2 == 0 { 1.0 } else { -1.0 };
+                sign * a[[0, j]] * det_laplace(&minor(a, 0, j))
+            })
+            .sum()
+    }
+
+    fn minor(a: &Array2<f64>, i: usize, j: usize) -> Array2<f64> {
+        let n = a.nrows();
+        let rows: Vec<usize> = (0..n).filter(|&k| k != i).collect();
+        let cols: Vec<usize> = (0..n).filter(|&k| k != j).collect();
+        Array2::from_shape_fn((n - 1, n - 1), |(r, c)| a[[rows[r], cols[c]]])
+    }
+
+    /// The cofactor matrix, `∂ det A / ∂A`, by its definition.
+    fn cofactors(a: &Array2<f64>) -> Array2<f64> {
+        let n = a.nrows();
+        Array2::from_shape_fn((n, n), |(i, j)| {
+            let sign = if (i + j) % 2 == 0 { 1.0 } else { -1.0 };
+            sign * det_laplace(&minor(a, i, j))
+        })
+    }
+
+    /// `d/dt f(t)` at 0 for `f` a polynomial of degree at most 4 in `t`: the five-point
+    /// stencil, exact for such polynomials at any step (here 1).
+    fn derivative(f: impl Fn(f64) -> Array2<f64>) -> Array2<f64> {
+        (f(-2.0) - f(-1.0) * 8.0 + f(1.0) * 8.0 - f(2.0)) / 12.0
+    }
+
+    /// `H[V]`, the derivative of the cofactors along V (det's Hessian applied to V), for
+    /// n ≤ 5: the cofactors are of degree n − 1 ≤ 4.
+    fn det_hessian(a: &Array2<f64>, v: &Array2<f64>) -> Array2<f64> {
+        derivative(|t| cofactors(&(a + &(v * t))))
+    }
+
+    /// `T[V, W]`, det's third derivative applied to V and W.
+    fn det_third(a: &Array2<f64>, v: &Array2<f64>, w: &Array2<f64>) -> Array2<f64> {
+        derivative(|t| det_hessian(&(a + &(w * t)), v))
+    }
+
+    /// A product `B·C` of small integer matrices with inner dimension `k`: exactly of
+    /// rank k (min(k, n)), as integer arithmetic in f64 is exact.
+    fn of_rank(n: usize, k: usize, seed: u64) -> Array2<f64> {
+        let small = |v: f64| (v * 0.8).round().clamp(-2.0, 2.0);
+        let b = normal((n, k), seed).mapv(small);
+        let c = normal((k, n), seed + 1).mapv(small);
+        b.dot(&c)
+    }
+
+    /// Square matrices of size n, named: random, exactly of rank n − 1 and n − 2, and near
+    /// rank n − 1 (perturbations of 1e-9 and 1e-13).
+    fn matrices(n: usize, seed: u64) -> Vec<(String, Array2<f64>)> {
+        let mut out = vec![("random".to_string(), normal((n, n), seed))];
+        let rank1 = of_rank(n, n - 1, seed + 1);
+        out.push(("rank n - 1".to_string(), rank1.clone()));
+        if n >= 2 {
+            out.push(("rank n - 2".to_string(), of_rank(n, n - 2, seed + 3)));
+        }
+        let p = normal((n, n), seed + 5);
+        for eps in [1e-9, 1e-13] {
+            out.push((format!("rank n - 1 + {eps:e}"), &rank1 + &(&p * eps)));
+        }
+        out
+    }
+
+    /// Within `tol` of `expected`, relative to `scale` (the size of the terms).
+    fn assert_close(got: &Array2<f64>, expected: &Array2<f64>, scale: f64, what: &str) {
+        let err = max_diff(got, expected);
+        assert!(
+            err <= 1e-11 * scale,
+            "{what}: off by {err:e} (scale {scale:e})\n{got}\nvs\n{expected}"
+        );
+    }
+
+    /// The size of det's k-th derivative terms at A along unit-size directions.
+    fn scale(a: &Array2<f64>, k: usize) -> f64 {
+        let n = a.nrows();
+        (1.0 + max_abs(a)).powi(n.saturating_sub(k) as i32) * (n.max(1) as f64).powi(3)
+    }
+
+    #[test]
+    fn det_second_derivatives_are_exact_at_singular_and_near_singular_matrices() {
+        for n in 1..=5 {
+            for (name, a) in matrices(n, 10 * n as u64) {
+                let v = normal((n, n), 99 + n as u64);
+                let expected = det_hessian(&a, &v);
+                let what = format!("n = {n}, {name}");
+                // forward over reverse: the tensor form, then its array form
+                let (_, hv) = hvp(|x| x[0].det(), &[a.view()], &[v.view()])
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_close(&hv[0], &expected, scale(&a, 2), &what);
+                // reverse over reverse: the tensor forms only
+                let tape = Tape::new();
+                let at = tape.param(&a);
+                let g = tape.grad(at.det(), &[at]).unwrap()[0];
+                assert_close(&g.value(), &cofactors(&a), scale(&a, 1), &what);
+                let gv = g.mul(tape.constant(&v)).sum();
+                let h = tape
+                    .grad(gv, &[at])
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))[0];
+                assert_close(&h.value(), &expected, scale(&a, 2), &what);
+                // and once more: det's third derivative (the array form of the last rule)
+                let w = normal((n, n), 7 + n as u64);
+                let grads = tape
+                    .backward(h.mul(tape.constant(&w)).sum())
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let third = det_third(&a, &v, &w);
+                assert_close(grads.get(at).unwrap(), &third, scale(&a, 3), &what);
+            }
+        }
+    }
+
+    fn repeated<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+        Tensor::concat_cols(&[x[0], x[0], x[1]]).det()
+    }
+
+    fn outer<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+        x[0].matmul(x[1].t()).det()
+    }
+
+    #[test]
+    fn det_of_matrices_singular_by_construction_has_zero_derivatives() {
+        // det([u u W]) and det(u·vᵀ) are 0 for every u, v, W: so are their gradients and
+        // Hessians, where the tensor form g·det·A⁻ᵀ gave numbers of order 1
+        for n in 2..=5 {
+            let (u, w) = (normal((n, 1), n as u64), normal((n, n - 2), 50 + n as u64));
+            let (du, dw) = (normal((n, 1), 60), normal((n, n - 2), 61));
+            let (value, hv) = hvp(repeated, &[u.view(), w.view()], &[du.view(), dw.view()])
+                .unwrap_or_else(|e| panic!("n = {n}: {e}"));
+            assert!(value.abs() < 1e-12, "{value}");
+            for h in &hv {
+                assert!(max_abs(h) < 1e-12, "n = {n}: det([u u W]) has Hessian {h}");
+            }
+            let v = normal((n, 1), 70 + n as u64);
+            let dv = normal((n, 1), 80);
+            let (_, hv) = hvp(outer, &[u.view(), v.view()], &[du.view(), dv.view()])
+                .unwrap_or_else(|e| panic!("n = {n}: {e}"));
+            for h in &hv {
+                assert!(max_abs(h) < 1e-12, "n = {n}: det(u vᵀ) has Hessian {h}");
+            }
+            // gradients, by both forms
+            let tape = Tape::new();
+            let (ut, vt) = (tape.param(&u), tape.param(&v));
+            let d = ut.matmul(vt.t()).det();
+            let recorded = tape.grad(d, &[ut, vt]).unwrap();
+            let grads = tape.backward(d).unwrap();
+            for g in [
+                recorded[0].value(),
+                recorded[1].value(),
+                grads.get(ut).unwrap().clone(),
+                grads.get(vt).unwrap().clone(),
+            ] {
+                assert!(max_abs(&g) < 1e-12, "n = {n}: det(u vᵀ) has gradient {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn det_derivatives_survive_an_underflowing_or_overflowing_determinant() {
+        // det = 2e-400 underflows to 0 and 2e400 overflows, but the cofactors [[d, −c],
+        // [−b, a]] are of order 1e±200: det·A⁻ᵀ gave 0 and ∞
+        for s in [1e-200, 1e200] {
+            let a = array![[2.0, 1.0], [1.0, 1.5]] * s;
+            let expected = array![[1.5, -1.0], [-1.0, 2.0]] * s;
+            let tape = Tape::new();
+            let at = tape.param(&a);
+            let grads = tape.backward(at.det()).unwrap();
+            let g = grads.get(at).unwrap();
+            assert!(max_diff(g, &expected) <= 1e-15 * s, "{s:e}: {g}");
+            let tape = Tape::new();
+            let at = tape.param(&a);
+            let g = tape.grad(at.det(), &[at]).unwrap()[0].value();
+            assert!(max_diff(&g, &expected) <= 1e-15 * s, "{s:e}: {g}");
+        }
+    }
+
+    #[test]
+    fn det_third_derivatives_through_tensor_forms_are_exact_or_a_typed_error() {
+        // Tape::grad three times: the last rule's tensor form is the closed form through A⁻¹
+        // where A is well-conditioned, and a typed error where it is not
+        let third_by_grads = |a: &Array2<f64>, v: &Array2<f64>, w: &Array2<f64>| {
+            let tape = Tape::new();
+            let at = tape.param(a);
+            let g = tape.grad(at.det(), &[at]).unwrap()[0];
+            let h = tape.grad(g.mul(tape.constant(v)).sum(), &[at]).unwrap()[0];
+            let line = line!() + 1;
+            let t = tape.grad(h.mul(tape.constant(w)).sum(), &[at]);
+            t.map(|t| t[0].value()).map_err(|e| (e, line))
+        };
+        for n in 1..=5 {
+            let (v, w) = (normal((n, n), 1), normal((n, n), 2));
+            let a = normal((n, n), 3) + Array2::<f64>::eye(n) * 2.0;
+            let t = third_by_grads(&a, &v, &w).unwrap_or_else(|(e, _)| panic!("{e}"));
+            assert_close(
+                &t,
+                &det_third(&a, &v, &w),
+                scale(&a, 3),
+                &format!("n = {n}"),
+            );
+        }
+        let a = of_rank(4, 3, 5);
+        let (v, w) = (normal((4, 4), 1), normal((4, 4), 2));
+        let (e, line) = third_by_grads(&a, &v, &w).unwrap_err();
+        assert_eq!(e.op(), "det");
+        assert_eq!(e.location().line(), line, "{e}");
+        assert!(
+            matches!(e.kind(), ErrorKind::IllConditioned { shape: (4, 4), .. }),
+            "{e}"
+        );
     }
 
     // ---- 5. Subnormal pivots -----------------------------------------------------------------

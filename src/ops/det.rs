@@ -9,31 +9,34 @@
 //!
 //! - `y = det A`: `dA = g·adj(A)ᵀ`, the cofactor matrix: `g·det(A)·A⁻ᵀ` where `A` is
 //!   invertible, from the forward's LU, each element scaled by its power of two once (so
-//!   that the cofactors of `1e-200·I₂` are 1e-200, where `det A = 1e-400` is 0). At a
-//!   singular `A` (an exactly zero pivot, or one below `n·ε` of the largest) it is computed
-//!   from the SVD `A = U·diag(s)·Vᵀ` as `det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ`, defined and
-//!   exact also at rank n − 1 (PyTorch does the same). Saves nothing (it owns the LU, or
-//!   the cofactors at a singular `A`).
+//!   that the cofactors of `1e-200·I₂` are 1e-200, where `det A = 1e-400` is 0). Where
+//!   `A` is singular or ill-conditioned (an exactly zero pivot, or LAPACK's estimate of
+//!   `1/κ₁(A)` at most ε^¼) it is computed from the SVD `A = U·diag(s)·Vᵀ` as
+//!   `det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ`, defined and exact also at rank n − 1 (PyTorch
+//!   does the same). Saves nothing (it owns the LU, or the cofactors).
 //! - `(s, y) = slogdet A`, `y = ln |det A|`: `dA = g·A⁻ᵀ`, from the forward's LU; the sign
 //!   `s` is piecewise constant and has no gradient. At a singular `A` the gradient does not
 //!   exist: backward returns `Singular`, naming the op and its line.
 //! - `y = logdet A`: `ln det A` (NaN for a negative determinant, as in PyTorch and NumPy),
 //!   with `slogdet`'s gradient.
 //!
-//! The tensor forms are `g·y·inv(A)ᵀ` and `g·inv(A)ᵀ` in recorded ops: differentiable again
-//! where `A` is invertible, a `Singular` error from [`Tape::grad`](crate::Tape::grad) at a
-//! singular `A`.
+//! The tensor forms: `det`'s is `cofactor(A)·g`, the cofactors recorded as an op of their
+//! own whose derivatives (det's Hessian and third derivative) are computed in the frame of
+//! the SVD, exact at every rank ([`super::cofactor`]; `g·y·inv(A)ᵀ`, used before, gave
+//! numbers of order 1 for the Hessian of `det(u·vᵀ)`, which is 0). `slogdet`'s and
+//! `logdet`'s are `g·inv(A)ᵀ` in recorded ops: differentiable again where `A` is
+//! invertible, a `Singular` error from [`Tape::grad`](crate::Tape::grad) at a singular `A`.
 
 use std::panic::Location;
 
 use ndarray::Array2;
 
-use super::lapack::{LinalgFloat, Lu, computed, square, svd};
+use super::cofactor::{cofactors_svd, record_cofactor, well_conditioned};
+use super::lapack::{LinalgFloat, Lu, computed, fortran, square};
 use crate::Tensor;
 use crate::error::{Error, ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
-use crate::kernels::try_gemm;
 use crate::rule::{Backward, Rule, Saves};
 
 /// What `det`'s rule keeps: the LU of an invertible `A`, or the cofactor matrix of a
@@ -41,35 +44,6 @@ use crate::rule::{Backward, Rule, Saves};
 enum DetBackward<F> {
     Lu(Lu<F>),
     Cofactors(Array2<F>),
-}
-
-/// The cofactor matrix `adj(A)ᵀ = det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ` from the SVD, with
-/// the products taken without division (exact at a zero singular value).
-fn cofactors<F: LinalgFloat>(
-    a: ndarray::ArrayView2<'_, F>,
-) -> std::result::Result<Array2<F>, ErrorKind> {
-    let n = a.nrows();
-    let (u, s, vt) = svd(a)?;
-    // ∏_{j≠i} sⱼ = (prefix product before i)·(suffix product after i)
-    let mut p = vec![F::one(); n];
-    let mut acc = F::one();
-    for i in 0..n {
-        p[i] = acc;
-        acc *= s[i];
-    }
-    acc = F::one();
-    for i in (0..n).rev() {
-        p[i] *= acc;
-        acc *= s[i];
-    }
-    // det(U)·det(Vᵀ) is ±1: the signs of their LU factorisations
-    let sign = |m: &Array2<F>| Ok::<F, ErrorKind>(Lu::new(m.view())?.det().signum());
-    let k = sign(&u)? * sign(&vt)?;
-    let mut us = u;
-    for (mut col, &pi) in us.columns_mut().into_iter().zip(&p) {
-        col *= k * pi;
-    }
-    try_gemm(us.view(), vt.view()).ok_or(ErrorKind::OutOfMemory { shape: (n, n) })
 }
 
 impl<F: LinalgFloat> Backward<F> for DetBackward<F> {
@@ -91,13 +65,17 @@ impl<F: LinalgFloat> Backward<F> for DetBackward<F> {
         Ok(())
     }
 
+    /// `g·cofactor(A)`, the cofactors recorded as an op whose derivatives are exact at
+    /// every rank ([`super::cofactor`]).
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        let (a, y) = (ctx.input(0), ctx.output());
         let location = ctx.location;
-        let inv = a
-            .try_inv()
-            .map_err(|e| Error::new("det", e.kind().clone(), location))?;
-        ctx.accumulate(0, inv.t().try_mul(y.try_mul(g)?)?)
+        let c = match self {
+            DetBackward::Lu(lu) => lu.cofactors(),
+            DetBackward::Cofactors(c) => fortran(c.view()),
+        }
+        .map_err(|kind| Error::new("det", kind, location))?;
+        let c = record_cofactor(ctx.input(0), c, location);
+        ctx.accumulate(0, c.try_mul(g)?)
     }
 }
 
@@ -175,15 +153,16 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let y = tape.read1(self.id, |a| {
             // the LU gives the value; the rule keeps it where A is safely invertible, and
             // the cofactors from the SVD where it is not
-            let (det, lu) = match Lu::new(a) {
+            let lu = if wants { Lu::with_norm(a) } else { Lu::new(a) };
+            let (det, lu) = match lu {
                 Ok(lu) => (lu.det(), Some(lu)),
                 Err(ErrorKind::Singular { .. }) => (F::zero(), None),
                 Err(e) => return Err(e),
             };
             let rule = match lu {
                 _ if !wants => None,
-                Some(lu) if !lu.nearly_singular() => Some(DetBackward::Lu(lu)),
-                _ => Some(DetBackward::Cofactors(cofactors(a)?)),
+                Some(lu) if lu.rcond()? > well_conditioned() => Some(DetBackward::Lu(lu)),
+                _ => Some(DetBackward::Cofactors(cofactors_svd(a)?)),
             };
             Ok((det, rule))
         });

@@ -148,6 +148,16 @@ fn finite_triangle<F: Float>(a: &[F], n: usize, lower: bool) -> std::result::Res
     }
 }
 
+/// `IllConditioned` for an n × n matrix whose reciprocal condition number estimate
+/// `rcond` is at most `bound`.
+pub(crate) fn ill_conditioned<F: Float>(n: usize, rcond: F, bound: F) -> ErrorKind {
+    ErrorKind::IllConditioned {
+        shape: (n, n),
+        rcond: format!("{:.2e}", rcond.as_f64()),
+        bound: format!("{:.2e}", bound.as_f64()),
+    }
+}
+
 /// The value an op computed, with a LAPACK failure turned into the error for `op` (the
 /// outer `Err(lost)` is a released input; see `Tape::record`).
 pub(crate) fn computed<T, L>(

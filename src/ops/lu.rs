@@ -32,6 +32,8 @@ pub(crate) struct Lu<F> {
     piv: Vec<i32>,
     /// The exponents of `R = diag(2^rᵢ)` and `C = diag(2^cⱼ)`, if not the identity.
     scale: Option<(Vec<i32>, Vec<i32>)>,
+    /// `‖A'‖₁`, if asked for ([`Lu::with_norm`]): what LAPACK's condition estimate needs.
+    norm: Option<F>,
 }
 
 /// `x·2^e`, rounded once (exact unless the result over- or underflows).
@@ -97,24 +99,45 @@ fn equilibrate<F: Float>(a: ArrayView2<'_, F>, out: &mut Array2<F>) -> (Vec<i32>
     (r, c)
 }
 
+/// The largest column sum of absolute values, `‖A‖₁`, of the column-major `a`.
+fn one_norm<F: Float>(a: &Array2<F>) -> F {
+    a.columns()
+        .into_iter()
+        .map(|c| c.iter().fold(F::zero(), |s, v| s + v.abs()))
+        .fold(F::zero(), F::max)
+}
+
 impl<F: LinalgFloat> Lu<F> {
     /// Factorises the square `a`: `NotFinite` if it holds NaN or an infinity, `Singular`
     /// with LAPACK's `info` (the first pivot that is zero, or subnormal after scaling),
     /// `TooLarge` / `OutOfMemory` if its copy cannot be allocated.
     pub(crate) fn new(a: ArrayView2<'_, F>) -> std::result::Result<Self, ErrorKind> {
+        Self::factor(a, false)
+    }
+
+    /// As [`Lu::new`], keeping `‖A'‖₁` for [`Lu::rcond`] (one more pass over the copy).
+    pub(crate) fn with_norm(a: ArrayView2<'_, F>) -> std::result::Result<Self, ErrorKind> {
+        Self::factor(a, true)
+    }
+
+    fn factor(a: ArrayView2<'_, F>, norm: bool) -> std::result::Result<Self, ErrorKind> {
         let n = a.nrows();
         let mut lu = fortran(a)?;
         finite(&lu)?;
         let mut piv = filled(n, 0, (n, 1))?;
+        let norm_of = |lu: &Array2<F>| norm.then(|| one_norm(lu));
+        let plain = norm_of(&lu);
         if getrf(&mut lu, &mut piv) == 0 && safe_pivots(&lu).is_none() {
             return Ok(Lu {
                 lu,
                 piv,
                 scale: None,
+                norm: plain,
             });
         }
         // a zero, subnormal or infinite pivot: again, on R·A·C
         let scale = equilibrate(a, &mut lu);
+        let norm = norm_of(&lu);
         let info = getrf(&mut lu, &mut piv);
         let info = match safe_pivots(&lu) {
             Some(k) if info == 0 || (k as i32) < info - 1 => k as i32 + 1,
@@ -130,7 +153,39 @@ impl<F: LinalgFloat> Lu<F> {
             lu,
             piv,
             scale: Some(scale),
+            norm,
         })
+    }
+
+    /// LAPACK's estimate (`gecon`) of the reciprocal condition number `1/κ₁(A')` of the
+    /// factorised matrix, in [0, 1]: about the relative distance to the nearest singular
+    /// matrix, and what rounding errors of order ε are amplified by (ε/rcond) in `A'⁻¹`
+    /// and everything computed from it. Needs [`Lu::with_norm`].
+    pub(crate) fn rcond(&self) -> std::result::Result<F, ErrorKind> {
+        let n = self.n();
+        let norm = self.norm.expect("Lu::with_norm keeps the norm");
+        if n == 0 {
+            return Ok(F::one());
+        }
+        let mut work = filled(4 * n, F::zero(), (4 * n, 1))?;
+        let mut iwork = filled(n, 0, (n, 1))?;
+        let (ni, mut info, mut rcond) = (dim(n), 0, F::zero());
+        // SAFETY: the factors are n × n (lda = n), `work` 4n elements, `iwork` n.
+        unsafe {
+            F::gecon(
+                &flag(b'1'),
+                &ni,
+                data(&self.lu).as_ptr(),
+                &ni,
+                &norm,
+                &mut rcond,
+                work.as_mut_ptr(),
+                iwork.as_mut_ptr(),
+                &mut info,
+            )
+        };
+        assert_eq!(info, 0, "gecon's arguments are valid");
+        Ok(rcond)
     }
 
     fn n(&self) -> usize {
@@ -315,14 +370,5 @@ impl<F: LinalgFloat> Lu<F> {
             *v = sign * scaled(m * *v, e.saturating_add(k));
         }
         Ok(inv.reversed_axes())
-    }
-
-    /// Whether `U` has a pivot below `n·ε` times its largest: singular to working
-    /// precision, where `det A · A⁻ᵀ` loses its accuracy.
-    pub(crate) fn nearly_singular(&self) -> bool {
-        let d = self.lu.diag();
-        let max = d.iter().fold(F::zero(), |m, v| m.max(v.abs()));
-        let tol = max * F::epsilon() * F::cast(self.n() as f64);
-        d.iter().any(|v| v.abs() <= tol)
     }
 }
