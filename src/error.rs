@@ -179,12 +179,28 @@ pub enum ErrorKind {
         shape: (usize, usize),
     },
     /// The matrix is singular: LAPACK's LU (`getrf`) found `U[info, info] = 0` exactly
-    /// (1-based), or a triangular matrix has a zero on its diagonal at `info` (`trtrs`).
+    /// (1-based; or, with the rows and columns scaled by powers of two, a pivot below the
+    /// smallest normal number: singular to working precision by hundreds of orders of
+    /// magnitude), or a triangular matrix has a zero on its diagonal at `info` (`trtrs`).
     Singular {
         /// The matrix's shape.
         shape: (usize, usize),
         /// LAPACK's `info`: the 1-based index of the zero pivot.
         info: i32,
+    },
+    /// A derivative that the op computes through `A⁻¹` is asked for where `A` is too close
+    /// to singular for it: LAPACK's estimate of the reciprocal condition number of `A`
+    /// (`gecon`, in the 1-norm, `rcond` = 1/κ₁), which multiplies the rounding errors of
+    /// `A⁻¹` by up to 1/rcond, is at most `bound`. The derivative exists, but computed it
+    /// would be noise: the derivatives of `det` of order 3 and more recorded by
+    /// [`Tape::grad`](crate::Tape::grad) (`bound` = ε^¼; by `backward`, the third is exact).
+    IllConditioned {
+        /// The matrix's shape.
+        shape: (usize, usize),
+        /// LAPACK's estimate of 1/κ₁(A), as `Display` writes it.
+        rcond: String,
+        /// The bound it had to exceed, as `Display` writes it.
+        bound: String,
     },
     /// The matrix is not positive definite: LAPACK's Cholesky (`potrf`) found the leading
     /// minor of order `info` not positive.
@@ -444,7 +460,21 @@ impl fmt::Display for ErrorKind {
                 dims(f, *shape)?;
                 write!(
                     f,
-                    " matrix is singular (LAPACK info = {info}: pivot {info} is exactly zero)"
+                    " matrix is singular (LAPACK info = {info}: pivot {info} is zero)"
+                )
+            }
+            ErrorKind::IllConditioned {
+                shape,
+                rcond,
+                bound,
+            } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                write!(
+                    f,
+                    " matrix is singular to working precision for this derivative (LAPACK's \
+                     estimate of its reciprocal condition number is {rcond}, at most {bound}): \
+                     computed, it would be rounding noise"
                 )
             }
             ErrorKind::NotPositiveDefinite { shape, info } => {

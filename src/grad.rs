@@ -5,9 +5,10 @@
 //! straight into an existing buffer through GEMM with beta = 1. Un-broadcasting happens
 //! here, once, for every op ([`crate::kernels::sum_to_shape`]).
 
-use ndarray::{Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip};
 
 use crate::Float;
+use crate::error::{Error, ErrorKind};
 use crate::kernels::{self, broadcast_shape, gemm, gemm_acc, gemm_into, sum_to_shape, zip1};
 use crate::tape::{Lane, Node, NodeId, Value, view_of};
 
@@ -150,6 +151,51 @@ impl<'a, F: Float> Ctx<'a, '_, F> {
             }
             None => Array2::zeros(shape),
         })
+    }
+
+    /// An error of `kind` naming this op and its line (a rule whose buffer the system
+    /// refused).
+    pub(crate) fn error(&self, kind: ErrorKind) -> Error {
+        let node = &self.nodes[self.output];
+        Error::new(node.op, kind, node.location)
+    }
+
+    /// `OutOfMemory` for the gradient of input `k`, naming this op and its line.
+    pub(crate) fn out_of_memory(&self, k: usize) -> Error {
+        self.error(ErrorKind::OutOfMemory {
+            shape: self.input_shape(k),
+        })
+    }
+
+    /// `diag(dXₖ) += d`, `d` with one element per diagonal element or one for all: in
+    /// place into an existing slot, else into zeros from the allocator (`calloc`), whose
+    /// pages off the diagonal are never touched. The gradient of `trace` and `diag`, which
+    /// is zero off the diagonal. `Err` (`OutOfMemory`) if that buffer is refused.
+    pub(crate) fn try_accumulate_diag(
+        &mut self,
+        k: usize,
+        d: ArrayView1<'_, F>,
+    ) -> Result<(), Error> {
+        let spare = self.spare(k);
+        let (slot, shape) = self.slot(k);
+        if slot.is_none() {
+            *slot = match spare {
+                Some(mut b) => {
+                    b.fill(F::zero());
+                    Some(b)
+                }
+                None => kernels::calloc(shape),
+            };
+        }
+        let Some(buf) = slot.as_mut() else {
+            return Err(self.out_of_memory(k));
+        };
+        let mut diag = buf.diag_mut();
+        let d = d
+            .broadcast(diag.len())
+            .expect("one element per diagonal element, or one for all");
+        diag += &d;
+        Ok(())
     }
 
     /// `dXₖ[rows, cols] += d`: a slice's gradient added into its region in place.

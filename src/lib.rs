@@ -102,12 +102,11 @@
 //!
 //! - default: pure Rust. GEMM through ndarray's matrixmultiply; no system library.
 //! - `blas`: GEMM through BLAS (ndarray's `blas` feature). The final program chooses the
-//!   provider (for example with `blas-src`), as ndarray and ndarray-linalg ask of
-//!   libraries.
+//!   provider (for example with `blas-src`), as ndarray asks of libraries.
 //! - `linalg`: the linear-algebra ops (`inv`, `solve`, `solve_triangular`, `cho_solve`,
 //!   `det`, `slogdet`, `logdet`, `cholesky`, `eigh`) on tensors of `LinalgFloat` (`f32`,
-//!   `f64`), through ndarray-linalg. Like `blas`, it links no LAPACK: the final program
-//!   chooses the provider (`openblas` does). Without it these ops do not exist; `trace`,
+//!   `f64`), on LAPACK through the declarations of `lapack-sys`. Like `blas`, it links no
+//!   LAPACK: the final program chooses the provider (`openblas` does). Without it these ops do not exist; `trace`,
 //!   `diag`, `diag_embed`, `tril` and `triu` are in every build.
 //! - `openblas`: `blas` and `linalg` plus the system OpenBLAS (which has LAPACK) through
 //!   `openblas-src` (`system`), for end programs, the examples, the benches and CI. Needs
@@ -152,6 +151,8 @@ mod higher;
 pub mod inspect;
 pub mod io;
 mod kernels;
+#[cfg(feature = "linalg")]
+mod linalg_float;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -146,8 +146,10 @@ pub(crate) fn try_zeros<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
     }
 }
 
-/// A zero matrix of `shape` from the allocator (`calloc`), or `None` if refused.
-fn calloc<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
+/// A zero matrix of `shape` from the allocator (`calloc`), or `None` if refused. Unlike
+/// [`try_zeros`] it takes no recycled buffer: for a matrix that stays mostly zero (a
+/// diagonal), whose pages the allocator's zeroing leaves untouched until written.
+pub(crate) fn calloc<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
     let len = shape.0.checked_mul(shape.1)?;
     if len == 0 {
         return Array2::from_shape_vec(shape, Vec::new()).ok();

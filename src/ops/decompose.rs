@@ -29,7 +29,7 @@ use std::panic::Location;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ShapeBuilder, Zip, s};
 
-use super::lapack::{self, LinalgFloat, computed, finite, square, triangular_solve};
+use super::lapack::{self, LinalgFloat, computed, square, triangular_solve};
 use crate::error::{Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
@@ -244,16 +244,15 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// # Errors
     ///
     /// `NotSquare`; `NotPositiveDefinite` with LAPACK's `info` (the order of the first
-    /// leading minor that is not positive); `NotFinite` if `A` holds NaN or an infinity.
+    /// leading minor that is not positive); `NotFinite` if `A` holds NaN or an infinity;
+    /// `TooLarge` or `OutOfMemory` if the working copy of `A` (which becomes `L`) cannot be
+    /// allocated.
     #[track_caller]
     pub fn try_cholesky(self) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         let n = square("cholesky", self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| {
-            finite(a)?;
-            lapack::cholesky(a)
-        });
+        let y = tape.read1(self.id, lapack::cholesky);
         let y = computed(y, "cholesky", location)?;
         let rule = tape.track(&[self]).then(|| {
             (
@@ -305,25 +304,15 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// # Errors
     ///
     /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity; `Lapack` (routine `syev`)
-    /// if the iteration does not converge.
+    /// if the iteration does not converge; `TooLarge` or `OutOfMemory` if the n × (n + 1)
+    /// result `[λ V]`, in which the eigenvectors are computed, cannot be allocated.
     #[track_caller]
     pub fn try_eigh(self) -> Result<(Tensor<'t, F>, Tensor<'t, F>)> {
         let location = Location::caller();
         let n = square("eigh", self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| {
-            finite(a)?;
-            let (w, v) = lapack::eigh(a)?;
-            // packed: [λ V], column-major, so that both are contiguous views
-            let mut packed = Array2::zeros((n, n + 1).f());
-            packed
-                .column_mut(0)
-                .iter_mut()
-                .zip(&w)
-                .for_each(|(p, &w)| *p = w);
-            packed.slice_mut(s![.., 1..]).assign(&v);
-            Ok(packed)
-        });
+        // packed: [λ V], column-major, so that both are contiguous views
+        let y = tape.read1(self.id, lapack::eigh_packed);
         let y = computed(y, "eigh", location)?;
         let rule = tape
             .track(&[self])

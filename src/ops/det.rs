@@ -1,30 +1,38 @@
 //! Determinants (feature `linalg`): `det`, `slogdet`, `logdet`, from one LU
 //! factorisation (LAPACK `getrf`): `det A = ±∏ᵢ uᵢᵢ`, the sign flipped by each row
-//! interchange.
+//! interchange, the product kept as a mantissa and a power of two so that it over- or
+//! underflows only where the result does; at a subnormal pivot, from the LU of `A` with
+//! its rows and columns scaled by powers of two (`super::lu`).
 //!
 //! VJP, with `g = ∂L/∂y` (Giles 2008, §2.2; PyTorch's `linalg_det_backward` and
 //! `slogdet_backward`; JAX's `_det_jvp`, `_slogdet_jvp`):
 //!
-//! - `y = det A`: `dA = g·adj(A)ᵀ`, the cofactor matrix: `g·y·A⁻ᵀ` where `A` is invertible,
-//!   from the forward's LU. At a singular `A` (an exactly zero pivot, or one below
-//!   `n·ε` of the largest) it is computed from the SVD `A = U·diag(s)·Vᵀ` as
+//! - `y = det A`: `dA = g·adj(A)ᵀ`, the cofactor matrix: `g·det(A)·A⁻ᵀ` where `A` is
+//!   invertible, from the forward's LU, each element scaled by its power of two once (so
+//!   that the cofactors of `1e-200·I₂` are 1e-200, where `det A = 1e-400` is 0). Where
+//!   `A` is singular or ill-conditioned (an exactly zero pivot, or LAPACK's estimate of
+//!   `1/κ₁(A)` at most ε^¼) it is computed from the SVD `A = U·diag(s)·Vᵀ` as
 //!   `det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ`, defined and exact also at rank n − 1 (PyTorch
-//!   does the same). Saves `y` (or `A` and the cofactors, at a singular `A`).
+//!   does the same). Saves nothing (it owns the LU, or the cofactors).
 //! - `(s, y) = slogdet A`, `y = ln |det A|`: `dA = g·A⁻ᵀ`, from the forward's LU; the sign
 //!   `s` is piecewise constant and has no gradient. At a singular `A` the gradient does not
 //!   exist: backward returns `Singular`, naming the op and its line.
 //! - `y = logdet A`: `ln det A` (NaN for a negative determinant, as in PyTorch and NumPy),
 //!   with `slogdet`'s gradient.
 //!
-//! The tensor forms are `g·y·inv(A)ᵀ` and `g·inv(A)ᵀ` in recorded ops: differentiable again
-//! where `A` is invertible, a `Singular` error from [`Tape::grad`](crate::Tape::grad) at a
-//! singular `A`.
+//! The tensor forms: `det`'s is `cofactor(A)·g`, the cofactors recorded as an op of their
+//! own whose derivatives (det's Hessian and third derivative) are computed in the frame of
+//! the SVD, exact at every rank ([`super::cofactor`]; `g·y·inv(A)ᵀ`, used before, gave
+//! numbers of order 1 for the Hessian of `det(u·vᵀ)`, which is 0). `slogdet`'s and
+//! `logdet`'s are `g·inv(A)ᵀ` in recorded ops: differentiable again where `A` is
+//! invertible, a `Singular` error from [`Tape::grad`](crate::Tape::grad) at a singular `A`.
 
 use std::panic::Location;
 
 use ndarray::Array2;
 
-use super::lapack::{LinalgFloat, Lu, computed, finite, square, svd};
+use super::cofactor::{cofactors_svd, record_cofactor, well_conditioned};
+use super::lapack::{LinalgFloat, Lu, computed, fortran, square};
 use crate::Tensor;
 use crate::error::{Error, ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
@@ -38,56 +46,36 @@ enum DetBackward<F> {
     Cofactors(Array2<F>),
 }
 
-/// The cofactor matrix `adj(A)ᵀ = det(U)·det(V)·U·diag(∏_{j≠i} sⱼ)·Vᵀ` from the SVD, with
-/// the products taken without division (exact at a zero singular value).
-fn cofactors<F: LinalgFloat>(
-    a: ndarray::ArrayView2<'_, F>,
-) -> std::result::Result<Array2<F>, ErrorKind> {
-    let n = a.nrows();
-    let (u, s, vt) = svd(a)?;
-    // ∏_{j≠i} sⱼ = (prefix product before i)·(suffix product after i)
-    let mut p = vec![F::one(); n];
-    let mut acc = F::one();
-    for i in 0..n {
-        p[i] = acc;
-        acc *= s[i];
-    }
-    acc = F::one();
-    for i in (0..n).rev() {
-        p[i] *= acc;
-        acc *= s[i];
-    }
-    // det(U)·det(Vᵀ) is ±1: the signs of their LU factorisations
-    let sign = |m: &Array2<F>| Lu::new(m.view()).map_or(F::one(), |lu| lu.det().signum());
-    let k = sign(&u) * sign(&vt);
-    let mut us = u;
-    for (mut col, &pi) in us.columns_mut().into_iter().zip(&p) {
-        col *= k * pi;
-    }
-    Ok(us.dot(&vt))
-}
-
 impl<F: LinalgFloat> Backward<F> for DetBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if the inverse's buffer is refused.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
         let g = g[[0, 0]];
         match self {
             DetBackward::Lu(lu) => {
-                let y = ctx.output()[[0, 0]];
-                let mut d = lu.inverse().reversed_axes();
-                d *= g * y;
+                let mut d = lu.cofactors().map_err(|k| ctx.error(k))?;
+                d *= g;
                 ctx.accumulate(0, d);
             }
             DetBackward::Cofactors(c) => ctx.accumulate_scaled(0, g, c.view()),
         }
+        Ok(())
     }
 
+    /// `g·cofactor(A)`, the cofactors recorded as an op whose derivatives are exact at
+    /// every rank ([`super::cofactor`]).
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        let (a, y) = (ctx.input(0), ctx.output());
         let location = ctx.location;
-        let inv = a
-            .try_inv()
-            .map_err(|e| Error::new("det", e.kind().clone(), location))?;
-        ctx.accumulate(0, inv.t().try_mul(y.try_mul(g)?)?)
+        let c = match self {
+            DetBackward::Lu(lu) => lu.cofactors(),
+            DetBackward::Cofactors(c) => fortran(c.view()),
+        }
+        .map_err(|kind| Error::new("det", kind, location))?;
+        let c = record_cofactor(ctx.input(0), c, location);
+        ctx.accumulate(0, c.try_mul(g)?)
     }
 }
 
@@ -98,8 +86,14 @@ struct LogDetBackward<F> {
 
 impl<F: LinalgFloat> Backward<F> for LogDetBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let inv = self.lu.inverse();
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if the inverse's buffer is refused.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        let inv = self.lu.inverse().map_err(|k| ctx.error(k))?;
         ctx.accumulate_scaled(0, g[[0, 0]], inv.t());
+        Ok(())
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -148,7 +142,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// # Errors
     ///
     /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity; `Lapack` if the SVD of a
-    /// singular `A` (for its gradient) does not converge.
+    /// singular `A` (for its gradient) does not converge; `TooLarge` or `OutOfMemory` if a
+    /// working copy cannot be allocated.
     #[track_caller]
     pub fn try_det(self) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
@@ -156,18 +151,18 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let tape = self.tape;
         let wants = tape.track(&[self]);
         let y = tape.read1(self.id, |a| {
-            finite(a)?;
             // the LU gives the value; the rule keeps it where A is safely invertible, and
             // the cofactors from the SVD where it is not
-            let (det, lu) = match Lu::new(a) {
+            let lu = if wants { Lu::with_norm(a) } else { Lu::new(a) };
+            let (det, lu) = match lu {
                 Ok(lu) => (lu.det(), Some(lu)),
                 Err(ErrorKind::Singular { .. }) => (F::zero(), None),
                 Err(e) => return Err(e),
             };
             let rule = match lu {
                 _ if !wants => None,
-                Some(lu) if !lu.nearly_singular() => Some(DetBackward::Lu(lu)),
-                _ => Some(DetBackward::Cofactors(cofactors(a)?)),
+                Some(lu) if lu.rcond()? > well_conditioned() => Some(DetBackward::Lu(lu)),
+                _ => Some(DetBackward::Cofactors(cofactors_svd(a)?)),
             };
             Ok((det, rule))
         });
@@ -176,13 +171,7 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
             Err(l) => (Err(l), None),
         };
         // (a result of a released input records no rule: it cannot be differentiated)
-        let rule = rule.map(|rule| {
-            let saves = match rule {
-                DetBackward::Lu(_) => Saves::output(),
-                DetBackward::Cofactors(_) => Saves::NONE,
-            };
-            (saves, Rule::boxed(rule))
-        });
+        let rule = rule.map(|rule| (Saves::NONE, Rule::boxed(rule)));
         Ok(tape.record("det", y, (1, 1), &[self], rule, location))
     }
 
@@ -221,7 +210,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity.
+    /// `NotSquare`; `NotFinite` if `A` holds NaN or an infinity; `TooLarge` or
+    /// `OutOfMemory` if the working copy of `A` cannot be allocated.
     #[track_caller]
     pub fn try_slogdet(self) -> Result<(Tensor<'t, F>, Tensor<'t, F>)> {
         let location = Location::caller();
@@ -284,16 +274,13 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ) -> Result<(std::result::Result<F, crate::tape::NodeId>, Tensor<'t, F>)> {
         square(op, self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| {
-            finite(a)?;
-            match Lu::new(a) {
-                Ok(lu) => {
-                    let (s, l) = lu.sign_log_abs();
-                    Ok((s, l, Ok(lu)))
-                }
-                Err(e @ ErrorKind::Singular { .. }) => Ok((F::zero(), F::neg_infinity(), Err(e))),
-                Err(e) => Err(e),
+        let y = tape.read1(self.id, |a| match Lu::new(a) {
+            Ok(lu) => {
+                let (s, l) = lu.sign_log_abs();
+                Ok((s, l, Ok(lu)))
             }
+            Err(e @ ErrorKind::Singular { .. }) => Ok((F::zero(), F::neg_infinity(), Err(e))),
+            Err(e) => Err(e),
         });
         let (sign, value, lu) = match computed(y, op, location)? {
             Ok((s, l, lu)) => {

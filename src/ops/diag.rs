@@ -13,23 +13,23 @@
 //! None saves anything. For a rectangular m × n matrix, the diagonal has min(m, n)
 //! elements; diagonal `k` is the one `k` places above the main one (below for `k < 0`), as
 //! in NumPy.
+//!
+//! The gradients of `trace` and `diag` and the result of `diag_embed` are zero off the
+//! diagonal: a new one comes zeroed from the allocator (`calloc`) and only its diagonal is
+//! written, so the pages off the diagonal cost no memory until used; where the system
+//! refuses even that, the op (or backward) returns `OutOfMemory`, never an abort.
 
 use std::panic::Location;
 
 use ndarray::{Array2, Axis};
 
-use crate::error::{Error, ErrorKind, Result, or_panic};
+use crate::error::{Error, ErrorKind, Result, allocated, check_size, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
+use crate::kernels;
 use crate::rule::{Backward, Rule, Saves};
+use crate::tape::Lane;
 use crate::{Float, Tensor};
-
-/// The identity of shape `(m, n)`: ones on the main diagonal.
-fn eye<F: Float>((m, n): (usize, usize)) -> Array2<F> {
-    let mut e = Array2::zeros((m, n));
-    e.diag_mut().fill(F::one());
-    e
-}
 
 /// `A` with the elements outside the triangle (`lower`: on or below diagonal `k`;
 /// otherwise on or above it) set to zero, in place.
@@ -42,47 +42,56 @@ pub(crate) fn triangle_inplace<F: Float>(a: &mut Array2<F>, k: isize, lower: boo
     }
 }
 
-/// `dA = g·I`.
-fn trace_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    let mut d = eye(ctx.input_shape(0));
-    d *= g[[0, 0]];
-    ctx.accumulate(0, d);
-}
+/// The rule of `trace`: `dA = g·I`, `g` added to the diagonal (the identity is never
+/// built: a new gradient buffer comes zeroed from the allocator, and only its diagonal is
+/// touched).
+struct TraceBackward;
 
-/// `dA = g·I`, recorded (`g` broadcast, times the identity as a constant).
-fn trace_tensor<'t, F: Float>(
-    _: F,
-    g: Tensor<'t, F>,
-    ctx: &mut TensorCtx<'_, 't, F>,
-) -> Result<()> {
-    let shape = ctx.input(0).shape();
-    let d = g
-        .try_broadcast_to(shape)?
-        .try_mul(ctx.constant(eye(shape)))?;
-    ctx.accumulate(0, d)
-}
-
-/// `dA = diag_embed(G)`, in A's shape.
-fn diag_backward<F: Float>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    let mut d = Array2::zeros(ctx.input_shape(0));
-    d.diag_mut().assign(&g.column(0));
-    ctx.accumulate(0, d);
-}
-
-/// `dA = diag_embed(G)`, padded with zero rows or columns to A's shape, recorded.
-fn diag_tensor<'t, F: Float>(_: F, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-    let (m, n) = ctx.input(0).shape();
-    let k = g.rows();
-    let mut d = g.try_diag_embed()?;
-    if m > k {
-        let zeros = ctx.constant(Array2::zeros((m - k, k)));
-        d = Tensor::try_concat_rows(&[d, zeros])?;
+impl<F: Float> Backward<F> for TraceBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
     }
-    if n > k {
-        let zeros = ctx.constant(Array2::zeros((m, n - k)));
-        d = Tensor::try_concat_cols(&[d, zeros])?;
+
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        ctx.try_accumulate_diag(0, g.row(0))
     }
-    ctx.accumulate(0, d)
+
+    /// `dA = g·I` as `diag_embed(g·1)`, padded with zeros to A's shape, recorded.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let shape = ctx.input(0).shape();
+        let k = shape.0.min(shape.1);
+        let d = g.try_broadcast_to((k, 1))?.try_diag_embed()?;
+        ctx.accumulate(0, pad(d, shape)?)
+    }
+}
+
+/// The k × k `d` in the top left corner of zeros of `shape` (`d` itself if it has it).
+fn pad<'t, F: Float>(d: Tensor<'t, F>, shape: (usize, usize)) -> Result<Tensor<'t, F>> {
+    let k = d.rows();
+    if shape == (k, k) {
+        return Ok(d);
+    }
+    d.embed(Lane::all(k), Lane::all(k), shape)
+}
+
+/// The rule of `diag`: `dA = diag_embed(G)`, zeros off the diagonal (in A's shape; never
+/// touched in a new buffer).
+struct DiagBackward;
+
+impl<F: Float> Backward<F> for DiagBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        ctx.try_accumulate_diag(0, g.column(0))
+    }
+
+    /// `dA = diag_embed(G)`, padded with zeros to A's shape, recorded.
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let shape = ctx.input(0).shape();
+        ctx.accumulate(0, pad(g.try_diag_embed()?, shape)?)
+    }
 }
 
 /// `dv = diag(G)`, as a row if `v` is one.
@@ -141,7 +150,7 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// The trace `Σᵢ aᵢᵢ`, the sum of the main diagonal, as a 1 × 1 tensor (of a
     /// rectangular matrix too: its min(m, n) diagonal elements).
     ///
-    /// The derivative: `dA = g·I`.
+    /// The derivative: `dA = g·I` (`g` added to the diagonal; no identity is built).
     ///
     /// # Examples
     ///
@@ -161,13 +170,17 @@ impl<'t, F: Float> Tensor<'t, F> {
         let y = tape.read1(self.id, |a| Array2::from_elem((1, 1), a.diag().sum()));
         let rule = tape
             .track(&[self])
-            .then(|| (Saves::NONE, Rule::new(trace_backward, trace_tensor)));
+            .then(|| (Saves::NONE, Rule::boxed(TraceBackward)));
         tape.record("trace", y, (1, 1), &[self], rule, Location::caller())
     }
 
     /// The main diagonal as a column: min(m, n) × 1.
     ///
     /// The derivative: `dA = diag_embed(G)` (zeros off the diagonal).
+    ///
+    /// # Panics
+    ///
+    /// If the system refuses the memory for the diagonal; see [`Tensor::try_diag`].
     ///
     /// # Examples
     ///
@@ -184,22 +197,28 @@ impl<'t, F: Float> Tensor<'t, F> {
         or_panic(self.try_diag())
     }
 
-    /// The main diagonal as a column (cannot fail; the `try_` form is for symmetry with
-    /// the rules' tensor forms).
+    /// The main diagonal as a column, or an error.
     ///
     /// # Errors
     ///
-    /// None.
+    /// `OutOfMemory` if the system refuses the memory for it (the diagonal of a
+    /// zero-stride view can be longer than memory).
     #[track_caller]
     pub fn try_diag(self) -> Result<Tensor<'t, F>> {
+        let location = Location::caller();
         let (m, n) = self.shape;
         let k = m.min(n);
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| a.diag().to_owned().insert_axis(Axis(1)));
+        let y = tape.read1(self.id, |a| {
+            let mut d = kernels::try_zeros((k, 1))?;
+            d.column_mut(0).assign(&a.diag());
+            Some(d)
+        });
+        let y = allocated(y, "diag", (k, 1), location)?;
         let rule = tape
             .track(&[self])
-            .then(|| (Saves::NONE, Rule::new(diag_backward, diag_tensor)));
-        Ok(tape.record("diag", y, (k, 1), &[self], rule, Location::caller()))
+            .then(|| (Saves::NONE, Rule::boxed(DiagBackward)));
+        Ok(tape.record("diag", y, (k, 1), &[self], rule, location))
     }
 
     /// The square matrix with the k × 1 column (or 1 × k row) `self` on its diagonal and
@@ -209,7 +228,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     ///
     /// # Panics
     ///
-    /// If `self` is neither a row nor a column; see [`Tensor::try_diag_embed`].
+    /// If `self` is neither a row nor a column, or the k × k result cannot be allocated;
+    /// see [`Tensor::try_diag_embed`].
     ///
     /// # Examples
     ///
@@ -230,7 +250,10 @@ impl<'t, F: Float> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `Shape` if `self` is neither 1 × k nor k × 1.
+    /// `Shape` if `self` is neither 1 × k nor k × 1; `TooLarge` if a k × k matrix has
+    /// more bytes than any allocation can hold; `OutOfMemory` if the system refuses the
+    /// memory for it. (A new matrix comes zeroed from the allocator and only its diagonal
+    /// is written: the pages off the diagonal cost no memory until used.)
     #[track_caller]
     pub fn try_diag_embed(self) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
@@ -244,15 +267,18 @@ impl<'t, F: Float> Tensor<'t, F> {
             return Err(Error::new("diag_embed", kind, location));
         }
         let k = if m == 1 { n } else { m };
+        let shape = check_size::<F>("diag_embed", (k, k), location)?;
         let tape = self.tape;
         let y = tape.read1(self.id, |v| {
-            let mut d = Array2::zeros((k, k));
+            // zeros from the allocator: only the diagonal's pages are touched
+            let mut d = kernels::calloc(shape)?;
             d.diag_mut()
                 .iter_mut()
                 .zip(v.iter())
                 .for_each(|(d, &v)| *d = v);
-            d
+            Some(d)
         });
+        let y = allocated(y, "diag_embed", shape, location)?;
         let rule = tape.track(&[self]).then(|| {
             (
                 Saves::NONE,

@@ -1,125 +1,102 @@
-//! The LAPACK layer under the linear-algebra ops (feature `linalg`): ndarray-linalg's
-//! routines (its `lax` layer, which keeps LAPACK's `info`) on column-major copies, with
-//! failures turned into typed errors.
+//! The LAPACK layer under the linear-algebra ops (feature `linalg`): LAPACK's routines
+//! called through `lapack-sys` on buffers tapegrad allocates itself, with failures turned
+//! into typed errors.
 //!
-//! Every routine works on a column-major (F-order) copy of its operand, made once: LAPACK
-//! overwrites its input, and the tape's values (views, transposes, step-2 slices) stay
-//! untouched. Results come back column-major; tapegrad's ops read any layout.
+//! LAPACK overwrites its input, so every routine works on a column-major (F-order) copy of
+//! its operand, made once: the tape's values (views, transposes, step-2 slices) stay
+//! untouched. A triangular solve reads a contiguous triangle in place (a C-order one as
+//! the transpose of its transpose). Results come back column-major; tapegrad's ops read
+//! any layout.
+//!
+//! Every copy, result and workspace is allocated fallibly: a size past what any
+//! allocation can hold is `TooLarge`, a refused allocation `OutOfMemory`, never an abort.
+//! Inputs are checked for NaN and infinities on the copy, after its allocation, so that an
+//! input too large for memory (a zero-stride view) is refused before it is read.
 
+use std::ffi::c_char;
+use std::mem::MaybeUninit;
 use std::panic::Location;
 
-use lax::error::Error as LaxError;
-use ndarray::{Array2, ArrayView2, ShapeBuilder};
-use ndarray_linalg::{Diag, Lapack, MatrixLayout, UPLO};
+use ndarray::{Array2, ArrayView2, ShapeBuilder, Zip};
 
 use crate::Float;
 use crate::error::{Error, ErrorKind, Result};
 
-/// The element types of the linear-algebra ops: `f32` and `f64` (LAPACK's `s` and `d`
-/// routines), sealed like [`Float`].
-///
-/// Its methods are the LAPACK routines the ops call, through ndarray-linalg; they are not
-/// part of the API (ndarray-linalg's own traits stay out of a user's generic code, where
-/// their `abs` or `sqrt` would clash with [`Float`]'s).
-pub trait LinalgFloat: Float {
-    #[doc(hidden)]
-    fn lapack_lu(l: MatrixLayout, a: &mut [Self]) -> LaxResult<Vec<i32>>;
-    #[doc(hidden)]
-    fn lapack_inv(l: MatrixLayout, a: &mut [Self], piv: &[i32]) -> LaxResult<()>;
-    #[doc(hidden)]
-    fn lapack_trtrs(
-        al: MatrixLayout,
-        bl: MatrixLayout,
-        uplo: UPLO,
-        diag: Diag,
-        a: &[Self],
-        b: &mut [Self],
-    ) -> LaxResult<()>;
-    #[doc(hidden)]
-    fn lapack_potrf(l: MatrixLayout, uplo: UPLO, a: &mut [Self]) -> LaxResult<()>;
-    #[doc(hidden)]
-    fn lapack_syev(l: MatrixLayout, uplo: UPLO, a: &mut [Self]) -> LaxResult<Vec<Self>>;
-    #[doc(hidden)]
-    #[allow(clippy::type_complexity)]
-    fn lapack_gesvd(
-        l: MatrixLayout,
-        a: &mut [Self],
-    ) -> LaxResult<(Vec<Self>, Option<Vec<Self>>, Option<Vec<Self>>)>;
+pub(crate) use super::lu::Lu;
+pub use crate::linalg_float::LinalgFloat;
+
+/// A LAPACK flag.
+pub(super) fn flag(c: u8) -> c_char {
+    c as c_char
 }
 
-type LaxResult<T> = std::result::Result<T, LaxError>;
-
-macro_rules! linalg_float {
-    ($t:ty) => {
-        impl LinalgFloat for $t {
-            fn lapack_lu(l: MatrixLayout, a: &mut [Self]) -> LaxResult<Vec<i32>> {
-                <$t as Lapack>::lu(l, a)
-            }
-            fn lapack_inv(l: MatrixLayout, a: &mut [Self], piv: &[i32]) -> LaxResult<()> {
-                <$t as Lapack>::inv(l, a, &piv.to_vec())
-            }
-            fn lapack_trtrs(
-                al: MatrixLayout,
-                bl: MatrixLayout,
-                uplo: UPLO,
-                diag: Diag,
-                a: &[Self],
-                b: &mut [Self],
-            ) -> LaxResult<()> {
-                <$t as Lapack>::solve_triangular(al, bl, uplo, diag, a, b)
-            }
-            fn lapack_potrf(l: MatrixLayout, uplo: UPLO, a: &mut [Self]) -> LaxResult<()> {
-                <$t as Lapack>::cholesky(l, uplo, a)
-            }
-            fn lapack_syev(l: MatrixLayout, uplo: UPLO, a: &mut [Self]) -> LaxResult<Vec<Self>> {
-                <$t as Lapack>::eigh(true, l, uplo, a)
-            }
-            fn lapack_gesvd(
-                l: MatrixLayout,
-                a: &mut [Self],
-            ) -> LaxResult<(Vec<Self>, Option<Vec<Self>>, Option<Vec<Self>>)> {
-                let out = <$t as Lapack>::svd(l, true, true, a)?;
-                Ok((out.s, out.u, out.vt))
-            }
-        }
-    };
+/// A dimension for LAPACK (the ops checked that every dimension fits its 32-bit integers).
+pub(super) fn dim(n: usize) -> i32 {
+    i32::try_from(n).expect("the op checked that the dimension fits LAPACK's integers")
 }
 
-linalg_float!(f32);
-linalg_float!(f64);
-
-/// A column-major copy of `a`.
-pub(crate) fn fortran<F: Float>(a: ArrayView2<'_, F>) -> Array2<F> {
-    let mut b = Array2::zeros(a.raw_dim().f());
-    b.assign(&a);
-    b
+/// `len` copies of `x` for an array of `shape`, or `TooLarge` / `OutOfMemory` for it.
+pub(super) fn filled<T: Copy>(
+    len: usize,
+    x: T,
+    shape: (usize, usize),
+) -> std::result::Result<Vec<T>, ErrorKind> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| ErrorKind::OutOfMemory { shape })?;
+    v.resize(len, x);
+    Ok(v)
 }
 
-/// The LAPACK layout of an F-order `rows × cols` buffer.
-fn layout(rows: usize, cols: usize) -> MatrixLayout {
-    MatrixLayout::F {
-        col: cols as i32,
-        lda: rows as i32,
-    }
+/// The elements of an F-order array of `shape`, uninitialised, or `TooLarge` (more bytes
+/// than `isize` counts) / `OutOfMemory` (refused by the system).
+fn uninit_f<F>(shape: (usize, usize)) -> std::result::Result<Array2<MaybeUninit<F>>, ErrorKind> {
+    let len = shape
+        .0
+        .checked_mul(shape.1)
+        .filter(|&n| {
+            n.checked_mul(size_of::<F>())
+                .is_some_and(|b| b <= isize::MAX as usize)
+        })
+        .ok_or(ErrorKind::TooLarge { shape })?;
+    let mut v: Vec<MaybeUninit<F>> = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| ErrorKind::OutOfMemory { shape })?;
+    // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `len`.
+    unsafe { v.set_len(len) };
+    Ok(Array2::from_shape_vec(shape.f(), v).expect("len elements"))
 }
 
-fn data<F>(a: &Array2<F>) -> &[F] {
+/// A column-major copy of `a`, or `TooLarge` / `OutOfMemory`.
+pub(crate) fn fortran<F: Float>(a: ArrayView2<'_, F>) -> std::result::Result<Array2<F>, ErrorKind> {
+    let mut b = uninit_f(a.dim())?;
+    Zip::from(&mut b).and(a).for_each(|b, &a| {
+        b.write(a);
+    });
+    // SAFETY: the Zip above wrote every element.
+    Ok(unsafe { b.assume_init() })
+}
+
+/// `(A + Aᵀ)/2`, column-major (exactly `A` where `A` is symmetric; halves first, so that
+/// it does not overflow), or `TooLarge` / `OutOfMemory`.
+fn symmetric<F: Float>(a: ArrayView2<'_, F>) -> std::result::Result<Array2<F>, ErrorKind> {
+    let half = F::cast(0.5);
+    let mut s = uninit_f(a.dim())?;
+    Zip::from(&mut s).and(a).and(a.t()).for_each(|s, &x, &y| {
+        s.write(if x == y { x } else { x * half + y * half });
+    });
+    // SAFETY: the Zip above wrote every element.
+    Ok(unsafe { s.assume_init() })
+}
+
+pub(super) fn data<F>(a: &Array2<F>) -> &[F] {
     a.as_slice_memory_order()
         .expect("an owned column-major buffer")
 }
 
-fn data_mut<F>(a: &mut Array2<F>) -> &mut [F] {
+pub(super) fn data_mut<F>(a: &mut Array2<F>) -> &mut [F] {
     a.as_slice_memory_order_mut()
         .expect("an owned column-major buffer")
-}
-
-/// LAPACK's `info` in a `lax` error.
-fn info(e: &LaxError) -> i32 {
-    match *e {
-        LaxError::LapackComputationalFailure { return_code }
-        | LaxError::LapackInvalidValue { return_code } => return_code,
-        LaxError::InvalidShape => 0,
-    }
 }
 
 /// The square size of `shape`, or `NotSquare` (or `TooLarge` when LAPACK's 32-bit
@@ -149,25 +126,35 @@ pub(crate) fn fits_lapack(
 }
 
 /// `NotFinite` unless every element of `a` is finite.
-pub(crate) fn finite<F: Float>(a: ArrayView2<'_, F>) -> std::result::Result<(), ErrorKind> {
-    if a.iter().all(|v| v.is_finite()) {
+pub(super) fn finite<F: Float>(a: &Array2<F>) -> std::result::Result<(), ErrorKind> {
+    if data(a).iter().all(|v| v.is_finite()) {
         Ok(())
     } else {
         Err(ErrorKind::NotFinite { shape: a.dim() })
     }
 }
 
-/// `NotFinite` unless every element of `a`'s lower (or upper) triangle is finite: the
-/// other triangle is not read.
-pub(crate) fn finite_triangle<F: Float>(
-    a: ArrayView2<'_, F>,
-    lower: bool,
-) -> std::result::Result<(), ErrorKind> {
-    let read = |(i, j): (usize, usize)| if lower { j <= i } else { j >= i };
-    if a.indexed_iter().all(|(ij, v)| !read(ij) || v.is_finite()) {
+/// `NotFinite` unless every element of the lower (or upper) triangle of the column-major
+/// n × n `a` is finite: the other triangle is not read.
+fn finite_triangle<F: Float>(a: &[F], n: usize, lower: bool) -> std::result::Result<(), ErrorKind> {
+    let column = |j: usize| {
+        let col = &a[j * n..(j + 1) * n];
+        if lower { &col[j..] } else { &col[..=j] }
+    };
+    if (0..n).all(|j| column(j).iter().all(|v| v.is_finite())) {
         Ok(())
     } else {
-        Err(ErrorKind::NotFinite { shape: a.dim() })
+        Err(ErrorKind::NotFinite { shape: (n, n) })
+    }
+}
+
+/// `IllConditioned` for an n × n matrix whose reciprocal condition number estimate
+/// `rcond` is at most `bound`.
+pub(crate) fn ill_conditioned<F: Float>(n: usize, rcond: F, bound: F) -> ErrorKind {
+    ErrorKind::IllConditioned {
+        shape: (n, n),
+        rcond: format!("{:.2e}", rcond.as_f64()),
+        bound: format!("{:.2e}", bound.as_f64()),
     }
 }
 
@@ -185,138 +172,86 @@ pub(crate) fn computed<T, L>(
     }
 }
 
-/// A pivoted LU factorisation `A = P·L·U` (LAPACK `getrf`), column-major, kept by the
-/// rules of `solve`, `det` and `slogdet` so that backward does not factorise again.
-pub(crate) struct Lu<F> {
-    /// `L` (unit diagonal, not stored) below the diagonal, `U` on and above it.
-    lu: Array2<F>,
-    /// LAPACK's 1-based row interchanges: row `i` was swapped with row `piv[i] − 1`.
-    piv: Vec<i32>,
+/// The workspace size a LAPACK query (`lwork = −1`) returned in `w`, at least `min`.
+pub(super) fn workspace<F: Float>(w: F, min: usize) -> usize {
+    (w.as_f64() as usize).max(min).max(1)
 }
 
-impl<F: LinalgFloat> Lu<F> {
-    /// Factorises the square `a`, or `Singular` with LAPACK's `info` (the first exactly
-    /// zero pivot).
-    pub(crate) fn new(a: ArrayView2<'_, F>) -> std::result::Result<Self, ErrorKind> {
-        let n = a.nrows();
-        let mut lu = fortran(a);
-        let piv = if n == 0 {
-            Vec::new()
-        } else {
-            F::lapack_lu(layout(n, n), data_mut(&mut lu)).map_err(|e| ErrorKind::Singular {
-                shape: (n, n),
-                info: info(&e),
-            })?
-        };
-        Ok(Lu { lu, piv })
-    }
-
-    fn n(&self) -> usize {
-        self.lu.nrows()
-    }
-
-    /// Applies the row interchanges to `b`: forward (`Pᵀ·b`) or backward (`P·b`).
-    fn permute(&self, b: &mut Array2<F>, forward: bool) {
-        let swap = |b: &mut Array2<F>, i: usize| {
-            let j = (self.piv[i] - 1) as usize;
-            if i != j {
-                for c in 0..b.ncols() {
-                    b.swap([i, c], [j, c]);
-                }
-            }
-        };
-        if forward {
-            (0..self.piv.len()).for_each(|i| swap(b, i));
-        } else {
-            (0..self.piv.len()).rev().for_each(|i| swap(b, i));
-        }
-    }
-
-    /// `X = A⁻¹·B`, or `A⁻ᵀ·B` if `transpose` (LAPACK `getrs`: the interchanges and two
-    /// triangular solves, BLAS-3), column-major.
-    pub(crate) fn solve(&self, b: ArrayView2<'_, F>, transpose: bool) -> Array2<F> {
-        let n = self.n();
-        let mut x = fortran(b);
-        if n == 0 || x.ncols() == 0 {
-            return x;
-        }
-        let lu = data(&self.lu);
-        // the same buffer read row-major is (LU)ᵀ: Uᵀ lower, Lᵀ unit upper
-        let (a, at) = (
-            layout(n, n),
-            MatrixLayout::C {
-                row: n as i32,
-                lda: n as i32,
-            },
-        );
-        let bl = layout(n, x.ncols());
-        let solve = |al, uplo, diag, x: &mut Array2<F>| {
-            F::lapack_trtrs(al, bl, uplo, diag, lu, data_mut(x))
-                .expect("a nonzero pivot: the LU succeeded");
-        };
-        if transpose {
-            // Aᵀ = Uᵀ·Lᵀ·Pᵀ
-            solve(at, UPLO::Lower, Diag::NonUnit, &mut x);
-            solve(at, UPLO::Upper, Diag::Unit, &mut x);
-            self.permute(&mut x, false);
-        } else {
-            self.permute(&mut x, true);
-            solve(a, UPLO::Lower, Diag::Unit, &mut x);
-            solve(a, UPLO::Upper, Diag::NonUnit, &mut x);
-        }
-        x
-    }
-
-    /// `A⁻¹` from the factors (LAPACK `getri`), column-major.
-    pub(crate) fn inverse(&self) -> Array2<F> {
-        let n = self.n();
-        let mut inv = self.lu.clone();
-        if n > 0 {
-            F::lapack_inv(layout(n, n), data_mut(&mut inv), &self.piv)
-                .expect("a nonzero pivot: the LU succeeded");
-        }
-        inv
-    }
-
-    /// `(sign det A, ln |det A|)`: the product of `U`'s diagonal, its sign flipped by
-    /// every row interchange.
-    pub(crate) fn sign_log_abs(&self) -> (F, F) {
-        let mut sign = F::one();
-        let mut log = F::zero();
-        for (i, &u) in self.lu.diag().iter().enumerate() {
-            if self.piv[i] as usize != i + 1 {
-                sign = -sign;
-            }
-            if u < F::zero() {
-                sign = -sign;
-            }
-            log += u.abs().ln();
-        }
-        (sign, log)
-    }
-
-    /// `det A`: the product of `U`'s diagonal, with the interchanges' sign.
-    pub(crate) fn det(&self) -> F {
-        let mut det = F::one();
-        for (i, &u) in self.lu.diag().iter().enumerate() {
-            det *= if self.piv[i] as usize != i + 1 { -u } else { u };
-        }
-        det
-    }
-
-    /// Whether `U` has a pivot below `n·ε` times its largest: singular to working
-    /// precision, where `det A · A⁻ᵀ` loses its accuracy.
-    pub(crate) fn nearly_singular(&self) -> bool {
-        let d = self.lu.diag();
-        let max = d.iter().fold(F::zero(), |m, v| m.max(v.abs()));
-        let tol = max * F::epsilon() * F::cast(self.n() as f64);
-        d.iter().any(|v| v.abs() <= tol)
+/// The column-major data of a square `a` read in place, and whether it is `a`'s
+/// transpose (`a` in C order): `None` unless `a` is contiguous.
+fn in_place<'a, F>(a: ArrayView2<'a, F>) -> Option<(&'a [F], bool)> {
+    let n = a.nrows();
+    let data = a.to_slice_memory_order()?;
+    let strides = a.strides();
+    if n <= 1 || strides == [1, n as isize] {
+        Some((data, false))
+    } else if strides == [n as isize, 1] {
+        Some((data, true))
+    } else {
+        None
     }
 }
 
 /// `X = op(A)⁻¹·B` for the triangle of `a` (`lower` or upper; the other triangle is not
 /// read), `op(A) = Aᵀ` if `transpose`, with a unit diagonal if `unit` (LAPACK `trtrs`,
-/// BLAS-3 `trsm` inside), column-major. `Singular` if a diagonal element is zero.
+/// BLAS-3 `trsm` inside), column-major, for each `transpose` of `solves` in turn (two for
+/// `cho_solve`). `A` is read in place where it is contiguous, else copied. `Singular` if a
+/// diagonal element is zero; `NotFinite` if the triangle holds NaN or an infinity.
+pub(crate) fn triangular_solves<F: LinalgFloat>(
+    a: ArrayView2<'_, F>,
+    lower: bool,
+    solves: &[bool],
+    unit: bool,
+    b: ArrayView2<'_, F>,
+) -> std::result::Result<Array2<F>, ErrorKind> {
+    let n = a.nrows();
+    let copy;
+    // a C-order A read as F order is Aᵀ: the other triangle, the other op
+    let (data, transposed) = match in_place(a) {
+        Some(d) => d,
+        None => {
+            copy = fortran(a)?;
+            (data(&copy), false)
+        }
+    };
+    let lower = lower != transposed;
+    finite_triangle(data, n, lower)?;
+    let mut x = fortran(b)?;
+    if n == 0 || x.ncols() == 0 {
+        return Ok(x);
+    }
+    let (ni, nrhs, mut info) = (dim(n), dim(x.ncols()), 0);
+    let uplo = flag(if lower { b'L' } else { b'U' });
+    let diag = flag(if unit { b'U' } else { b'N' });
+    for &transpose in solves {
+        let trans = flag(if transpose != transposed { b'T' } else { b'N' });
+        // SAFETY: `data` holds n × n elements column-major (lda = n), `x` n × nrhs.
+        unsafe {
+            F::trtrs(
+                &uplo,
+                &trans,
+                &diag,
+                &ni,
+                &nrhs,
+                data.as_ptr(),
+                &ni,
+                data_mut(&mut x).as_mut_ptr(),
+                &ni,
+                &mut info,
+            )
+        };
+        if info > 0 {
+            return Err(ErrorKind::Singular {
+                shape: (n, n),
+                info,
+            });
+        }
+        assert_eq!(info, 0, "trtrs's arguments are valid");
+    }
+    Ok(x)
+}
+
+/// `X = op(A)⁻¹·B` for the triangle of `a`: one [`triangular_solves`].
 pub(crate) fn triangular_solve<F: LinalgFloat>(
     a: ArrayView2<'_, F>,
     lower: bool,
@@ -324,27 +259,7 @@ pub(crate) fn triangular_solve<F: LinalgFloat>(
     unit: bool,
     b: ArrayView2<'_, F>,
 ) -> std::result::Result<Array2<F>, ErrorKind> {
-    let n = a.nrows();
-    let mut x = fortran(b);
-    if n == 0 || x.ncols() == 0 {
-        return Ok(x);
-    }
-    // op(A)'s triangle, copied column-major: the transpose swaps the triangles
-    let (op_a, lower) = if transpose {
-        (fortran(a.t()), !lower)
-    } else {
-        (fortran(a), lower)
-    };
-    let uplo = if lower { UPLO::Lower } else { UPLO::Upper };
-    let diag = if unit { Diag::Unit } else { Diag::NonUnit };
-    let bl = layout(n, x.ncols());
-    F::lapack_trtrs(layout(n, n), bl, uplo, diag, data(&op_a), data_mut(&mut x)).map_err(|e| {
-        ErrorKind::Singular {
-            shape: (n, n),
-            info: info(&e),
-        }
-    })?;
-    Ok(x)
+    triangular_solves(a, lower, &[transpose], unit, b)
 }
 
 /// The lower Cholesky factor `L` of `(A + Aᵀ)/2` (LAPACK `potrf`), zeros above the
@@ -353,48 +268,106 @@ pub(crate) fn cholesky<F: LinalgFloat>(
     a: ArrayView2<'_, F>,
 ) -> std::result::Result<Array2<F>, ErrorKind> {
     let n = a.nrows();
-    let mut l = symmetric(a);
+    let mut l = symmetric(a)?;
+    finite(&l)?;
     if n == 0 {
         return Ok(l);
     }
-    F::lapack_potrf(layout(n, n), UPLO::Lower, data_mut(&mut l)).map_err(|e| {
-        ErrorKind::NotPositiveDefinite {
+    let (ni, mut info) = (dim(n), 0);
+    // SAFETY: `l` holds n × n elements column-major (lda = n).
+    unsafe {
+        F::potrf(
+            &flag(b'L'),
+            &ni,
+            data_mut(&mut l).as_mut_ptr(),
+            &ni,
+            &mut info,
+        )
+    };
+    if info > 0 {
+        return Err(ErrorKind::NotPositiveDefinite {
             shape: (n, n),
-            info: info(&e),
-        }
-    })?;
+            info,
+        });
+    }
+    assert_eq!(info, 0, "potrf's arguments are valid");
     crate::ops::diag::triangle_inplace(&mut l, 0, true);
     Ok(l)
 }
 
-/// `(A + Aᵀ)/2`, column-major (exactly `A` where `A` is symmetric).
-fn symmetric<F: Float>(a: ArrayView2<'_, F>) -> Array2<F> {
+/// The eigenvalues (ascending) and eigenvectors of `(A + Aᵀ)/2` (LAPACK `syev`), packed
+/// as the n × (n + 1) column-major `[λ V]`: the eigenvectors are computed in place in
+/// the last n columns. `Lapack { routine: "syev", info }` if the iteration does not
+/// converge.
+pub(crate) fn eigh_packed<F: LinalgFloat>(
+    a: ArrayView2<'_, F>,
+) -> std::result::Result<Array2<F>, ErrorKind> {
+    let n = a.nrows();
+    let mut packed = uninit_f((n, n + 1))?;
+    packed.column_mut(0).fill(MaybeUninit::new(F::zero()));
     let half = F::cast(0.5);
-    let mut s = Array2::zeros(a.raw_dim().f());
-    ndarray::Zip::from(&mut s)
+    Zip::from(packed.slice_mut(ndarray::s![.., 1..]))
         .and(a)
         .and(a.t())
-        .for_each(|s, &x, &y| *s = (x + y) * half);
-    s
-}
-
-/// Eigenvalues (ascending) and eigenvectors (the columns, column-major) of `(A + Aᵀ)/2`
-/// (LAPACK `syev`); `Lapack { routine: "syev", info }` if the iteration does not converge.
-pub(crate) fn eigh<F: LinalgFloat>(
-    a: ArrayView2<'_, F>,
-) -> std::result::Result<(Vec<F>, Array2<F>), ErrorKind> {
-    let n = a.nrows();
-    let mut v = symmetric(a);
-    if n == 0 {
-        return Ok((Vec::new(), v));
+        .for_each(|s, &x, &y| {
+            s.write(if x == y { x } else { x * half + y * half });
+        });
+    // SAFETY: the fill and the Zip above wrote every element.
+    let mut packed = unsafe { packed.assume_init() };
+    if !data(&packed)[n..].iter().all(|v| v.is_finite()) {
+        return Err(ErrorKind::NotFinite { shape: (n, n) });
     }
-    let w = F::lapack_syev(layout(n, n), UPLO::Lower, data_mut(&mut v)).map_err(|e| {
-        ErrorKind::Lapack {
+    if n == 0 {
+        return Ok(packed);
+    }
+    let mut w = filled(n, F::zero(), (n, 1))?;
+    let (ni, mut info) = (dim(n), 0);
+    let (jobz, uplo) = (flag(b'V'), flag(b'L'));
+    let v = &mut data_mut(&mut packed)[n..];
+    let mut query = F::zero();
+    // SAFETY: a workspace query (lwork = −1) reads only the sizes.
+    unsafe {
+        F::syev(
+            &jobz,
+            &uplo,
+            &ni,
+            v.as_mut_ptr(),
+            &ni,
+            w.as_mut_ptr(),
+            &mut query,
+            &-1,
+            &mut info,
+        )
+    };
+    let lwork = workspace(query, 3 * n);
+    let mut work = filled(lwork, F::zero(), (lwork, 1))?;
+    // SAFETY: `v` holds n × n elements column-major (lda = n), `w` n, `work` lwork.
+    unsafe {
+        F::syev(
+            &jobz,
+            &uplo,
+            &ni,
+            v.as_mut_ptr(),
+            &ni,
+            w.as_mut_ptr(),
+            work.as_mut_ptr(),
+            &dim(lwork),
+            &mut info,
+        )
+    };
+    if info > 0 {
+        return Err(ErrorKind::Lapack {
             routine: "syev",
-            info: info(&e),
-        }
-    })?;
-    Ok((w, v))
+            info,
+        });
+    }
+    assert_eq!(info, 0, "syev's arguments are valid");
+    packed
+        .column_mut(0)
+        .iter_mut()
+        .zip(&w)
+        .for_each(|(p, &w)| *p = w);
+    Ok(packed)
 }
 
 /// The factors of a singular value decomposition: `U`, the singular values, `Vᵀ`.
@@ -404,17 +377,67 @@ type Svd<F> = (Array2<F>, Vec<F>, Array2<F>);
 /// descending order.
 pub(crate) fn svd<F: LinalgFloat>(a: ArrayView2<'_, F>) -> std::result::Result<Svd<F>, ErrorKind> {
     let n = a.nrows();
-    let mut buf = fortran(a);
-    if n == 0 {
-        return Ok((buf.clone(), Vec::new(), buf));
-    }
-    let (s, u, vt) =
-        F::lapack_gesvd(layout(n, n), data_mut(&mut buf)).map_err(|e| ErrorKind::Lapack {
-            routine: "gesvd",
-            info: info(&e),
-        })?;
-    let square = |v: Option<Vec<F>>| {
-        Array2::from_shape_vec((n, n).f(), v.expect("asked for")).expect("n × n")
+    let mut buf = fortran(a)?;
+    finite(&buf)?;
+    let zeros = || -> std::result::Result<Array2<F>, ErrorKind> {
+        let v = filled(n * n, F::zero(), (n, n))?;
+        Ok(Array2::from_shape_vec((n, n).f(), v).expect("n × n"))
     };
-    Ok((square(u), s, square(vt)))
+    let (mut u, mut vt) = (zeros()?, zeros()?);
+    let mut s = filled(n, F::zero(), (n, 1))?;
+    if n == 0 {
+        return Ok((u, s, vt));
+    }
+    let (ni, mut info) = (dim(n), 0);
+    let all = flag(b'A');
+    let mut query = F::zero();
+    // SAFETY: a workspace query (lwork = −1) reads only the sizes.
+    unsafe {
+        F::gesvd(
+            &all,
+            &all,
+            &ni,
+            &ni,
+            data_mut(&mut buf).as_mut_ptr(),
+            &ni,
+            s.as_mut_ptr(),
+            data_mut(&mut u).as_mut_ptr(),
+            &ni,
+            data_mut(&mut vt).as_mut_ptr(),
+            &ni,
+            &mut query,
+            &-1,
+            &mut info,
+        )
+    };
+    let lwork = workspace(query, 5 * n);
+    let mut work = filled(lwork, F::zero(), (lwork, 1))?;
+    // SAFETY: `buf`, `u` and `vt` hold n × n elements column-major (leading dimension n),
+    // `s` n, `work` lwork.
+    unsafe {
+        F::gesvd(
+            &all,
+            &all,
+            &ni,
+            &ni,
+            data_mut(&mut buf).as_mut_ptr(),
+            &ni,
+            s.as_mut_ptr(),
+            data_mut(&mut u).as_mut_ptr(),
+            &ni,
+            data_mut(&mut vt).as_mut_ptr(),
+            &ni,
+            work.as_mut_ptr(),
+            &dim(lwork),
+            &mut info,
+        )
+    };
+    if info > 0 {
+        return Err(ErrorKind::Lapack {
+            routine: "gesvd",
+            info,
+        });
+    }
+    assert_eq!(info, 0, "gesvd's arguments are valid");
+    Ok((u, s, vt))
 }

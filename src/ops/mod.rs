@@ -88,8 +88,8 @@
 //! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
 //! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
 //! | `remat(inputs, f)`, a method of the tape | `f(inputs)` on a tape of its own; only the result is kept | `f` run again on the saved inputs, then backward through it with seed `G` | the inputs | `f` run again on this tape, its VJP recorded (`grad_seeded`) |
-//! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I` | nothing | `broadcast_to(g) ∘ I`, `I` a constant |
-//! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`, zeros elsewhere | nothing | `diag_embed(G)`, padded with constant zeros |
+//! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I`: `g` added to the diagonal (no identity is built) | nothing | `diag_embed(broadcast_to(g))`, padded by `embed` |
+//! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`: `G` added to the diagonal | nothing | `diag_embed(G)`, padded by `embed` |
 //! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
 //! | `tril(A, k)` | zeros above diagonal `k` | `dA = tril(G, k)` | nothing | the VJP, recorded |
 //! | `triu(A, k)` | zeros below diagonal `k` | `dA = triu(G, k)` | nothing | the VJP, recorded |
@@ -97,7 +97,7 @@
 //! | `solve(A, B)` | `X = A⁻¹·B`, any number of columns (`getrf`, `getrs`) | `dB = A⁻ᵀ·G` with the forward's LU ; `dA = −dB·Xᵀ` (Giles 2008) | the LU (owned), `X?` | `dB = solve(Aᵀ, G)` |
 //! | `solve_triangular(A, B, lower, transpose)` | `X = op(A)⁻¹·B` on `A`'s triangle (`trtrs`) | `dB = op(A)⁻ᵀ·G ; dA = −tri(dB·Xᵀ)`, or `−tri(X·dBᵀ)` for `Aᵀ` (PyTorch, JAX) | `A`, `X?` | the VJP, recorded (`tri` = `tril`/`triu`) |
 //! | `cho_solve(L, B)` | `X = (L·Lᵀ)⁻¹·B`, two triangular solves | `dB = (L·Lᵀ)⁻¹·G ; dL = −tril((dB·Xᵀ + X·dBᵀ)·L)` (JAX) | `L`, `X?` | the VJP, recorded |
-//! | `det(A)` | `y = ±∏ uᵢᵢ` from the LU (`getrf`) | `dA = g·adj(A)ᵀ`: `g·y·A⁻ᵀ` from the LU, or from the SVD at a singular `A` (PyTorch) | `y` (the LU, owned), or the cofactors (owned) | `g·y·inv(A)ᵀ` (a `Singular` error at a singular `A`) |
+//! | `det(A)` | `y = ±∏ uᵢᵢ` from the LU (`getrf`) | `dA = g·adj(A)ᵀ`: `g·det(A)·A⁻ᵀ` from the LU (each element scaled once: no under- or overflow of `det A` on the way), or from the SVD at a singular or ill-conditioned `A` (PyTorch) | the LU (owned), or the cofactors (owned) | `cofactor(A)·g`, `cofactor` an op whose derivatives are computed in the SVD's frame (exact at every rank; the third recorded by `Tape::grad` through `A⁻¹`, an `IllConditioned` error where `1/κ₁(A) ≤ ε^¼`) |
 //! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A` | the LU (owned) | `g·inv(A)ᵀ` |
 //! | `logdet(A)` | `ln det A` (NaN if `det A < 0`) | as `slogdet` | the LU (owned) | as `slogdet` |
 //! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·L̄)` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
@@ -151,6 +151,8 @@ pub use lapack::LinalgFloat;
 
 mod activation;
 mod broadcast;
+#[cfg(feature = "linalg")]
+mod cofactor;
 mod cross_entropy;
 #[cfg(feature = "linalg")]
 mod decompose;
@@ -164,6 +166,8 @@ mod index;
 #[cfg(feature = "linalg")]
 mod lapack;
 mod loss;
+#[cfg(feature = "linalg")]
+mod lu;
 mod math;
 mod matmul;
 mod norm;

@@ -21,7 +21,7 @@ use std::panic::Location;
 
 use ndarray::Array2;
 
-use super::lapack::{LinalgFloat, Lu, computed, finite, finite_triangle, square, triangular_solve};
+use super::lapack::{LinalgFloat, Lu, computed, square, triangular_solve, triangular_solves};
 use crate::error::{Result, or_panic, shape_error};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
@@ -52,7 +52,12 @@ struct SolveBackward<F> {
 
 impl<F: LinalgFloat> Backward<F> for SolveBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let mut db = self.lu.solve(g.view(), true);
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if the copy of `G` that becomes `dB` is refused.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        let mut db = self.lu.solve(g.view(), true).map_err(|k| ctx.error(k))?;
         if ctx.needs_grad(0) {
             let x = ctx.output();
             db.mapv_inplace(|v| -v);
@@ -62,6 +67,7 @@ impl<F: LinalgFloat> Backward<F> for SolveBackward<F> {
         if ctx.needs_grad(1) {
             ctx.accumulate(1, db);
         }
+        Ok(())
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -85,9 +91,15 @@ struct TriangularBackward {
 
 impl<F: LinalgFloat> Backward<F> for TriangularBackward {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
+    }
+
+    /// (`OutOfMemory` if a copy is refused; the diagonal is nonzero: the forward solve
+    /// succeeded.)
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
         let a = ctx.input(0);
         let db = triangular_solve(a, self.lower, !self.transpose, false, g.view())
-            .expect("a nonzero diagonal: the forward solve succeeded");
+            .map_err(|k| ctx.error(k))?;
         if ctx.needs_grad(0) {
             let x = ctx.output();
             let mut da = if self.transpose {
@@ -102,6 +114,7 @@ impl<F: LinalgFloat> Backward<F> for TriangularBackward {
         if ctx.needs_grad(1) {
             ctx.accumulate(1, db);
         }
+        Ok(())
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
@@ -124,34 +137,48 @@ impl<F: LinalgFloat> Backward<F> for TriangularBackward {
     }
 }
 
-/// `(L·Lᵀ)⁻¹·B`: two triangular solves.
+/// `(L·Lᵀ)⁻¹·B`: two triangular solves (`L`, then `Lᵀ`).
 fn cho_solve_array<F: LinalgFloat>(
     l: ndarray::ArrayView2<'_, F>,
     b: ndarray::ArrayView2<'_, F>,
 ) -> std::result::Result<Array2<F>, crate::ErrorKind> {
-    let y = triangular_solve(l, true, false, false, b)?;
-    triangular_solve(l, true, true, false, y.view())
+    triangular_solves(l, true, &[false, true], false, b)
 }
 
-/// `dB = (L·Lᵀ)⁻¹·G`, `dL = −tril((dB·Xᵀ + X·dBᵀ)·L)`.
-fn cho_solve_backward<F: LinalgFloat>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-    let l = ctx.input(0);
-    let db = cho_solve_array(l, g.view()).expect("a nonzero diagonal: the forward succeeded");
-    if ctx.needs_grad(0) {
-        let x = ctx.output();
-        let mut s = gemm(db.view(), x.t());
-        let st = s.t().to_owned();
-        s += &st;
-        // only L's lower triangle is the factor (the other is not read)
-        let mut lower = l.to_owned();
-        triangle_inplace(&mut lower, 0, true);
-        let mut dl = gemm(s.view(), lower.view());
-        dl.mapv_inplace(|v| -v);
-        triangle_inplace(&mut dl, 0, true);
-        ctx.accumulate(0, dl);
+/// The rule of `cho_solve`.
+struct ChoSolveBackward;
+
+impl<F: LinalgFloat> Backward<F> for ChoSolveBackward {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        or_panic(self.try_backward(g, ctx));
     }
-    if ctx.needs_grad(1) {
-        ctx.accumulate(1, db);
+
+    /// `dB = (L·Lᵀ)⁻¹·G`, `dL = −tril((dB·Xᵀ + X·dBᵀ)·L)` (`OutOfMemory` if a copy is
+    /// refused; the diagonal is nonzero: the forward succeeded).
+    fn try_backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) -> Result<()> {
+        let l = ctx.input(0);
+        let db = cho_solve_array(l, g.view()).map_err(|k| ctx.error(k))?;
+        if ctx.needs_grad(0) {
+            let x = ctx.output();
+            let mut s = gemm(db.view(), x.t());
+            let st = s.t().to_owned();
+            s += &st;
+            // only L's lower triangle is the factor (the other is not read)
+            let mut lower = l.to_owned();
+            triangle_inplace(&mut lower, 0, true);
+            let mut dl = gemm(s.view(), lower.view());
+            dl.mapv_inplace(|v| -v);
+            triangle_inplace(&mut dl, 0, true);
+            ctx.accumulate(0, dl);
+        }
+        if ctx.needs_grad(1) {
+            ctx.accumulate(1, db);
+        }
+        Ok(())
+    }
+
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        cho_solve_tensor(F::zero(), g, ctx)
     }
 }
 
@@ -210,16 +237,14 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// # Errors
     ///
     /// `NotSquare`; `Singular` with LAPACK's `info` (the first exactly zero pivot);
-    /// `NotFinite` if `A` holds NaN or an infinity.
+    /// `NotFinite` if `A` holds NaN or an infinity; `TooLarge` or `OutOfMemory` if the
+    /// working copy of `A` (which becomes the result) cannot be allocated.
     #[track_caller]
     pub fn try_inv(self) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         let n = square("inv", self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| {
-            finite(a)?;
-            Ok(Lu::new(a)?.inverse())
-        });
+        let y = tape.read1(self.id, |a| Lu::new(a)?.into_inverse());
         let y = computed(y, "inv", location)?;
         let rule = tape
             .track(&[self])
@@ -265,7 +290,9 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ///
     /// `NotSquare` if `A` is not square; `Shape` if `B`'s rows differ from `A`'s;
     /// `Singular` with LAPACK's `info`; `NotFinite` if `A` holds NaN or an infinity (in
-    /// `B` they propagate to `X`, as through any op); `ForeignTensor` if the tapes differ.
+    /// `B` they propagate to `X`, as through any op); `ForeignTensor` if the tapes differ;
+    /// `TooLarge` or `OutOfMemory` if the copy of `A` or of `B` (which becomes `X`) cannot
+    /// be allocated.
     #[track_caller]
     pub fn try_solve(self, b: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
@@ -277,9 +304,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
             view_of(&inner.values, b.id),
         ) {
             (Ok(a), Ok(bv)) => Ok((|| {
-                finite(a)?;
                 let lu = Lu::new(a)?;
-                Ok((lu.solve(bv, false), lu))
+                Ok((lu.solve(bv, false)?, lu))
             })()),
             (Err(l), _) | (_, Err(l)) => Err(l),
         };
@@ -334,8 +360,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ///
     /// `NotSquare`; `Shape` if `B`'s rows differ from `A`'s; `Singular` with the index of
     /// the zero on the diagonal as `info`; `NotFinite` if `A`'s triangle holds NaN or an
-    /// infinity;
-    /// `ForeignTensor`.
+    /// infinity; `ForeignTensor`; `TooLarge` or `OutOfMemory` if the copy of `B` (which
+    /// becomes `X`), or of `A` where it is not contiguous, cannot be allocated.
     #[track_caller]
     pub fn try_solve_triangular(
         self,
@@ -348,7 +374,6 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let n = self.system(op, b, location)?;
         let tape = self.tape;
         let y = tape.read2(self.id, b.id, |a, bv| {
-            finite_triangle(a, lower)?;
             triangular_solve(a, lower, transpose, false, bv)
         });
         let y = computed(y, op, location)?;
@@ -400,14 +425,11 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let op = "cho_solve";
         let n = self.system(op, b, location)?;
         let tape = self.tape;
-        let y = tape.read2(self.id, b.id, |l, bv| {
-            finite_triangle(l, true)?;
-            cho_solve_array(l, bv)
-        });
+        let y = tape.read2(self.id, b.id, cho_solve_array);
         let y = computed(y, op, location)?;
         let rule = tape.track(&[self, b]).then(|| {
             let saves = Saves::NONE.input_if(0, true).output_if(self.requires_grad);
-            (saves, Rule::new(cho_solve_backward, cho_solve_tensor))
+            (saves, Rule::boxed(ChoSolveBackward))
         });
         Ok(tape.record(op, y, (n, b.shape.1), &[self, b], rule, location))
     }

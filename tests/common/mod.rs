@@ -98,7 +98,14 @@ fn indices(r: usize, c: usize) -> Vec<usize> {
 pub fn public_fns_of_ops() -> Vec<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
     // the linear-algebra ops exist only with the `linalg` feature
-    let linalg = ["lapack.rs", "solve.rs", "det.rs", "decompose.rs"];
+    let linalg = [
+        "lapack.rs",
+        "lu.rs",
+        "cofactor.rs",
+        "solve.rs",
+        "det.rs",
+        "decompose.rs",
+    ];
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
