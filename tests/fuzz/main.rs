@@ -1,118 +1,272 @@
-//! A fuzz harness over the public API: seeded random programs, each run under
-//! `catch_unwind`, checked against invariants and, where the math allows, against central
-//! finite differences.
+//! A fuzz harness over the public API: seeded random programs in several families, each
+//! program run under `catch_unwind` and checked against invariants and, where the math
+//! allows, against central finite differences.
 //!
-//! A program is a list of instructions over a pool of arrays: leaves (borrowed, transposed,
-//! step-2 slices of other storage, owned copies, constants, parameters made inside
-//! `no_grad`), every public op through its `try_` form with operands chosen to fit most of
-//! the time (and not always), `detach`, `t`, ops inside `no_grad`, gradients recorded with
-//! `Tape::grad` (so later ops and the finite differences go through second derivatives),
-//! tensors from a second tape. Shapes include 0 and 1 and empty matrices with a dimension of 2⁴⁰; values include
-//! NaN and infinities. Then backward (from a scalar or with a seed, retaining the graph
-//! or not, reusing an earlier step's buffers), a second backward, value reads after
-//! backward, an optimizer step and a checkpoint round trip.
+//! | family | module | what a program is |
+//! |--------|--------|-------------------|
+//! | `programs` | `programs.rs` | instructions over every public op (and two custom ops), leaves of every kind, `Tape::grad` recorded mid-program, backward, optimizer steps, a checkpoint round trip; `Tape::grad` compared with backward, and second order (`Tape::grad` twice, `functional::hvp` and `jvp`) against finite differences of the gradient wherever the first order is |
+//! | `custom` | `rules.rs` | custom ops with every legal and illegal VJP: several contributions per input, broadcast shapes, none for some input, NaN, wrong shapes, a nonexistent input, a panic; array form only or with a tensor form |
+//! | `remat` | `rules.rs` | remat blocks, nested, holding custom ops, panicking when run again in backward |
 //!
-//! Invariants: no panic; errors only where the input is wrong (and then typed);
-//! gradients of every leaf in its shape; a retained graph gives the same gradients twice;
-//! reused buffers give the same gradients; and for finite f64 programs the gradient of every
-//! array, summed over every way it went on the tape, matches central differences in a
-//! random direction (skipped where two step sizes disagree: a kink or a tie).
+//! Invariants: no panic but the ones a program injects (and those propagate); errors only
+//! where the input is wrong (and then typed); the families' own invariants in their
+//! modules.
 //!
 //! ```text
-//! cargo test --test fuzz                                      # 300 programs
-//! TAPEGRAD_FUZZ_PROGRAMS=1000000 cargo test --release --test fuzz -- --nocapture
-//! TAPEGRAD_FUZZ_SEED=1234 cargo test --test fuzz -- --nocapture  # replay one program
-//! TAPEGRAD_FUZZ_SEED=1234 TAPEGRAD_FUZZ_TRACE=1 cargo test --test fuzz -- --nocapture
+//! cargo test --test fuzz                       # every family, a few hundred programs
+//! TAPEGRAD_FUZZ_PROGRAMS=1000000 cargo test --release --features openblas --test fuzz -- --nocapture
+//! TAPEGRAD_FUZZ_FAMILY=custom cargo test --test fuzz -- --nocapture   # one family (or a,b)
+//! TAPEGRAD_FUZZ_FAMILY=custom TAPEGRAD_FUZZ_SEED=1234 cargo test --test fuzz -- --nocapture
+//! TAPEGRAD_FUZZ_FAMILY=programs TAPEGRAD_FUZZ_SEED=1234 TAPEGRAD_FUZZ_TRACE=1 cargo test --test fuzz -- --nocapture
+//! TAPEGRAD_FUZZ_KEEP_GOING=1 ...               # report every failing program, not the first
 //! ```
+//!
+//! `TAPEGRAD_FUZZ_PROGRAMS` is the number of programs of the `programs` family; the other
+//! families run in proportion to their default counts. `TAPEGRAD_FUZZ_FIRST` moves the
+//! first seed.
 
 #[path = "../common/mod.rs"]
 mod common;
-mod programs;
 
+mod oracle;
+mod programs;
+mod rules;
+
+use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use programs::{fuzz_one, generate, ops};
+/// The payload of the panics that programs inject into user code (a custom VJP, a remat
+/// block): they must reach the caller of backward as they are. Any other panic is a
+/// failure.
+#[derive(Debug)]
+pub(crate) struct Injected;
 
-/// Runs programs `first..first + count`, each under `catch_unwind`; a panic (or a failed
-/// invariant) reports the seed and the program. A watchdog turns a hang into a report.
-fn fuzz(first: u64, count: u64) -> (u64, u64) {
-    static CURRENT: AtomicU64 = AtomicU64::new(u64::MAX);
-    static DONE: AtomicU64 = AtomicU64::new(0);
-    std::thread::spawn(|| {
-        let mut last = (u64::MAX, 0);
-        loop {
-            // generous on purpose: no program of this harness takes a second when correct
-            std::thread::sleep(Duration::from_secs(300));
-            let now = (
-                CURRENT.load(Ordering::Relaxed),
-                DONE.load(Ordering::Relaxed),
-            );
-            if now == last && now.0 != u64::MAX {
-                eprintln!(
-                    "fuzz: program {} made no progress for 300 s (a hang); replay it with \
-                     TAPEGRAD_FUZZ_SEED={} cargo test --test fuzz -- --nocapture\n{:?}",
-                    now.0,
-                    now.0,
-                    generate(now.0, ops::<f64>().len())
-                );
-                std::process::abort();
+/// Panics with [`Injected`].
+pub(crate) fn inject() -> ! {
+    std::panic::panic_any(Injected)
+}
+
+/// Whether a caught panic is an injected one.
+pub(crate) fn injected(e: &(dyn std::any::Any + Send)) -> bool {
+    e.is::<Injected>()
+}
+
+/// A caught panic's message, with where it was raised.
+pub(crate) fn message(e: &(dyn std::any::Any + Send)) -> String {
+    let text = e
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| format!("{e:?}"));
+    match LAST_PANIC.with(|l| l.borrow_mut().take()) {
+        Some(at) => format!("{text} (panicked at {at})"),
+        None => text,
+    }
+}
+
+thread_local! {
+    /// Where this thread last panicked (set by the hook, read by [`message`]).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A panic hook that stays silent for injected panics and remembers where others were
+/// raised; it prints them as the default hook does, unless `TAPEGRAD_FUZZ_KEEP_GOING`
+/// (then the report has them).
+fn install_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().is::<Injected>() {
+                return;
             }
-            last = now;
-        }
+            if let Some(l) = info.location() {
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(l.to_string()));
+            }
+            if !keep_going() {
+                previous(info);
+            }
+        }));
     });
+}
+
+/// Catches a panic of `f`, as `catch_unwind` does, with the hook installed.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    install_hook();
+    catch_unwind(AssertUnwindSafe(f))
+}
+
+/// Between the failures of one program's independent checks ([`all`]).
+const AND: &str = "\n-- and --\n";
+
+/// Runs every check, also after one fails, and panics with all their failures: a
+/// program's independent checks each report their defect.
+pub(crate) fn all(checks: Vec<Box<dyn FnOnce() + '_>>) {
+    let failures: Vec<String> = checks
+        .into_iter()
+        .filter_map(|c| catch(c).err().map(|e| message(&*e)))
+        .collect();
+    if !failures.is_empty() {
+        panic!("{}", failures.join(AND));
+    }
+}
+
+/// An environment variable as a number.
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok())
+}
+
+fn keep_going() -> bool {
+    std::env::var_os("TAPEGRAD_FUZZ_KEEP_GOING").is_some()
+}
+
+/// Whether to print every step of a replayed program (`TAPEGRAD_FUZZ_TRACE=1`).
+pub(crate) fn trace() -> bool {
+    std::env::var_os("TAPEGRAD_FUZZ_TRACE").is_some()
+}
+
+/// A family of programs: its name (for `TAPEGRAD_FUZZ_FAMILY`), the programs of a default
+/// run, how to run program `seed` (returning whether an oracle compared it), and how to
+/// describe it for a report.
+pub(crate) struct Family {
+    pub(crate) name: &'static str,
+    pub(crate) default: u64,
+    pub(crate) run: fn(u64) -> bool,
+    pub(crate) describe: fn(u64) -> String,
+}
+
+/// The programs of the `programs` family in a default run: the others scale with it.
+const BASE: u64 = 300;
+
+/// Runs the family's programs (or the one of `TAPEGRAD_FUZZ_SEED`), unless
+/// `TAPEGRAD_FUZZ_FAMILY` names other families. Returns the programs run and compared.
+fn fuzz(family: &Family) -> (u64, u64) {
+    if let Ok(wanted) = std::env::var("TAPEGRAD_FUZZ_FAMILY") {
+        if !wanted.split(',').any(|w| w.trim() == family.name) {
+            eprintln!(
+                "fuzz {}: skipped (TAPEGRAD_FUZZ_FAMILY={wanted})",
+                family.name
+            );
+            return (0, 0);
+        }
+    }
+    let first = env("TAPEGRAD_FUZZ_FIRST").unwrap_or(0);
+    let (first, count) = match (env("TAPEGRAD_FUZZ_SEED"), env("TAPEGRAD_FUZZ_PROGRAMS")) {
+        (Some(seed), _) => {
+            eprintln!(
+                "fuzz {} program {seed}: {}",
+                family.name,
+                (family.describe)(seed)
+            );
+            (seed, 1)
+        }
+        (None, Some(n)) => (first, (n * family.default).div_ceil(BASE)),
+        (None, None) => (first, family.default),
+    };
+    // a watchdog turns a hang into a report
+    let current = Arc::new(AtomicU64::new(u64::MAX));
+    let done = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    {
+        let (current, done, finished) = (current.clone(), done.clone(), finished.clone());
+        let (name, describe) = (family.name, family.describe);
+        std::thread::spawn(move || {
+            let mut last = (u64::MAX, 0);
+            while finished.load(Ordering::Relaxed) == 0 {
+                // generous on purpose: no program of this harness takes a second when correct
+                std::thread::sleep(Duration::from_secs(300));
+                let now = (
+                    current.load(Ordering::Relaxed),
+                    done.load(Ordering::Relaxed),
+                );
+                if now == last && now.0 != u64::MAX && finished.load(Ordering::Relaxed) == 0 {
+                    eprintln!(
+                        "fuzz {name}: program {} made no progress for 300 s (a hang); replay it \
+                         with TAPEGRAD_FUZZ_FAMILY={name} TAPEGRAD_FUZZ_SEED={} cargo test \
+                         --test fuzz -- --nocapture\n{}",
+                        now.0,
+                        now.0,
+                        describe(now.0)
+                    );
+                    std::process::abort();
+                }
+                last = now;
+            }
+        });
+    }
     let mut compared = 0;
+    let mut failures = Vec::new();
     for seed in first..first + count {
-        CURRENT.store(seed, Ordering::Relaxed);
-        let r = catch_unwind(AssertUnwindSafe(|| fuzz_one(seed)));
-        match r {
+        current.store(seed, Ordering::Relaxed);
+        match catch(|| (family.run)(seed)) {
             Ok(c) => compared += u64::from(c),
             Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!(
-                    "fuzz program {seed} failed: {msg}\nreplay: TAPEGRAD_FUZZ_SEED={seed} cargo \
-                     test --test fuzz -- --nocapture\n{:?}",
-                    generate(seed, ops::<f64>().len())
+                let msg = message(&*e);
+                let replay = format!(
+                    "replay: TAPEGRAD_FUZZ_FAMILY={} TAPEGRAD_FUZZ_SEED={seed} cargo test --test \
+                     fuzz -- --nocapture",
+                    family.name
                 );
+                if keep_going() {
+                    for part in msg.split(AND) {
+                        let line = part.lines().next().unwrap_or("");
+                        eprintln!("fuzz {} program {seed} failed: {line}", family.name);
+                    }
+                    failures.push(seed);
+                } else {
+                    finished.store(1, Ordering::Relaxed);
+                    panic!(
+                        "fuzz {} program {seed} failed: {msg}\n{replay}\n{}",
+                        family.name,
+                        (family.describe)(seed)
+                    );
+                }
             }
         }
-        DONE.fetch_add(1, Ordering::Relaxed);
+        done.fetch_add(1, Ordering::Relaxed);
     }
-    CURRENT.store(u64::MAX, Ordering::Relaxed);
+    finished.store(1, Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "fuzz {}: {} of {count} programs failed: {failures:?}",
+        family.name,
+        failures.len()
+    );
+    eprintln!(
+        "fuzz {}: {count} programs from seed {first} without a failure; {compared} compared \
+         with an oracle",
+        family.name
+    );
     (count, compared)
 }
 
 #[test]
 fn random_programs_keep_every_invariant() {
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let (first, count) = match (env("TAPEGRAD_FUZZ_SEED"), env("TAPEGRAD_FUZZ_PROGRAMS")) {
-        (Some(seed), _) => {
-            eprintln!("{:?}", generate(seed, ops::<f64>().len()));
-            (seed, 1)
-        }
-        (None, Some(n)) => (0, n),
-        (None, None) => (0, 300),
-    };
-    let (ran, compared) = fuzz(first, count);
-    eprintln!(
-        "fuzz: {ran} programs from seed {first} without a failure; {compared} gradients compared \
-         with finite differences"
-    );
+    let (count, compared) = fuzz(&programs::FAMILY);
     assert!(
         count < 50 || compared * 10 > count,
         "too few programs reached the gradient check"
     );
 }
 
-/// The op list above covers every public op of `src/ops` (as the gradcheck table does).
+#[test]
+fn custom_ops_keep_every_invariant() {
+    fuzz(&rules::CUSTOM);
+}
+
+#[test]
+fn remat_blocks_keep_every_invariant() {
+    fuzz(&rules::REMAT);
+}
+
+/// The op list of the `programs` family covers every public op of `src/ops` (as the
+/// gradcheck table does).
 #[test]
 fn the_fuzzer_knows_every_op() {
-    let names: Vec<&str> = ops::<f64>().iter().map(|o| o.name).collect();
+    let names: Vec<&str> = programs::ops::<f64>().iter().map(|o| o.name).collect();
     let mut missing = Vec::new();
     for name in common::public_fns_of_ops() {
         let base = name.strip_prefix("try_").unwrap_or(&name).to_string();
