@@ -7,6 +7,7 @@
 //! | `programs` | `programs.rs` | instructions over every public op (and two custom ops), leaves of every kind, `Tape::grad` recorded mid-program, backward, optimizer steps, a checkpoint round trip; `Tape::grad` compared with backward, and second order (`Tape::grad` twice, `functional::hvp` and `jvp`) against finite differences of the gradient wherever the first order is |
 //! | `custom` | `rules.rs` | custom ops with every legal and illegal VJP: several contributions per input, broadcast shapes, none for some input, NaN, wrong shapes, a nonexistent input, a panic; array form only or with a tensor form |
 //! | `remat` | `rules.rs` | remat blocks, nested, holding custom ops, panicking when run again in backward |
+//! | `linalg` | `linalg.rs` | `det`, `slogdet`, `logdet`, `inv`, `solve`, ... at singular, near-singular, subnormal and huge matrices, first and second order (`--features openblas`) |
 //!
 //! Invariants: no panic but the ones a program injects (and those propagate); errors only
 //! where the input is wrong (and then typed); the families' own invariants in their
@@ -28,6 +29,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(feature = "linalg")]
+mod linalg;
 mod oracle;
 mod programs;
 mod rules;
@@ -260,6 +263,16 @@ fn custom_ops_keep_every_invariant() {
 #[test]
 fn remat_blocks_keep_every_invariant() {
     fuzz(&rules::REMAT);
+}
+
+#[cfg(feature = "linalg")]
+#[test]
+fn linear_algebra_keeps_every_invariant() {
+    let (count, compared) = fuzz(&linalg::FAMILY);
+    assert!(
+        count < 50 || compared * 4 > count,
+        "too few programs reached the finite differences"
+    );
 }
 
 /// The op list of the `programs` family covers every public op of `src/ops` (as the
