@@ -8,6 +8,7 @@
 //! | `custom` | `rules.rs` | custom ops with every legal and illegal VJP: several contributions per input, broadcast shapes, none for some input, NaN, wrong shapes, a nonexistent input, a panic; array form only or with a tensor form |
 //! | `remat` | `rules.rs` | remat blocks, nested, holding custom ops, panicking when run again in backward |
 //! | `linalg` | `linalg.rs` | `det`, `slogdet`, `logdet`, `inv`, `solve`, ... at singular, near-singular, subnormal and huge matrices, first and second order (`--features openblas`) |
+//! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
 //!
 //! Invariants: no panic but the ones a program injects (and those propagate); errors only
 //! where the input is wrong (and then typed); the families' own invariants in their
@@ -23,12 +24,13 @@
 //! ```
 //!
 //! `TAPEGRAD_FUZZ_PROGRAMS` is the number of programs of the `programs` family; the other
-//! families run in proportion to their default counts. `TAPEGRAD_FUZZ_FIRST` moves the
-//! first seed.
+//! families run in proportion to their default counts (so `huge`, which starts a process
+//! per program, runs 1 for every 50). `TAPEGRAD_FUZZ_FIRST` moves the first seed.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod huge;
 #[cfg(feature = "linalg")]
 mod linalg;
 mod oracle;
@@ -273,6 +275,20 @@ fn linear_algebra_keeps_every_invariant() {
         count < 50 || compared * 4 > count,
         "too few programs reached the finite differences"
     );
+}
+
+#[test]
+fn huge_inputs_never_abort() {
+    fuzz(&huge::FAMILY);
+}
+
+/// The child process of the `huge` family: runs the case `TAPEGRAD_FUZZ_CHILD` names (and
+/// nothing without it).
+#[test]
+fn fuzz_child() {
+    if let Some(seed) = env("TAPEGRAD_FUZZ_CHILD") {
+        huge::child(seed);
+    }
 }
 
 /// The op list of the `programs` family covers every public op of `src/ops` (as the
