@@ -9,6 +9,7 @@
 //! | `remat` | `rules.rs` | remat blocks, nested, holding custom ops, panicking when run again in backward |
 //! | `linalg` | `linalg.rs` | `det`, `slogdet`, `logdet`, `inv`, `solve`, ... at singular, near-singular, subnormal and huge matrices, first and second order (`--features openblas`) |
 //! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
+//! | `optim` | `optim.rs` | L-BFGS, SGD, Adam and gradient clipping on models whose visitors disagree in order, with NaN, wrong-shaped gradients and bad hyperparameters |
 //!
 //! Invariants: no panic but the ones a program injects (and those propagate); errors only
 //! where the input is wrong (and then typed); the families' own invariants in their
@@ -33,6 +34,7 @@ mod common;
 mod huge;
 #[cfg(feature = "linalg")]
 mod linalg;
+mod optim;
 mod oracle;
 mod programs;
 mod rules;
@@ -289,6 +291,11 @@ fn fuzz_child() {
     if let Some(seed) = env("TAPEGRAD_FUZZ_CHILD") {
         huge::child(seed);
     }
+}
+
+#[test]
+fn optimizers_keep_every_invariant() {
+    fuzz(&optim::FAMILY);
 }
 
 /// The op list of the `programs` family covers every public op of `src/ops` (as the
