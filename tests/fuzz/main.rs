@@ -10,6 +10,7 @@
 //! | `linalg` | `linalg.rs` | `det`, `slogdet`, `logdet`, `inv`, `solve`, ... at singular, near-singular, subnormal and huge matrices, first and second order (`--features openblas`) |
 //! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
 //! | `optim` | `optim.rs` | L-BFGS, SGD, Adam and gradient clipping on models whose visitors disagree in order, with NaN, wrong-shaped gradients and bad hyperparameters |
+//! | `checkpoint` | `checkpoint.rs` | mutations of a valid safetensors file (bytes and header), special files |
 //!
 //! Invariants: no panic but the ones a program injects (and those propagate); errors only
 //! where the input is wrong (and then typed); the families' own invariants in their
@@ -31,6 +32,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod checkpoint;
 mod huge;
 #[cfg(feature = "linalg")]
 mod linalg;
@@ -296,6 +298,11 @@ fn fuzz_child() {
 #[test]
 fn optimizers_keep_every_invariant() {
     fuzz(&optim::FAMILY);
+}
+
+#[test]
+fn checkpoints_load_or_fail_cleanly() {
+    fuzz(&checkpoint::FAMILY);
 }
 
 /// The op list of the `programs` family covers every public op of `src/ops` (as the

@@ -19,6 +19,14 @@ pub(crate) fn dot<F: Float>(a: &Array2<F>, b: &Array2<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x.as_f64() * y).sum()
 }
 
+/// Whether `a` and `b` have the same shape and elements equal to the bit.
+pub(crate) fn same_bits<F: Float>(a: &Array2<F>, b: &Array2<F>) -> bool {
+    a.dim() == b.dim()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.as_f64().to_bits() == y.as_f64().to_bits())
+}
+
 /// Whether `a` and `b` have the same shape, NaN in the same places, the same infinities,
 /// and finite elements within `tol` times the larger array's largest finite element
 /// (normwise: values computed by different formulas round differently).
