@@ -11,6 +11,7 @@
 //! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
 //! | `optim` | `optim.rs` | L-BFGS, SGD, Adam and gradient clipping on models whose visitors disagree in order, with NaN, wrong-shaped gradients and bad hyperparameters |
 //! | `checkpoint` | `checkpoint.rs` | mutations of a valid safetensors file (bytes and header), special files |
+//! | `inspect` | `inspect.rs` | `to_dot`, `to_svg` (well-formed XML) and `explain` of random graphs with hostile names |
 //!
 //! Invariants: no panic but the ones a program injects (and those propagate); errors only
 //! where the input is wrong (and then typed); the families' own invariants in their
@@ -34,6 +35,7 @@ mod common;
 
 mod checkpoint;
 mod huge;
+mod inspect;
 #[cfg(feature = "linalg")]
 mod linalg;
 mod optim;
@@ -303,6 +305,11 @@ fn optimizers_keep_every_invariant() {
 #[test]
 fn checkpoints_load_or_fail_cleanly() {
     fuzz(&checkpoint::FAMILY);
+}
+
+#[test]
+fn inspection_keeps_every_invariant() {
+    fuzz(&inspect::FAMILY);
 }
 
 /// The op list of the `programs` family covers every public op of `src/ops` (as the
