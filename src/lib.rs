@@ -65,7 +65,7 @@
 //!   A result whose size does not fit in memory's address space is `TooLarge`, one the
 //!   system refuses is `OutOfMemory` (for every op whose result can be larger than its
 //!   inputs); empty matrices, whatever their other dimension, cost nothing. A fuzz harness
-//!   (`tests/fuzz.rs`) runs random programs over the whole API to keep it so.
+//!   (`tests/fuzz/`) runs random programs over the whole API to keep it so.
 //! - Derivatives of any order. Every rule exists in two forms: an array form that
 //!   first-order backward runs (plain arrays, in place: the fast path the benchmarks
 //!   measure) and a tensor form, the same formula in recorded ops, that [`Tape::grad`]

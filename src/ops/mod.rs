@@ -147,7 +147,7 @@ pub use lapack::LinalgFloat;
 // un-broadcast), and the tensor form, the same formula in tensor ops through
 // `TensorCtx::accumulate` (`Rule::new`, or `Rule::boxed` for a rule that owns arrays).
 // Then add a row to the rule table above, cases to `tests/common/mod.rs` and to the fuzzer
-// in `tests/fuzz.rs`: the tests fail until all three exist.
+// in `tests/fuzz/programs.rs`: the tests fail until all three exist.
 
 mod activation;
 mod broadcast;

@@ -1,38 +1,5 @@
-//! A fuzz harness over the public API: seeded random programs, each run under
-//! `catch_unwind`, checked against invariants and, where the math allows, against central
-//! finite differences.
-//!
-//! A program is a list of instructions over a pool of arrays: leaves (borrowed, transposed,
-//! step-2 slices of other storage, owned copies, constants, parameters made inside
-//! `no_grad`), every public op through its `try_` form with operands chosen to fit most of
-//! the time (and not always), `detach`, `t`, ops inside `no_grad`, gradients recorded with
-//! `Tape::grad` (so later ops and the finite differences go through second derivatives),
-//! tensors from a second tape. Shapes include 0 and 1 and empty matrices with a dimension of 2⁴⁰; values include
-//! NaN and infinities. Then backward (from a scalar or with a seed, retaining the graph
-//! or not, reusing an earlier step's buffers), a second backward, value reads after
-//! backward, an optimizer step and a checkpoint round trip.
-//!
-//! Each program runs on one of the paths of the elementwise kernels (AVX2 + FMA, the
-//! baseline, the scalar std loop: `tapegrad::bench_kernels`), in turn.
-//!
-//! Invariants: no panic; errors only where the input is wrong (and then typed);
-//! gradients of every leaf in its shape; a retained graph gives the same gradients twice;
-//! reused buffers give the same gradients; and for finite f64 programs the gradient of every
-//! array, summed over every way it went on the tape, matches central differences in a
-//! random direction (skipped where two step sizes disagree: a kink or a tie).
-//!
-//! ```text
-//! cargo test --test fuzz                                      # 300 programs
-//! TAPEGRAD_FUZZ_PROGRAMS=1000000 cargo test --release --test fuzz -- --nocapture
-//! TAPEGRAD_FUZZ_SEED=1234 cargo test --test fuzz -- --nocapture  # replay one program
-//! TAPEGRAD_FUZZ_SEED=1234 TAPEGRAD_FUZZ_TRACE=1 cargo test --test fuzz -- --nocapture
-//! ```
-
-mod common;
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+//! The program generator: random programs over every public op, run and checked against
+//! the invariants and finite differences (see the crate docs in `main.rs`).
 
 use ndarray::{Array2, Axis, s};
 use rand::rngs::StdRng;
@@ -44,22 +11,25 @@ use tapegrad::bench_kernels::{Path, set_path};
 use tapegrad::nn::Parameters;
 use tapegrad::ops::Span;
 use tapegrad::optim::{Adam, Optimizer, Sgd};
-use tapegrad::{BackwardOptions, ErrorKind, Gradients, Missing, Tape, Tensor, io};
+use tapegrad::{BackwardOptions, ErrorKind, Gradients, Missing, Tape, Tensor, functional, io};
+
+use crate::oracle::{agree, central, close, dot, randn};
+use crate::trace;
 
 /// The element types fuzzed: `f32` and `f64`, with the linear-algebra ops when the
 /// `linalg` feature is on (they need `LinalgFloat`).
 #[cfg(feature = "linalg")]
-trait Elem: tapegrad::LinalgFloat {}
+pub(crate) trait Elem: tapegrad::LinalgFloat {}
 #[cfg(feature = "linalg")]
 impl<T: tapegrad::LinalgFloat> Elem for T {}
 #[cfg(not(feature = "linalg"))]
-trait Elem: Float {}
+pub(crate) trait Elem: Float {}
 #[cfg(not(feature = "linalg"))]
 impl<T: Float> Elem for T {}
 
 /// An op under test: its name, its number of tensor operands, and its `try_` form.
-struct Op<F: Elem> {
-    name: &'static str,
+pub(crate) struct Op<F: Elem> {
+    pub(crate) name: &'static str,
     arity: usize,
     f: for<'t> fn(&[Tensor<'t, F>]) -> tapegrad::Result<Tensor<'t, F>>,
     /// Whether operands of these shapes fit (to pick fitting operands most of the time).
@@ -114,7 +84,7 @@ fn classes<F: Elem>(z: Tensor<'_, F>) -> Vec<usize> {
 
 /// Every public op (the test at the bottom checks the list against `src/ops`).
 #[rustfmt::skip]
-fn ops<F: Elem>() -> Vec<Op<F>> {
+pub(crate) fn ops<F: Elem>() -> Vec<Op<F>> {
     #[allow(unused_mut)]
     let mut ops = vec![
         Op { name: "matmul", arity: 2, f: |x| x[0].try_matmul(x[1]), fits: product },
@@ -188,6 +158,7 @@ fn ops<F: Elem>() -> Vec<Op<F>> {
         Op { name: "reshape", arity: 1, f: |x| { let (r, c) = x[0].shape(); x[0].try_reshape((c, r)) }, fits: any },
         Op { name: "reshape", arity: 1, f: |x| { let (r, c) = x[0].shape(); x[0].try_reshape((r.saturating_mul(c), 1)) }, fits: any },
         Op { name: "concat_rows", arity: 2, f: |x| Tensor::try_concat_rows(&[x[0], x[1]]), fits: |s| s[0].1 == s[1].1 },
+        Op { name: "concat_rows", arity: 2, f: |x| Tensor::try_concat_rows(&[x[0], x[1], x[0]]), fits: |s| s[0].1 == s[1].1 },
         Op { name: "concat_cols", arity: 2, f: |x| Tensor::try_concat_cols(&[x[0], x[1], x[0]]), fits: |s| s[0].0 == s[1].0 },
         Op { name: "l1_loss", arity: 2, f: |x| x[0].try_l1_loss(x[1]), fits: same },
         Op { name: "huber_loss", arity: 2, f: |x| x[0].try_huber_loss(x[1], F::one()), fits: same },
@@ -198,6 +169,10 @@ fn ops<F: Elem>() -> Vec<Op<F>> {
         Op { name: "trace", arity: 1, f: |x| Ok(x[0].trace()), fits: any },
         Op { name: "diag", arity: 1, f: |x| x[0].try_diag(), fits: any },
         Op { name: "diag_embed", arity: 1, f: |x| x[0].try_diag_embed(), fits: |s| s[0].0 == 1 || s[0].1 == 1 },
+        // custom ops (legal): two contributions per input, one in the input's shape and
+        // one in the output's; first order only, or with a tensor form
+        Op { name: "custom", arity: 2, f: |x| crate::rules::program_op(x, false), fits: broadcasts },
+        Op { name: "custom", arity: 2, f: |x| crate::rules::program_op(x, true), fits: broadcasts },
         Op { name: "tril", arity: 1, f: |x| Ok(x[0].tril(0)), fits: any },
         Op { name: "triu", arity: 1, f: |x| Ok(x[0].triu(-1)), fits: any },
     ];
@@ -274,7 +249,7 @@ enum Instr {
 }
 
 #[derive(Clone, Debug)]
-struct Program {
+pub(crate) struct Program {
     seed: u64,
     arrays: Vec<Array2<f64>>,
     instrs: Vec<Instr>,
@@ -284,9 +259,12 @@ struct Program {
 }
 
 const DIMS: [usize; 6] = [0, 1, 1, 2, 3, 5];
+/// The smallest dimension of the huge empty matrices (which cost nothing).
 const HUGE: usize = 1 << 40;
+/// Their dimensions: three of the largest overflow `usize` when added (`concat`).
+const HUGE_DIMS: [usize; 3] = [HUGE, 1 << 62, isize::MAX as usize];
 
-fn generate(seed: u64, ops: usize) -> Program {
+pub(crate) fn generate(seed: u64, ops: usize) -> Program {
     let mut rng = StdRng::seed_from_u64(seed);
     let n_arrays = rng.random_range(1..6);
     let arrays = (0..n_arrays)
@@ -296,10 +274,11 @@ fn generate(seed: u64, ops: usize) -> Program {
                 DIMS[rng.random_range(0..DIMS.len())],
             );
             if rng.random_bool(0.04) {
+                let huge = HUGE_DIMS[rng.random_range(0..HUGE_DIMS.len())];
                 shape = if rng.random_bool(0.5) {
-                    (HUGE, 0)
+                    (huge, 0)
                 } else {
-                    (0, HUGE)
+                    (0, huge)
                 };
             }
             let mut a = Array2::from_shape_simple_fn(shape, || {
@@ -387,9 +366,8 @@ impl<F: Elem> Data<F> {
             .iter()
             .map(|a| {
                 let (r, c) = a.dim();
-                let (br, bc) = (r.saturating_mul(2).min(HUGE), c.saturating_mul(2).min(HUGE));
                 if r == 0 || c == 0 {
-                    return Array2::zeros((br.min(r), bc.min(c)));
+                    return Array2::zeros((r, c));
                 }
                 let mut b = Array2::from_elem((2 * r, 2 * c), F::nan());
                 b.slice_mut(s![..;2, ..;2]).assign(&cast(a));
@@ -516,11 +494,6 @@ fn close_eigenvalues<F: Elem>(t: &Tensor<'_, F>) -> bool {
         .any(|(a, b)| (b - a).abs() < 1e-4 * scale)
 }
 
-/// Whether to print every op of a replayed program (`TAPEGRAD_FUZZ_TRACE=1`).
-fn trace() -> bool {
-    std::env::var_os("TAPEGRAD_FUZZ_TRACE").is_some()
-}
-
 /// What one run of a program produced.
 struct Outcome<F: tapegrad::Float> {
     loss: Option<f64>,
@@ -536,45 +509,84 @@ struct Outcome<F: tapegrad::Float> {
     path: Vec<bool>,
 }
 
-/// Runs `p` on `data`. Checks the invariants of one run; returns the loss and gradients.
-fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> Outcome<F> {
+/// Where a program's leaves come from: the arrays of [`Data`] (borrowed, copied,
+/// step-2 views, constants), or given tensors (a function for `functional`: every use of
+/// array `k` is the tensor `k`, constants are copies).
+enum Source<'a, 't, F: Elem> {
+    Data(&'t Data<F>),
+    Inputs(&'a [Tensor<'t, F>], &'a [Array2<F>]),
+}
+
+/// A program recorded on a tape.
+struct Recorded<'t, F: Elem> {
+    regs: Vec<Tensor<'t, F>>,
+    uses: Vec<Uses>,
+    /// The leaves that require a gradient: the tensor, its array, and whether it holds
+    /// the array transposed.
+    leaves: Vec<(Tensor<'t, F>, usize, bool)>,
+    /// Whether an op ran exactly on a kink (finite differences are no oracle there).
+    kinked: bool,
+    path: Vec<bool>,
+}
+
+/// Records `p`'s instructions on `tape`, checking the invariants of each op.
+fn record<'t, F: Elem>(
+    p: &Program,
+    tape: &'t Tape<'t, F>,
+    source: Source<'_, 't, F>,
+    stranger: Option<Tensor<'t, F>>,
+) -> Recorded<'t, F> {
     let ops = ops::<F>();
-    let tape = Tape::<F>::new();
-    let other = Tape::<F>::new();
-    let stranger = other.param(Array2::ones((1, 1)));
-    let mut regs: Vec<Tensor<'_, F>> = Vec::new();
+    let mut regs: Vec<Tensor<'t, F>> = Vec::new();
     let mut uses: Vec<Uses> = (0..p.arrays.len()).map(|_| Uses::default()).collect();
     let mut leaves = Vec::new();
-    // whether an op ran exactly on a kink (finite differences are no oracle there)
     let mut kinked = false;
     let mut path = Vec::new();
     for instr in &p.instrs {
         match instr {
             &Instr::Leaf(k, kind) => {
-                let t = match kind {
-                    Leaf::Param => {
-                        uses[k].borrowed = true;
-                        tape.param(&data.params[k])
-                    }
-                    Leaf::ParamT => {
-                        uses[k].borrowed = true;
-                        tape.param(data.params[k].t())
-                    }
-                    Leaf::Step2 => {
-                        uses[k].step2 = true;
-                        tape.param(data.step2(k))
-                    }
-                    Leaf::Owned => {
-                        let t = tape.param(data.params[k].clone());
-                        uses[k].owned.push(regs.len());
-                        t
-                    }
-                    Leaf::Constant => tape.constant(&data.constants[k]),
-                    Leaf::NoGradParam => tape.no_grad(|| tape.param(&data.constants[k])),
+                // whether the leaf is new (a borrowed array already on the tape comes back
+                // as the same leaf, or its `t`)
+                let fresh = match kind {
+                    Leaf::Param | Leaf::ParamT => !uses[k].borrowed,
+                    Leaf::Step2 => !uses[k].step2,
+                    _ => true,
                 };
-                // (a transposed parameter already on the tape comes back as its `t`)
-                if t.requires_grad() && t.op() == "leaf" {
-                    leaves.push(t);
+                let (t, transposed) = match source {
+                    Source::Data(data) => match kind {
+                        Leaf::Param => {
+                            uses[k].borrowed = true;
+                            (tape.param(&data.params[k]), false)
+                        }
+                        Leaf::ParamT => {
+                            uses[k].borrowed = true;
+                            (tape.param(data.params[k].t()), true)
+                        }
+                        Leaf::Step2 => {
+                            uses[k].step2 = true;
+                            (tape.param(data.step2(k)), false)
+                        }
+                        Leaf::Owned => {
+                            let t = tape.param(data.params[k].clone());
+                            uses[k].owned.push(regs.len());
+                            (t, false)
+                        }
+                        Leaf::Constant => (tape.constant(&data.constants[k]), false),
+                        Leaf::NoGradParam => {
+                            (tape.no_grad(|| tape.param(&data.constants[k])), false)
+                        }
+                    },
+                    Source::Inputs(xs, constants) => match kind {
+                        Leaf::Param | Leaf::Step2 | Leaf::Owned => (xs[k], false),
+                        Leaf::ParamT => (xs[k].t(), true),
+                        Leaf::Constant => (tape.constant(constants[k].clone()), false),
+                        Leaf::NoGradParam => {
+                            (tape.no_grad(|| tape.param(constants[k].clone())), false)
+                        }
+                    },
+                };
+                if fresh && t.requires_grad() && t.op() == "leaf" {
+                    leaves.push((t, k, transposed));
                 }
                 regs.push(t);
             }
@@ -593,13 +605,15 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
                     Ok(g) => g[0],
                     // the sums of a huge empty matrix's lanes do not fit
                     // (or a derivative that does not exist: slogdet's or det's second at a
-                    // singular matrix)
+                    // singular matrix; or a second derivative through a custom op without a
+                    // tensor form)
                     Err(e)
                         if matches!(
                             e.kind(),
                             ErrorKind::OutOfMemory { .. }
                                 | ErrorKind::TooLarge { .. }
                                 | ErrorKind::Singular { .. }
+                                | ErrorKind::NotDifferentiable
                         ) =>
                     {
                         continue;
@@ -615,7 +629,7 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
             Instr::Grad(..) => {}
             Instr::Foreign { op, arg } if !regs.is_empty() => {
                 let op = &ops[op % ops.len()];
-                if op.arity == 2 {
+                if let (2, Some(stranger)) = (op.arity, stranger) {
                     let a = regs[arg % regs.len()];
                     let err = (op.f)(&[a, stranger]).unwrap_err();
                     let foreign = matches!(err.kind(), ErrorKind::ForeignTensor);
@@ -676,6 +690,27 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
             Instr::Op { .. } => {}
         }
     }
+    Recorded {
+        regs,
+        uses,
+        leaves,
+        kinked,
+        path,
+    }
+}
+
+/// Runs `p` on `data`. Checks the invariants of one run; returns the loss and gradients.
+fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> Outcome<F> {
+    let tape = Tape::<F>::new();
+    let other = Tape::<F>::new();
+    let stranger = other.param(Array2::ones((1, 1)));
+    let Recorded {
+        regs,
+        uses,
+        leaves,
+        kinked,
+        path,
+    } = record(p, &tape, Source::Data(data), Some(stranger));
     let Some(&last) = regs.last() else {
         return Outcome {
             loss: None,
@@ -702,15 +737,17 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
         None
     };
     let mut opts = BackwardOptions::new().retain_graph(p.retain);
+    let mut seed = None;
     if root.shape() != (1, 1) {
         let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5eed);
         let (r, c) = root.shape();
         if r.checked_mul(c).is_some_and(|n| n <= 1 << 20) {
-            let seed = Array2::from_shape_simple_fn((r, c), || {
+            let s = Array2::from_shape_simple_fn((r, c), || {
                 let v: f64 = StandardNormal.sample(&mut rng);
                 F::cast(v)
             });
-            opts = opts.seed(seed);
+            opts = opts.seed(s.clone());
+            seed = Some(s);
         } else {
             return Outcome {
                 loss: None,
@@ -724,6 +761,30 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
     if let Some(previous) = previous {
         opts = opts.reuse(previous);
     }
+    // the same gradients recorded by Tape::grad (before backward releases anything)
+    let leaf_tensors: Vec<Tensor<'_, F>> = leaves.iter().map(|l| l.0).collect();
+    let recorded = if finite && root.requires_grad() {
+        let r = match &seed {
+            None => tape.grad(root, &leaf_tensors),
+            Some(s) => tape.grad_seeded(root, tape.constant(s.clone()), &leaf_tensors),
+        };
+        match r {
+            Ok(gs) => Some(gs.iter().map(|g| g.value()).collect::<Vec<_>>()),
+            Err(e) => {
+                let expected = matches!(
+                    e.kind(),
+                    ErrorKind::NotDifferentiable
+                        | ErrorKind::Singular { .. }
+                        | ErrorKind::TooLarge { .. }
+                        | ErrorKind::OutOfMemory { .. }
+                );
+                assert!(expected, "Tape::grad: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let grads = match tape.backward_with(root, opts.clone()) {
         Ok(g) if trace() => {
             for (i, t) in regs.iter().enumerate() {
@@ -735,8 +796,11 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
         Err(e) => {
             // no gradient to take, or one that does not exist (slogdet at a singular
             // matrix)
+            // (or a second derivative through a custom op without a tensor form, recorded
+            // by `Tape::grad` earlier in the program)
             let undefined = matches!(e.kind(), ErrorKind::Singular { .. })
-                && matches!(e.op(), "slogdet" | "logdet");
+                && matches!(e.op(), "slogdet" | "logdet")
+                || e.kind() == &ErrorKind::NotDifferentiable;
             assert!(
                 undefined || (!root.requires_grad() && e.kind() == &ErrorKind::NoGradient),
                 "backward: {e}"
@@ -750,11 +814,25 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
             };
         }
     };
-    for t in &leaves {
+    for (t, ..) in &leaves {
         let g = grads
             .try_get(*t)
             .expect("every leaf requiring a gradient has one");
         assert_eq!(g.dim(), t.shape(), "gradient shape");
+    }
+    if let Some(recorded) = &recorded {
+        let tol = if std::mem::size_of::<F>() == 4 {
+            1e-3
+        } else {
+            1e-7
+        };
+        for ((t, ..), r) in leaves.iter().zip(recorded) {
+            let g = grads.get(*t).expect("checked above");
+            assert!(
+                close(g, r, tol),
+                "Tape::grad gives {r}, backward gives {g} (leaf {t:?})"
+            );
+        }
     }
     // the root, and every value, can be read (or the read is a typed error)
     if let Some(l) = loss {
@@ -768,7 +846,7 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
     // a second backward: the same gradients when retained, a typed error otherwise
     match tape.backward_with(root, BackwardOptions::new().retain_graph(true)) {
         Ok(again) if p.retain => {
-            for t in &leaves {
+            for (t, ..) in &leaves {
                 let (a, b) = (again.get(*t).unwrap(), grads.get(*t).unwrap());
                 assert!(same_bits(a, b), "a retained graph gave other gradients");
             }
@@ -952,9 +1030,36 @@ fn numeric(p: &Program, analytic: &Outcome<f64>) -> Option<(f64, f64)> {
     Some((expected, fine))
 }
 
-/// Runs program `seed` in f64 (with the finite-difference check) or f32. Returns whether
+pub(crate) const FAMILY: crate::Family = crate::Family {
+    name: "programs",
+    default: 300,
+    run: fuzz_one,
+    describe,
+};
+
+fn describe(seed: u64) -> String {
+    format!("{:?}", generate(seed, ops::<f64>().len()))
+}
+
+/// Runs program `seed` in f64 (with the finite-difference checks) or f32. Returns whether
 /// the finite differences were compared.
-fn fuzz_one(seed: u64) -> bool {
+pub(crate) fn fuzz_one(seed: u64) -> bool {
+    let compared = std::cell::Cell::new(false);
+    crate::all(vec![
+        Box::new(|| {
+            if seed % 2 == 0 {
+                limits::<f64>(seed);
+            } else {
+                limits::<f32>(seed);
+            }
+        }),
+        Box::new(|| compared.set(program(seed))),
+    ]);
+    compared.get()
+}
+
+/// Program `seed`: see [`fuzz_one`].
+fn program(seed: u64) -> bool {
     let n_ops = ops::<f64>().len();
     let p = generate(seed, n_ops);
     // every instantiation of the elementwise kernels (`Avx2` is the baseline on a CPU
@@ -996,100 +1101,217 @@ fn fuzz_one(seed: u64) -> bool {
                 (analytic - numeric).abs() <= tol,
                 "gradient: backward gives {analytic:e} along the direction, finite differences {numeric:e}"
             );
+            second_order(&p, &outcome, analytic);
             true
         }
         None => false,
     }
 }
 
-/// Runs programs `first..first + count`, each under `catch_unwind`; a panic (or a failed
-/// invariant) reports the seed and the program. A watchdog turns a hang into a report.
-fn fuzz(first: u64, count: u64) -> (u64, u64) {
-    static CURRENT: AtomicU64 = AtomicU64::new(u64::MAX);
-    static DONE: AtomicU64 = AtomicU64::new(0);
-    std::thread::spawn(|| {
-        let mut last = (u64::MAX, 0);
-        loop {
-            // generous on purpose: no program of this harness takes a second when correct
-            std::thread::sleep(Duration::from_secs(300));
-            let now = (
-                CURRENT.load(Ordering::Relaxed),
-                DONE.load(Ordering::Relaxed),
-            );
-            if now == last && now.0 != u64::MAX {
-                eprintln!(
-                    "fuzz: program {} made no progress for 300 s (a hang); replay it with \
-                     TAPEGRAD_FUZZ_SEED={} cargo test --test fuzz -- --nocapture\n{:?}",
-                    now.0,
-                    now.0,
-                    generate(now.0, ops::<f64>().len())
-                );
-                std::process::abort();
-            }
-            last = now;
-        }
-    });
-    let mut compared = 0;
-    for seed in first..first + count {
-        CURRENT.store(seed, Ordering::Relaxed);
-        let r = catch_unwind(AssertUnwindSafe(|| fuzz_one(seed)));
-        match r {
-            Ok(c) => compared += u64::from(c),
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!(
-                    "fuzz program {seed} failed: {msg}\nreplay: TAPEGRAD_FUZZ_SEED={seed} cargo \
-                     test --test fuzz -- --nocapture\n{:?}",
-                    generate(seed, ops::<f64>().len())
-                );
-            }
-        }
-        DONE.fetch_add(1, Ordering::Relaxed);
-    }
-    CURRENT.store(u64::MAX, Ordering::Relaxed);
-    (count, compared)
-}
-
-#[test]
-fn random_programs_keep_every_invariant() {
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let (first, count) = match (env("TAPEGRAD_FUZZ_SEED"), env("TAPEGRAD_FUZZ_PROGRAMS")) {
-        (Some(seed), _) => {
-            eprintln!("{:?}", generate(seed, ops::<f64>().len()));
-            (seed, 1)
-        }
-        (None, Some(n)) => (0, n),
-        (None, None) => (0, 300),
+/// The gradient of each array at `arrays` by backward (summed over its uses), if the run
+/// takes `p`'s path.
+fn gradients_at(
+    p: &Program,
+    arrays: &[Array2<f64>],
+    path: &[bool],
+) -> Option<Vec<Option<Array2<f64>>>> {
+    let data = Data::<f64>::new(arrays, &p.arrays);
+    let quiet = Program {
+        retain: true,
+        reuse: false,
+        ..p.clone()
     };
-    let (ran, compared) = fuzz(first, count);
-    eprintln!(
-        "fuzz: {ran} programs from seed {first} without a failure; {compared} gradients compared \
-         with finite differences"
-    );
-    assert!(
-        count < 50 || compared * 10 > count,
-        "too few programs reached the gradient check"
-    );
+    let moved = run(&quiet, &data, None);
+    (moved.path == path && moved.finite).then_some(moved.grads)
 }
 
-/// The op list above covers every public op of `src/ops` (as the gradcheck table does).
-#[test]
-fn the_fuzzer_knows_every_op() {
-    let names: Vec<&str> = ops::<f64>().iter().map(|o| o.name).collect();
-    let mut missing = Vec::new();
-    for name in common::public_fns_of_ops() {
-        let base = name.strip_prefix("try_").unwrap_or(&name).to_string();
-        let not_an_op = base == "step"; // Span's builder
-        if !not_an_op && !names.contains(&base.as_str()) && !missing.contains(&base) {
-            missing.push(base);
-        }
+/// Program `p` as a function of its arrays (`constants` for its constants), for
+/// `functional`.
+fn replay<'t>(p: &Program, constants: &[Array2<f64>], xs: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+    let rec = record(p, xs[0].tape(), Source::Inputs(xs, constants), None);
+    let last = *rec.regs.last().expect("a program with a loss");
+    if last.shape() == (1, 1) {
+        last
+    } else {
+        last.sum()
     }
+}
+
+/// The second order of a program whose first order matched finite differences: `H·u` by
+/// `Tape::grad` twice and by `functional::hvp` against central differences of backward's
+/// gradient along `v`, and `functional::jvp` along `v` against backward's gradient
+/// (`first`, its derivative along `v`).
+fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0xd1f);
+    let v: Vec<Array2<f64>> = p.arrays.iter().map(|a| randn(a.dim(), &mut rng)).collect();
+    let mut rng = StdRng::seed_from_u64(p.seed ^ 0x5ec);
+    let u: Vec<Array2<f64>> = p.arrays.iter().map(|a| randn(a.dim(), &mut rng)).collect();
+    // H·u by Tape::grad twice, per array (summed over its leaves)
+    let data = Data::<f64>::new(&p.arrays, &p.arrays);
+    let tape = Tape::new();
+    let rec = record(p, &tape, Source::Data(&data), None);
+    let last = *rec.regs.last().expect("a program with a loss");
+    let root = if last.shape() == (1, 1) {
+        last
+    } else {
+        last.sum()
+    };
+    let leaves: Vec<Tensor<'_, f64>> = rec.leaves.iter().map(|l| l.0).collect();
+    // (second derivatives that do not exist, or go through a first-order custom op)
+    let undefined = |e: &tapegrad::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::NotDifferentiable | ErrorKind::Singular { .. }
+        )
+    };
+    let gs = match tape.grad(root, &leaves) {
+        Ok(gs) => gs,
+        Err(e) if undefined(&e) => return,
+        Err(e) => panic!("Tape::grad: {e}"),
+    };
+    let mut phi = tape.scalar(0.0);
+    for (g, &(_, k, transposed)) in gs.iter().zip(&rec.leaves) {
+        let d = if transposed {
+            u[k].t().to_owned()
+        } else {
+            u[k].clone()
+        };
+        phi = phi.add(
+            g.try_mul(tape.constant(d))
+                .expect("a gradient has its leaf's shape")
+                .sum(),
+        );
+    }
+    let hs = match tape.grad(phi, &leaves) {
+        Ok(hs) => hs,
+        Err(e) if undefined(&e) => return,
+        Err(e) => panic!("Tape::grad of a recorded gradient: {e}"),
+    };
+    let mut hu: Vec<Array2<f64>> = p.arrays.iter().map(|a| Array2::zeros(a.dim())).collect();
+    for (h, &(_, k, transposed)) in hs.iter().zip(&rec.leaves) {
+        let h = h.value();
+        hu[k] += &if transposed { h.t().to_owned() } else { h };
+    }
+    let analytic: f64 = hu.iter().zip(&v).map(|(h, d)| dot(h, d)).sum();
+    if !analytic.is_finite() {
+        return;
+    }
+    let numeric = central(1e-4, &mut |eps| {
+        let arrays: Vec<_> = p
+            .arrays
+            .iter()
+            .zip(&v)
+            .map(|(a, d)| a + &(d * eps))
+            .collect();
+        let grads = gradients_at(p, &arrays, &outcome.path)?;
+        Some(
+            grads
+                .iter()
+                .zip(&u)
+                .map(|(g, d)| g.as_ref().map_or(0.0, |g| dot(g, d)))
+                .sum(),
+        )
+    });
+    if let Some(numeric) = numeric {
+        agree("second order (Tape::grad twice)", analytic, numeric, 1e-5);
+    }
+    // the program as a function of its arrays, for `functional` (not for programs that
+    // record a gradient with respect to a leaf: in the function, every use of an array is
+    // one input, where on the tape a copy or a step-2 view is a leaf of its own)
+    if p.instrs.iter().any(|i| matches!(i, Instr::Grad(..))) {
+        return;
+    }
+    let constants = p.arrays.clone();
+    let views: Vec<_> = p.arrays.iter().map(|a| a.view()).collect();
+    let uv: Vec<_> = u.iter().map(|a| a.view()).collect();
+    let vv: Vec<_> = v.iter().map(|a| a.view()).collect();
+    // (every array of a program is an input here, also one that only went on the tape as
+    // a constant: its gradient is zeros)
+    let used: Vec<bool> = (0..p.arrays.len())
+        .map(|k| rec.leaves.iter().any(|l| l.1 == k))
+        .collect();
+    match functional::hvp(|xs| replay(p, &constants, xs), &views, &uv) {
+        Ok((_, hvp)) => {
+            for (k, (a, b)) in hvp.iter().zip(&hu).enumerate() {
+                assert!(
+                    !used[k] || close(a, b, 1e-7),
+                    "functional::hvp gives {a}, Tape::grad twice {b} (array {k})"
+                );
+            }
+        }
+        Err(e) if undefined(&e) => {}
+        Err(e) => panic!("functional::hvp: {e}"),
+    }
+    match functional::jvp(|xs| replay(p, &constants, xs), &views, &vv) {
+        // (∞·0 where an empty array meets a derivative that is infinite at 0)
+        Ok((_, jv)) if jv.len() == 1 && !jv[[0, 0]].is_finite() => {}
+        Ok((_, jv)) if jv.len() == 1 => agree("functional::jvp", jv[[0, 0]], first, 1e-7),
+        Ok((_, jv)) => panic!("functional::jvp of a scalar gave {jv}"),
+        Err(e) if undefined(&e) => {}
+        Err(e) => panic!("functional::jvp: {e}"),
+    }
+}
+
+/// An elementwise op or loss of logits (and targets).
+type LimitOp<F> = for<'t> fn(Tensor<'t, F>, Tensor<'t, F>) -> tapegrad::Result<Tensor<'t, F>>;
+
+/// Elementwise ops and losses whose value and derivative have limits at ±∞ (and at the
+/// largest finite numbers), with their second operand where they take one.
+#[rustfmt::skip]
+fn limit_ops<F: Elem>() -> Vec<(&'static str, LimitOp<F>)> {
+    vec![
+        ("sigmoid", |x, _| Ok(x.sigmoid())),
+        ("tanh", |x, _| Ok(x.tanh())),
+        ("softplus", |x, _| Ok(x.softplus())),
+        ("silu", |x, _| Ok(x.silu())),
+        ("gelu", |x, _| Ok(x.gelu())),
+        ("gelu_tanh", |x, _| Ok(x.gelu_tanh())),
+        ("elu", |x, _| Ok(x.elu(F::one()))),
+        ("leaky_relu", |x, _| Ok(x.leaky_relu(F::cast(0.1)))),
+        ("relu", |x, _| Ok(x.relu())),
+        ("erf", |x, _| Ok(x.erf())),
+        ("exp", |x, _| Ok(x.exp())),
+        ("clamp", |x, _| Ok(x.clamp(F::cast(-0.5), F::cast(0.7)))),
+        ("bce_with_logits", |x, t| x.try_bce_with_logits(t)),
+        ("huber_loss", |x, t| x.try_huber_loss(t, F::one())),
+    ]
+}
+
+/// One op of [`limit_ops`] at logits among ±∞, ±the largest finite numbers and large
+/// values (targets in [0, 1]): its value and its gradient hold no NaN, since the limits
+/// exist.
+fn limits<F: Elem>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x1137);
+    let ops = limit_ops::<F>();
+    let (name, f) = ops[rng.random_range(0..ops.len())];
+    let big = [
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MAX,
+        f64::MIN,
+        1e4,
+        -1e4,
+        800.0,
+        -800.0,
+        0.5,
+    ];
+    let n = rng.random_range(1..=4);
+    let x = Array2::from_shape_simple_fn((1, n), || F::cast(big[rng.random_range(0..big.len())]));
+    let t =
+        Array2::from_shape_simple_fn((1, n), || F::cast([0.0, 1.0, 0.3][rng.random_range(0..3)]));
+    let tape = Tape::<F>::new();
+    let xt = tape.param(&x);
+    let y = f(xt, tape.constant(&t)).unwrap_or_else(|e| panic!("{name} at {x}: {e}"));
+    let value = y.value();
     assert!(
-        missing.is_empty(),
-        "ops the fuzzer does not run: {missing:?}"
+        value.iter().all(|v| !v.is_nan()),
+        "{name} at {x} (targets {t}) is {value}: NaN where the limit exists"
+    );
+    let loss = if y.shape() == (1, 1) { y } else { y.sum() };
+    let grads = tape.backward(loss).expect("a gradient");
+    let g = grads.get(xt).expect("the logits' gradient");
+    assert!(
+        g.iter().all(|v| !v.is_nan()),
+        "the derivative of {name} at {x} (targets {t}) is {g}: NaN where the limit exists"
     );
 }
