@@ -337,7 +337,16 @@ impl<'t, F: Float> Tape<'t, F> {
                     let ran = if modes == 0 {
                         rule.run(g, &mut ctx, location)
                     } else {
-                        inspect::run_observed(modes, rule, g, &mut ctx, location, &mut rules_time)
+                        let layer = observed.as_ref().map_or(0, |o| o.layer_of(id));
+                        inspect::run_observed(
+                            modes,
+                            rule,
+                            g,
+                            &mut ctx,
+                            location,
+                            layer,
+                            &mut rules_time,
+                        )
                     };
                     if let Err(e) = ran {
                         break 'pass Err(e);

@@ -162,7 +162,7 @@ mod tape;
 mod tensor;
 
 pub use backward::BackwardOptions;
-pub use error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
+pub use error::{AnomalySite, Error, ErrorKind, InLayer, NonFinite, Result};
 pub use float::Float;
 pub use gradients::{Gradients, Missing};
 #[cfg(feature = "linalg")]

@@ -50,6 +50,8 @@ pub use linear::{Init, Linear};
 pub use norm::LayerNorm;
 pub use sequential::{Sequential, mlp};
 
+use std::panic::Location;
+
 use ndarray::Array2;
 
 use crate::{Float, Gradients, Missing, Result, Tensor};
@@ -131,6 +133,134 @@ pub trait Module<F: Float>: Parameters<F> + Send + Sync {
     /// does nothing, for layers that behave the same either way.
     fn set_training(&mut self, training: bool) {
         let _ = training;
+    }
+
+    /// The layer's type, without its module path and generic arguments (`"Linear"` for
+    /// `Linear<f32>`): how error messages and the profile name a layer
+    /// ([`forward_child`]). Override it to name a layer otherwise.
+    fn name(&self) -> &'static str {
+        short_type_name(std::any::type_name::<Self>())
+    }
+}
+
+/// `"Linear"` from `"tapegrad::nn::linear::Linear<f32>"`.
+fn short_type_name(full: &'static str) -> &'static str {
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// Runs `child`'s forward pass on `x` as the layer called `name` of a container of type
+/// `container`: how a layer that holds other layers calls them ([`Sequential`] does, with
+/// each layer's position as its name, and so do the attention layers).
+///
+/// It changes nothing when all goes well. An error from the child gains the layer: its
+/// path, type and parameters, and the container's caller ([`Error::in_layer`]), so a shape
+/// error deep in a model names the layer and your line rather than a line of tapegrad's
+/// source. While [`profile`](crate::inspect::profile) runs, the ops the child records are
+/// attributed to it ([`SiteStats::layer`](crate::inspect::SiteStats::layer)), so two
+/// layers of the same type are told apart.
+///
+/// Mark the container's `forward` `#[track_caller]`: the error's call site is then the
+/// line that called the container (Rust passes it through both calls).
+///
+/// # Errors
+///
+/// The child's error, with the layer added.
+///
+/// ```
+/// use ndarray::Array2;
+/// use rand::SeedableRng;
+/// use tapegrad::nn::{forward_child, visit_child, visit_child_mut, Init, Linear, Module, Parameters};
+/// use tapegrad::{Result, Tape, Tensor};
+///
+/// /// Two layers with a residual connection around the second.
+/// struct Residual {
+///     inner: Linear<f64>,
+///     outer: Linear<f64>,
+/// }
+///
+/// impl Parameters<f64> for Residual {
+///     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<f64>)) {
+///         visit_child("inner", &self.inner, f);
+///         visit_child("outer", &self.outer, f);
+///     }
+///     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<f64>)) {
+///         visit_child_mut("inner", &mut self.inner, f);
+///         visit_child_mut("outer", &mut self.outer, f);
+///     }
+/// }
+///
+/// impl Module<f64> for Residual {
+///     #[track_caller]
+///     fn forward<'t>(&'t self, x: Tensor<'t, f64>) -> Result<Tensor<'t, f64>> {
+///         let h = forward_child("Residual", "inner", &self.inner, x)?;
+///         forward_child("Residual", "outer", &self.outer, h)?.try_add(h)
+///     }
+/// }
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+/// let block = Residual {
+///     inner: Linear::new(3, 4, Init::Glorot, &mut rng),
+///     outer: Linear::new(5, 4, Init::Glorot, &mut rng), // should take 4 inputs
+/// };
+/// let tape = Tape::new();
+/// let err = block.forward(tape.constant(Array2::zeros((2, 3)))).unwrap_err();
+/// let layer = err.in_layer().unwrap();
+/// assert_eq!((layer.path.as_str(), layer.container), ("outer", "Residual"));
+/// assert_eq!(layer.parameters, ["outer.weight", "outer.bias"]);
+/// ```
+///
+/// [`Error::in_layer`]: crate::Error::in_layer
+#[track_caller]
+pub fn forward_child<'t, F: Float, M: Module<F> + ?Sized>(
+    container: &'static str,
+    name: &str,
+    child: &'t M,
+    x: Tensor<'t, F>,
+) -> Result<Tensor<'t, F>> {
+    run_child(container, ChildName::Str(name), child, x)
+}
+
+/// A child's name in its container: given, or its position (written out only when it is
+/// needed: for an error, or while profiling).
+#[derive(Clone, Copy)]
+pub(crate) enum ChildName<'a> {
+    Str(&'a str),
+    Index(usize),
+}
+
+impl ChildName<'_> {
+    /// Calls `f` with the name as text (a position written on the stack).
+    pub(crate) fn with<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            ChildName::Str(s) => f(s),
+            ChildName::Index(i) => f(sequential::decimal(i, &mut [0u8; 20])),
+        }
+    }
+}
+
+/// [`forward_child`] with the name given either way.
+#[track_caller]
+pub(crate) fn run_child<'t, F: Float, M: Module<F> + ?Sized>(
+    container: &'static str,
+    name: ChildName<'_>,
+    child: &'t M,
+    x: Tensor<'t, F>,
+) -> Result<Tensor<'t, F>> {
+    let called_at = Location::caller();
+    let scope = x.tape().enter_layer(name, child);
+    let result = child.forward(x);
+    drop(scope);
+    match result {
+        Ok(y) => Ok(y),
+        Err(e) => Err(name.with(|name| {
+            let parameters = || {
+                let mut names = Vec::new();
+                child.visit(&mut |p, _| names.push(p.to_string()));
+                names
+            };
+            e.within(container, name, child.name(), parameters, called_at)
+        })),
     }
 }
 

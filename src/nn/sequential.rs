@@ -3,7 +3,10 @@
 use ndarray::Array2;
 use rand::Rng;
 
-use super::{Activation, Init, Linear, Module, Parameters, visit_child, visit_child_mut};
+use super::{
+    Activation, ChildName, Init, Linear, Module, Parameters, run_child, visit_child,
+    visit_child_mut,
+};
 use crate::{Float, Result, Tensor};
 
 /// Layers applied in order. Parameters are named by the layer's position:
@@ -64,7 +67,7 @@ impl<F: Float> Parameters<F> for Sequential<F> {
 }
 
 /// `i` in decimal, written into `digits` (no allocation: models are walked every step).
-fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
+pub(crate) fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -78,8 +81,19 @@ fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
 }
 
 impl<F: Float> Module<F> for Sequential<F> {
+    /// The layers applied in order.
+    ///
+    /// # Errors
+    ///
+    /// The first layer's error, naming the layer by its position and type and the line
+    /// that called this forward pass ([`Error::in_layer`](crate::Error::in_layer)).
+    #[track_caller]
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        self.layers.iter().try_fold(x, |h, layer| layer.forward(h))
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = run_child("Sequential", ChildName::Index(i), layer.as_ref(), h)?;
+        }
+        Ok(h)
     }
 
     fn set_training(&mut self, training: bool) {
