@@ -441,3 +441,39 @@ fn nested_containers_join_the_layer_path() {
     assert!(err.in_layer().is_none());
     assert_eq!(err.call_site(), err.location());
 }
+
+/// Class indices passed as a column to the one-hot cross-entropy: the shape error
+/// suggests `softmax_cross_entropy_indices`; a column that is not class indices does not.
+#[test]
+fn class_indices_given_to_the_one_hot_cross_entropy_suggest_the_indices_form() {
+    let tape = Tape::new();
+    let logits = tape.param(zeros(3, 4));
+    let indices = tape.constant(ndarray::array![[0.0], [3.0], [1.0]]);
+    let err = logits.try_softmax_cross_entropy(indices).unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Shape {
+            lhs: (3, 4),
+            rhs: (3, 1),
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("softmax_cross_entropy_indices"),
+        "{err}"
+    );
+    // not integers, negative, or not one per row: no such hint
+    for column in [
+        ndarray::array![[0.5], [3.0], [1.0]],
+        ndarray::array![[0.0], [-1.0], [1.0]],
+    ] {
+        let err = logits
+            .try_softmax_cross_entropy(tape.constant(column))
+            .unwrap_err();
+        assert!(!err.to_string().contains("_indices"), "{err}");
+    }
+    let err = logits
+        .try_softmax_cross_entropy(tape.constant(zeros(2, 1)))
+        .unwrap_err();
+    assert!(!err.to_string().contains("_indices"), "{err}");
+}
