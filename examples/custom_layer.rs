@@ -18,6 +18,7 @@ use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::{Float, Result, Tape, Tensor, io};
 
 /// The gated linear unit: a value path and a gate path, multiplied.
+#[derive(Clone)]
 pub struct Glu<F> {
     pub value: Linear<F>,
     pub gate: Linear<F>,

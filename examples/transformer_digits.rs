@@ -46,6 +46,7 @@ pub const WIDTH: usize = 32;
 pub const HEADS: usize = 2;
 
 /// The model: embeddings, one transformer block, pooling and a linear head.
+#[derive(Clone)]
 pub struct Transformer {
     embed: Linear<f32>,
     position: Embedding<f32>,

@@ -119,8 +119,11 @@ pub trait Parameters<F: Float> {
 
 /// A layer or model: parameters and a forward pass.
 ///
-/// `Send + Sync` is required, so every model can move between threads and be shared.
-pub trait Module<F: Float>: Parameters<F> + Send + Sync {
+/// `Send + Sync` is required, so every model can move between threads and be shared, and
+/// so is `Clone` (through [`ModuleClone`], implemented for every `Clone` module), so every
+/// model can be copied, a [`Sequential`] of boxed layers too: derive `Clone` on a layer of
+/// your own.
+pub trait Module<F: Float>: Parameters<F> + ModuleClone<F> + Send + Sync {
     /// The forward pass on `x`'s tape, with the parameters borrowed onto it.
     ///
     /// # Errors
@@ -140,6 +143,32 @@ pub trait Module<F: Float>: Parameters<F> + Send + Sync {
     /// ([`forward_child`]). Override it to name a layer otherwise.
     fn name(&self) -> &'static str {
         short_type_name(std::any::type_name::<Self>())
+    }
+}
+
+/// Cloning a layer behind a trait object: `Box<dyn Module<F>>` is `Clone` through it.
+///
+/// Implemented for every [`Module`] that is `Clone`; there is nothing to implement by
+/// hand.
+pub trait ModuleClone<F: Float> {
+    /// A copy of the layer, boxed.
+    fn clone_box<'a>(&self) -> Box<dyn Module<F> + 'a>
+    where
+        Self: 'a;
+}
+
+impl<F: Float, M: Module<F> + Clone> ModuleClone<F> for M {
+    fn clone_box<'a>(&self) -> Box<dyn Module<F> + 'a>
+    where
+        Self: 'a,
+    {
+        Box::new(self.clone())
+    }
+}
+
+impl<F: Float> Clone for Box<dyn Module<F> + '_> {
+    fn clone(&self) -> Self {
+        (**self).clone_box()
     }
 }
 
@@ -174,6 +203,7 @@ fn short_type_name(full: &'static str) -> &'static str {
 /// use tapegrad::{Result, Tape, Tensor};
 ///
 /// /// Two layers with a residual connection around the second.
+/// #[derive(Clone)]
 /// struct Residual {
 ///     inner: Linear<f64>,
 ///     outer: Linear<f64>,

@@ -11,8 +11,10 @@ use crate::{Float, Result, Tensor};
 
 /// Layers applied in order. Parameters are named by the layer's position:
 /// `"0.weight"`, `"0.bias"`, `"2.weight"`, ... (activation layers have none).
-#[derive(Default)]
-pub struct Sequential<F> {
+///
+/// `Clone`: a copy owns copies of every layer.
+#[derive(Clone, Default)]
+pub struct Sequential<F: Float> {
     layers: Vec<Box<dyn Module<F>>>,
 }
 
@@ -103,7 +105,7 @@ impl<F: Float> Module<F> for Sequential<F> {
     }
 }
 
-impl<F> std::fmt::Debug for Sequential<F> {
+impl<F: Float> std::fmt::Debug for Sequential<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sequential")
             .field("layers", &self.layers.len())
