@@ -337,14 +337,14 @@ impl<'t, F: Float> Tape<'t, F> {
                     let ran = if modes == 0 {
                         rule.run(g, &mut ctx, location)
                     } else {
-                        let layer = observed.as_ref().map_or(0, |o| o.layer_of(id));
+                        let observed = observed.as_deref();
                         inspect::run_observed(
                             modes,
                             rule,
                             g,
                             &mut ctx,
                             location,
-                            layer,
+                            observed,
                             &mut rules_time,
                         )
                     };

@@ -25,7 +25,7 @@ use crate::error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
 use crate::grad::Ctx;
 use crate::nn::{ChildName, Module};
 use crate::rule::Rule;
-use crate::tape::{NodeId, Value};
+use crate::tape::{NodeId, Observed, Value};
 use crate::{Float, Tape};
 
 mod dot;
@@ -238,13 +238,15 @@ pub(crate) fn check_seed<F: Float>(
 /// Runs node `ctx.output`'s rule with the observation modes on: timed and its new
 /// gradient buffers counted for the profile, the gradients it wrote checked for
 /// anomalies. `rules` accumulates the time spent in rules.
+#[cold]
+#[inline(never)]
 pub(crate) fn run_observed<F: Float>(
     modes: u8,
     rule: &Rule<F>,
     g: Array2<F>,
     ctx: &mut Ctx<'_, '_, F>,
     location: &'static std::panic::Location<'static>,
-    layer: u32,
+    observed: Option<&Observed>,
     rules: &mut Duration,
 ) -> Result<()> {
     let inputs = ctx.inputs;
@@ -261,6 +263,7 @@ pub(crate) fn run_observed<F: Float>(
             .filter_map(|k| ctx.slots[inputs[k]].as_ref())
             .map(|g| g.len() * std::mem::size_of::<F>())
             .sum();
+        let layer = observed.map_or(0, |o| o.layer_of(id));
         profile::backward(node.op, node.location, layer, time, bytes);
     }
     if modes & ANOMALY != 0 {
