@@ -252,7 +252,7 @@ impl<F: Float> Grads<'_, F> {
     /// it (it is then summed down: a bias's gradient from the output's). Any other shape,
     /// or an input the op does not have, is not added: backward (and
     /// [`Tape::grad`](crate::Tape::grad)) then fails with
-    /// [`ErrorKind::Contribution`](crate::ErrorKind::Contribution), naming the op, the
+    /// [`ErrorKind::Contribution`], naming the op, the
     /// input and both shapes.
     pub fn add(&mut self, k: usize, d: Array2<F>) {
         if let Some(kind) = misfit(self.shapes, self.output, k, d.dim()) {
@@ -317,7 +317,7 @@ impl<'t, F: Float> TensorGrads<'_, '_, 't, F> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Contribution`](crate::ErrorKind::Contribution) for a `d` of any other
+    /// [`ErrorKind::Contribution`] for a `d` of any other
     /// shape or an input the op does not have, naming the op and the line that recorded
     /// it; `ForeignTensor` for a `d` from another tape.
     pub fn add(&mut self, k: usize, d: Tensor<'t, F>) -> Result<()> {
