@@ -59,7 +59,8 @@ use crate::{Float, Gradients, Missing, Result, Tensor};
 /// A model's parameters, by name, in a fixed order.
 ///
 /// Implement the two visitors; everything else is provided. Nested layers prefix their
-/// parameters' names with [`visit_child`] and [`visit_child_mut`].
+/// parameters' names with [`visit_child`] and [`visit_child_mut`], and list themselves in
+/// [`Parameters::visit_layers_mut`] so that [`Module::set_training`] reaches them.
 pub trait Parameters<F: Float> {
     /// Calls `f` with the name and value of every parameter.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>));
@@ -67,6 +68,13 @@ pub trait Parameters<F: Float> {
     /// Calls `f` with the name and value of every parameter, mutably, in the order of
     /// [`Parameters::visit`].
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>));
+
+    /// Calls `f` with the name of every layer this one holds directly, and the layer:
+    /// what [`Module::set_training`] walks by default. The default holds none; implement
+    /// it in a layer that holds others (the derive does), or override `set_training`.
+    fn visit_layers_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Module<F>)) {
+        let _ = f;
+    }
 
     /// Every parameter with its name.
     fn parameters(&self) -> Vec<(String, &Array2<F>)> {
@@ -132,10 +140,11 @@ pub trait Module<F: Float>: Parameters<F> + ModuleClone<F> + Send + Sync {
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>>;
 
     /// Switches between training (the default) and evaluation: [`Dropout`] drops only in
-    /// training. Layers holding other layers pass it on ([`Sequential`] does); the default
-    /// does nothing, for layers that behave the same either way.
+    /// training. The default passes it on to the layers this one holds
+    /// ([`Parameters::visit_layers_mut`]: those of a [`Sequential`], the fields of a
+    /// derived layer), and does nothing in a layer that holds none.
     fn set_training(&mut self, training: bool) {
-        let _ = training;
+        self.visit_layers_mut(&mut |_, layer| layer.set_training(training));
     }
 
     /// The layer's type, without its module path and generic arguments (`"Linear"` for

@@ -66,6 +66,13 @@ impl<F: Float> Parameters<F> for Sequential<F> {
             visit_child_mut(decimal(i, &mut digits), layer.as_mut(), f);
         }
     }
+
+    fn visit_layers_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Module<F>)) {
+        let mut digits = [0u8; 20];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            f(decimal(i, &mut digits), layer.as_mut());
+        }
+    }
 }
 
 /// `i` in decimal, written into `digits` (no allocation: models are walked every step).
@@ -96,12 +103,6 @@ impl<F: Float> Module<F> for Sequential<F> {
             h = run_child("Sequential", ChildName::Index(i), layer.as_ref(), h)?;
         }
         Ok(h)
-    }
-
-    fn set_training(&mut self, training: bool) {
-        for layer in &mut self.layers {
-            layer.set_training(training);
-        }
     }
 }
 
