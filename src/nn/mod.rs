@@ -49,6 +49,10 @@ pub use embedding::Embedding;
 pub use linear::{Init, Linear};
 pub use norm::LayerNorm;
 pub use sequential::{Sequential, mlp};
+/// Derives [`trait@Parameters`] from a struct's fields (feature `derive`, on
+/// by default); see the trait for the rules and an example.
+#[cfg(feature = "derive")]
+pub use tapegrad_derive::Parameters;
 
 use std::panic::Location;
 
@@ -61,6 +65,70 @@ use crate::{Float, Gradients, Missing, Result, Tensor};
 /// Implement the two visitors; everything else is provided. Nested layers prefix their
 /// parameters' names with [`visit_child`] and [`visit_child_mut`], and list themselves in
 /// [`Parameters::visit_layers_mut`] so that [`Module::set_training`] reaches them.
+///
+/// # Deriving it
+///
+/// `#[derive(Parameters)]` (feature `derive`, on by default) writes the three walks from
+/// the struct's fields, in their order and named after them:
+///
+/// - a field of type `Array2` is a parameter of the field's name; an `Option<Array2>` one
+///   is a parameter when it is `Some`;
+/// - a field of any other type is a layer (it must implement [`Module`]): its parameters
+///   are listed with the field's name as prefix (`dense.weight`), and
+///   [`Module::set_training`] is passed on to it; an `Option` of a layer is one when it is
+///   `Some`;
+/// - fields of scalar types (`bool`, `char`, the integers, `f32`, `f64`, `String`, the
+///   float type parameter), references and `PhantomData` are skipped, and so is a field
+///   marked `#[param(skip)]` (use it for a field that is neither, such as a tuple or a
+///   `Vec` of sizes);
+/// - a tuple struct's fields are named by position (`0.weight`).
+///
+/// The derive sees the field types' names only: a type alias of `Array2` is taken for a
+/// layer (and fails to compile as one); write `Array2` out.
+///
+/// The float type is the struct's first type parameter; in a struct without one it is
+/// the one of `f32` and `f64` that the field types name, or the one given as
+/// `#[param(float = f32)]` on the struct. A `Vec` or a `Box<dyn Module>` of layers is not
+/// a layer field: hold them in a [`Sequential`], or implement the trait by hand.
+///
+/// ```
+/// use tapegrad::ndarray::{Array2, array};
+/// use tapegrad::nn::{Dropout, Linear, Module, Parameters};
+/// use tapegrad::{Float, Result, Tape, Tensor};
+///
+/// /// `dropout(x·W + b) ∘ scale`
+/// #[derive(Clone, Parameters)]
+/// struct Scaled<F: Float> {
+///     dense: Linear<F>,
+///     scale: Array2<F>,
+///     drop: Dropout<F>,
+///     #[param(skip)]
+///     shape: (usize, usize), // neither a parameter nor a layer
+/// }
+///
+/// impl<F: Float> Module<F> for Scaled<F> {
+///     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
+///         let h = self.drop.forward(self.dense.forward(x)?)?;
+///         h.try_mul(x.tape().param(&self.scale))
+///     }
+/// }
+///
+/// let mut layer = Scaled {
+///     dense: Linear { weight: array![[1.0, 0.0], [0.0, 1.0]], bias: Some(array![[0.0, 0.0]]) },
+///     scale: array![[2.0, 3.0]],
+///     drop: Dropout::new(0.5, 7),
+///     shape: (2, 2),
+/// };
+/// let names: Vec<String> = layer.parameters().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["dense.weight", "dense.bias", "scale"]);
+/// assert_eq!(layer.shape, (2, 2));
+///
+/// layer.set_training(false); // reaches the dropout: the output is x·W + b, scaled
+/// assert!(!layer.drop.is_training());
+/// let tape = Tape::new();
+/// let y = layer.forward(tape.constant(array![[1.0, 1.0]])).unwrap();
+/// assert_eq!(y.value(), array![[2.0, 3.0]]);
+/// ```
 pub trait Parameters<F: Float> {
     /// Calls `f` with the name and value of every parameter.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>));
