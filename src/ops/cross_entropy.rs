@@ -27,6 +27,9 @@ use crate::{Float, Tensor};
 
 use super::loss::scalar;
 
+/// # Cross-entropy
+///
+/// Softmax cross-entropy, from one-hot targets or class indices.
 impl<'t, F: Float> Tensor<'t, F> {
     /// `TargetCount` unless there is one class index per row, `ClassIndex` unless each is
     /// below the number of columns.
