@@ -1,5 +1,5 @@
 //! The cost of a Hessian-vector product against a gradient, on workload W1
-//! (784-256-256-10 sigmoid MLP, batch 128, mean squared error; `shared/bench/WORKLOADS.md`),
+//! (784-256-256-10 sigmoid MLP, batch 128, mean squared error; `common/mod.rs`),
 //! in the same criterion group:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The matmul rule alone (W3 of `shared/bench/WORKLOADS.md`), and the proof that a
+//! The matmul rule alone (workload W3 of the README's "Performance"), and the proof that a
 //! transposed view reaches GEMM as fast as a pre-transposed owned copy.
 //!
 //! ```text

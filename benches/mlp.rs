@@ -1,4 +1,4 @@
-//! Train steps of the workloads W0, W1 and W2 (`shared/bench/WORKLOADS.md`), each measured
+//! Train steps of the workloads W0, W1 and W2 (`common/mod.rs`), each measured
 //! through the tape and as the hand-written ndarray backprop, in the same group:
 //!
 //! ```text

@@ -1,6 +1,6 @@
 //! A layer of your own, composed from ops: a gated linear unit
-//! `GLU(X) = (X·W + b) ∘ σ(X·V + c)`. Implementing `Parameters` (names) and `Module`
-//! (forward) is all it takes to use it with `Sequential`, the optimizers, gradient
+//! `GLU(X) = (X·W + b) ∘ σ(X·V + c)`. Deriving `Parameters` (names) and implementing
+//! `Module` (forward) is all it takes to use it with `Sequential`, the optimizers, gradient
 //! read-out by name and checkpoints. It learns the product `y = x₀·x₁`, which a single
 //! linear layer cannot represent, then goes through a safetensors checkpoint.
 //!
@@ -13,11 +13,14 @@ use std::error::Error;
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tapegrad::nn::{Init, Linear, Module, Parameters, Sequential, visit_child, visit_child_mut};
+use tapegrad::nn::{Init, Linear, Module, Parameters, Sequential};
 use tapegrad::optim::{Adam, Optimizer};
 use tapegrad::{Float, Result, Tape, Tensor, io};
 
-/// The gated linear unit: a value path and a gate path, multiplied.
+/// The gated linear unit: a value path and a gate path, multiplied. Its parameters,
+/// named by the derive after the fields: `value.weight`, `value.bias`, `gate.weight`,
+/// `gate.bias`.
+#[derive(Clone, Parameters)]
 pub struct Glu<F> {
     pub value: Linear<F>,
     pub gate: Linear<F>,
@@ -29,18 +32,6 @@ impl<F: Float> Glu<F> {
             value: Linear::new(inputs, outputs, Init::Glorot, rng),
             gate: Linear::new(inputs, outputs, Init::Glorot, rng),
         }
-    }
-}
-
-/// Names: `value.weight`, `value.bias`, `gate.weight`, `gate.bias`.
-impl<F: Float> Parameters<F> for Glu<F> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
-        visit_child("value", &self.value, f);
-        visit_child("gate", &self.gate, f);
-    }
-    fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {
-        visit_child_mut("value", &mut self.value, f);
-        visit_child_mut("gate", &mut self.gate, f);
     }
 }
 

@@ -108,9 +108,13 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
         .caption("training loss (cross-entropy)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
+        .y_label_area_size(60)
         .build_cartesian_2d(1u32..epochs, 0f32..max_loss)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss")
+        .draw()?;
     let points = curve
         .iter()
         .enumerate()
@@ -121,13 +125,17 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
         .caption("accuracy", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
-        .build_cartesian_2d(1u32..epochs, 0.8f64..1.0)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+        .y_label_area_size(60)
+        .build_cartesian_2d(1u32..epochs, 80.0f64..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("accuracy (%)")
+        .draw()?;
     let train = curve
         .iter()
         .enumerate()
-        .map(|(i, e)| (i as u32 + 1, e.train_accuracy));
+        .map(|(i, e)| (i as u32 + 1, 100.0 * e.train_accuracy));
     chart
         .draw_series(LineSeries::new(train, &BLUE))?
         .label("train")
@@ -135,7 +143,7 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
     let test = curve
         .iter()
         .enumerate()
-        .map(|(i, e)| (i as u32 + 1, e.test_accuracy));
+        .map(|(i, e)| (i as u32 + 1, 100.0 * e.test_accuracy));
     chart
         .draw_series(LineSeries::new(test, &RED))?
         .label("test (held out)")

@@ -367,6 +367,7 @@ fn plot(
     chart
         .configure_mesh()
         .x_desc("year")
+        .x_label_formatter(&|year| format!("{year:.0}"))
         .y_desc("CO2 (ppm)")
         .draw()?;
     let xs: Vec<f64> = xs.column(0).to_vec();

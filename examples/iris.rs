@@ -145,18 +145,27 @@ fn plot(curve: &[(usize, f32, f64)], path: &Path) -> Result<(), Box<dyn Error>> 
         .caption("training loss (mean squared error)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
+        .y_label_area_size(60)
         .build_cartesian_2d(1..last, 0f32..top)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss")
+        .draw()?;
     chart.draw_series(LineSeries::new(curve.iter().map(|c| (c.0, c.1)), &BLUE))?;
     let mut chart = ChartBuilder::on(&right)
         .caption("training accuracy", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
-        .build_cartesian_2d(1..last, 0f64..1.0)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
-    chart.draw_series(LineSeries::new(curve.iter().map(|c| (c.0, c.2)), &BLUE))?;
+        .y_label_area_size(60)
+        .build_cartesian_2d(1..last, 0f64..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("accuracy (%)")
+        .draw()?;
+    let percent = curve.iter().map(|c| (c.0, 100.0 * c.2));
+    chart.draw_series(LineSeries::new(percent, &BLUE))?;
     root.present()?;
     Ok(())
 }

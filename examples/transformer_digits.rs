@@ -46,6 +46,7 @@ pub const WIDTH: usize = 32;
 pub const HEADS: usize = 2;
 
 /// The model: embeddings, one transformer block, pooling and a linear head.
+#[derive(Clone)]
 pub struct Transformer {
     embed: Linear<f32>,
     position: Embedding<f32>,
@@ -243,9 +244,13 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
         .caption("training loss (cross-entropy)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
+        .y_label_area_size(60)
         .build_cartesian_2d(1u32..epochs, 0f32..max_loss)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss")
+        .draw()?;
     let points = curve
         .iter()
         .enumerate()
@@ -255,9 +260,13 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
         .caption("accuracy", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(50)
-        .build_cartesian_2d(1u32..epochs, 0.5f64..1.0)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+        .y_label_area_size(60)
+        .build_cartesian_2d(1u32..epochs, 50.0f64..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("accuracy (%)")
+        .draw()?;
     for (series, color, label) in [(0, BLUE, "train"), (1, RED, "test (held out)")] {
         let points = curve.iter().enumerate().map(|(i, e)| {
             let a = if series == 0 {
@@ -265,7 +274,7 @@ fn plot(curve: &[Epoch], path: &Path) -> Result<(), Box<dyn Error>> {
             } else {
                 e.test_accuracy
             };
-            (i as u32 + 1, a)
+            (i as u32 + 1, 100.0 * a)
         });
         chart
             .draw_series(LineSeries::new(points, &color))?

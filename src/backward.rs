@@ -344,7 +344,16 @@ impl<'t, F: Float> Tape<'t, F> {
                     let ran = if modes == 0 {
                         rule.run(g, &mut ctx, location)
                     } else {
-                        inspect::run_observed(modes, rule, g, &mut ctx, location, &mut rules_time)
+                        let observed = observed.as_deref();
+                        inspect::run_observed(
+                            modes,
+                            rule,
+                            g,
+                            &mut ctx,
+                            location,
+                            observed,
+                            &mut rules_time,
+                        )
                     };
                     if let Err(e) = ran {
                         break 'pass Err(e);

@@ -34,11 +34,71 @@ pub type Result<T> = std::result::Result<T, Error>;
 ///
 /// `Debug` prints the same text as `Display`, so `unwrap()` and `fn main() -> Result`
 /// show the whole message.
+///
+/// # Errors raised inside a model
+///
+/// When an op fails inside a layer that a container runs ([`Sequential`](crate::nn::Sequential),
+/// [`mlp`](crate::nn::mlp), the attention layers, or a container of your own through
+/// [`nn::forward_child`](crate::nn::forward_child)), the error also says which layer it
+/// was (its path in the model, its type and its parameters) and where your code called
+/// the model ([`Error::in_layer`], [`Error::call_site`]):
+///
+/// ```
+/// use ndarray::Array2;
+/// use rand::SeedableRng;
+/// use tapegrad::nn::{Init, Linear, Module, Sequential, Tanh};
+/// use tapegrad::Tape;
+///
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+/// let model = Sequential::new()
+///     .with(Linear::<f64>::new(4, 3, Init::Glorot, &mut rng))
+///     .with(Tanh)
+///     .with(Linear::new(5, 2, Init::Glorot, &mut rng)); // expects 5 inputs, gets 3
+/// let tape = Tape::new();
+/// let line = line!();
+/// let err = model.forward(tape.constant(Array2::zeros((8, 4)))).unwrap_err();
+/// let layer = err.in_layer().unwrap();
+/// assert_eq!((layer.path.as_str(), layer.layer), ("2", "Linear"));
+/// assert_eq!(layer.parameters, ["2.weight", "2.bias"]);
+/// assert_eq!(err.call_site().line(), line + 1);
+/// assert!(err.to_string().contains(
+///     "in layer 2 (Linear, parameters 2.weight, 2.bias) of the Sequential called at"
+/// ));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Error {
     op: &'static str,
     kind: ErrorKind,
     location: &'static Location<'static>,
+    /// The layer it was raised in, when a container ran it (boxed: errors stay small).
+    layer: Option<Box<InLayer>>,
+}
+
+/// The layer of a model an [`Error`] was raised in ([`Error::in_layer`]).
+///
+/// Containers add it as the error passes out of a layer they run; each container on the
+/// way out prefixes the path and the parameter names with the layer's name in it, so
+/// both read as the outermost model names them ([`Parameters`](crate::nn::Parameters)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InLayer {
+    /// The layer's path in the model: its name in each container from the outermost in,
+    /// joined by dots (`"2"` for a `Sequential`'s third layer, `"1.attention.q"` deeper
+    /// down).
+    pub path: String,
+    /// The type of the innermost layer ([`Module::name`](crate::nn::Module::name)), for
+    /// example `"Linear"`.
+    pub layer: &'static str,
+    /// The innermost layer's parameters, by their names in the outermost model
+    /// (`"2.weight"`, `"2.bias"`).
+    pub parameters: Vec<String>,
+    /// The type of the outermost container (`"Sequential"`).
+    pub container: &'static str,
+    /// Where the outermost container's forward pass was called: your line when you call
+    /// it directly or through a generic `M: Module<F>`. Through a trait object (`&dyn
+    /// Module<F>`, `Box<dyn Module<F>>`) Rust reports the line of the container's
+    /// `forward` in its own source instead; then the path still tells the layer.
+    pub called_at: &'static Location<'static>,
 }
 
 /// What went wrong; see [`Error`].
@@ -303,7 +363,12 @@ impl Error {
         kind: ErrorKind,
         location: &'static Location<'static>,
     ) -> Self {
-        Error { op, kind, location }
+        Error {
+            op,
+            kind,
+            location,
+            layer: None,
+        }
     }
 
     /// The operation that failed, as named in the rule table (`"matmul"`, `"backward"`, ...).
@@ -316,9 +381,61 @@ impl Error {
         &self.kind
     }
 
-    /// The caller's source location.
+    /// The caller's source location: the line that called the op that failed (inside
+    /// a library layer, that layer's source; see [`Error::call_site`] for yours).
     pub fn location(&self) -> &'static Location<'static> {
         self.location
+    }
+
+    /// The layer the error was raised in, when a container ran it: its path in the
+    /// model, its type, its parameters and where the model was called ([`InLayer`]).
+    /// `None` for an op called outside any container.
+    pub fn in_layer(&self) -> Option<&InLayer> {
+        self.layer.as_deref()
+    }
+
+    /// Where your code called into tapegrad: the call of the outermost container's
+    /// forward pass for an error raised inside a model ([`InLayer::called_at`]), else
+    /// the op's caller ([`Error::location`]).
+    pub fn call_site(&self) -> &'static Location<'static> {
+        self.layer.as_ref().map_or(self.location, |l| l.called_at)
+    }
+
+    /// The error as it passes out of layer `name` (of type `layer`, with the parameters
+    /// `parameters` gives) of a `container` whose forward was called at `called_at`.
+    #[cold]
+    pub(crate) fn within(
+        mut self,
+        container: &'static str,
+        name: &str,
+        layer: &'static str,
+        parameters: impl FnOnce() -> Vec<String>,
+        called_at: &'static Location<'static>,
+    ) -> Self {
+        self.layer = Some(Box::new(match self.layer.take() {
+            None => InLayer {
+                path: name.to_string(),
+                layer,
+                parameters: parameters()
+                    .into_iter()
+                    .map(|p| format!("{name}.{p}"))
+                    .collect(),
+                container,
+                called_at,
+            },
+            Some(inner) => InLayer {
+                path: format!("{name}.{}", inner.path),
+                parameters: inner
+                    .parameters
+                    .iter()
+                    .map(|p| format!("{name}.{p}"))
+                    .collect(),
+                container,
+                called_at,
+                ..*inner
+            },
+        }));
+        self
     }
 }
 
@@ -553,7 +670,21 @@ impl fmt::Display for ErrorKind {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}, called at {}", self.op, self.kind, self.location)
+        write!(f, "{}: {}, called at {}", self.op, self.kind, self.location)?;
+        if let Some(l) = &self.layer {
+            write!(f, ", in layer {} ({}", l.path, l.layer)?;
+            // (a block of many layers: its first few parameters say enough)
+            const SHOWN: usize = 4;
+            for (i, p) in l.parameters.iter().take(SHOWN).enumerate() {
+                f.write_str(if i == 0 { ", parameters " } else { ", " })?;
+                f.write_str(p)?;
+            }
+            if l.parameters.len() > SHOWN {
+                write!(f, " and {} more", l.parameters.len() - SHOWN)?;
+            }
+            write!(f, ") of the {} called at {}", l.container, l.called_at)?;
+        }
+        Ok(())
     }
 }
 

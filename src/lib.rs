@@ -98,9 +98,44 @@
 //! assert_eq!(grads.wrt(&w).unwrap().dim(), (2, 1));
 //! ```
 //!
+//! # Use it in your crate
+//!
+//! tapegrad re-exports the two crates its API speaks, [`ndarray`] (arrays in and out)
+//! and [`rand`] (the seeded generators layers are initialised from), so a program needs
+//! no version of its own that could differ from tapegrad's:
+//!
+//! ```
+//! use tapegrad::ndarray::Array2;
+//! use tapegrad::rand::rngs::StdRng;
+//! use tapegrad::rand::{RngExt, SeedableRng}; // `RngExt` holds `random` in rand 0.10
+//! use tapegrad::nn::{Init, Linear, Module};
+//! use tapegrad::Tape;
+//!
+//! let mut rng = StdRng::seed_from_u64(1);
+//! let layer = Linear::<f64>::new(2, 1, Init::Glorot, &mut rng);
+//! let x: Array2<f64> = Array2::from_shape_fn((3, 2), |_| rng.random::<f64>());
+//! let tape = Tape::new();
+//! let y = layer.forward(tape.constant(&x)).unwrap();
+//! assert_eq!(y.shape(), (3, 1));
+//! ```
+//!
+//! In a debug build tapegrad and ndarray are compiled without optimisation, and a
+//! training loop runs more than ten times slower. These lines in your `Cargo.toml`
+//! optimise the dependencies alone, in every debug build:
+//!
+//! ```toml
+//! [profile.dev.package."*"]
+//! opt-level = 3
+//! ```
+//!
+//! A layer of your own derives [`trait@nn::Parameters`] (its parameters by name, and the layers
+//! [`nn::Module::set_training`] reaches) and implements [`nn::Module`] (its forward pass).
+//!
 //! # Feature flags
 //!
 //! - default: pure Rust. GEMM through ndarray's matrixmultiply; no system library.
+//! - `derive` (default): `#[derive(Parameters)]` for layers of your own
+//!   ([`trait@nn::Parameters`]), from the workspace's `tapegrad-derive` crate.
 //! - `blas`: GEMM through BLAS (ndarray's `blas` feature). The final program chooses the
 //!   provider (for example with `blas-src`), as ndarray asks of libraries.
 //! - `linalg`: the linear-algebra ops (`inv`, `solve`, `solve_triangular`, `cho_solve`,
@@ -190,8 +225,16 @@ pub mod bench_kernels {
     }
 }
 
+/// The `ndarray` tapegrad is built on (0.17): arrays go in and gradients come out as its
+/// `Array2`. Use it through this path so that the versions cannot differ.
+pub use ndarray;
+/// The `rand` tapegrad is built on (0.10): layers draw their initial weights from its
+/// generators ([`nn::Linear::new`]). Use it through this path so that the versions cannot
+/// differ.
+pub use rand;
+
 pub use backward::BackwardOptions;
-pub use error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
+pub use error::{AnomalySite, Error, ErrorKind, InLayer, NonFinite, Result};
 pub use float::Float;
 pub use gradients::{Gradients, Missing};
 #[cfg(feature = "linalg")]

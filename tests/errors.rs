@@ -332,3 +332,148 @@ fn non_finite_inputs_propagate_through_every_op_without_a_panic() {
         }
     }
 }
+
+/// `Linear 4→3, Tanh, Linear 5→2`: the third layer does not fit the second's output.
+fn misfit_model() -> tapegrad::nn::Sequential<f64> {
+    use tapegrad::nn::{Init, Linear, Sequential, Tanh};
+    let mut rng = StdRng::seed_from_u64(5);
+    Sequential::new()
+        .with(Linear::new(4, 3, Init::Glorot, &mut rng))
+        .with(Tanh)
+        .with(Linear::new(5, 2, Init::Glorot, &mut rng))
+}
+
+/// An op that fails inside a `Sequential` keeps its op, kind and location, and gains the
+/// layer (position, type, parameters) and the line that called the model.
+#[test]
+fn an_error_inside_a_sequential_names_the_layer_and_the_callers_line() {
+    use tapegrad::nn::Module;
+    let model = misfit_model();
+    let tape = Tape::new();
+    let x = tape.constant(zeros(8, 4));
+    let line = line!() + 1;
+    let err = model.forward(x).unwrap_err();
+    assert_eq!(err.op(), "linear");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Shape {
+                lhs: (8, 3),
+                rhs: (5, 2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.location().file().ends_with("linear.rs"), "{err}");
+    let layer = err.in_layer().expect("raised inside a layer");
+    assert_eq!(layer.path, "2");
+    assert_eq!(layer.layer, "Linear");
+    assert_eq!(layer.parameters, ["2.weight", "2.bias"]);
+    assert_eq!(layer.container, "Sequential");
+    assert_eq!(
+        (layer.called_at.file(), layer.called_at.line()),
+        (file!(), line)
+    );
+    assert_eq!(err.call_site(), layer.called_at);
+    let text = err.to_string();
+    assert!(
+        text.ends_with(&format!(
+            ", in layer 2 (Linear, parameters 2.weight, 2.bias) of the Sequential called at {}:{line}:{}",
+            file!(),
+            layer.called_at.column()
+        )),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+    // the panicking form says the same
+    let panic = catch_unwind(AssertUnwindSafe(|| model.forward(x).unwrap())).unwrap_err();
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert!(message.contains("in layer 2 (Linear"), "{message}");
+}
+
+/// Nested containers join the path and the parameter names from the outermost in; the
+/// call site is the outermost call. Through a trait object Rust reports the container's
+/// own source line instead (the documented limit), and the path is the same.
+#[test]
+fn nested_containers_join_the_layer_path() {
+    use tapegrad::nn::{Init, Linear, Module, MultiHeadAttention, Sequential, Tanh};
+    let mut rng = StdRng::seed_from_u64(6);
+    let inner = Sequential::new().with(Tanh).with(misfit_model());
+    let model = Sequential::new()
+        .with(Linear::<f64>::new(4, 4, Init::Glorot, &mut rng))
+        .with(inner);
+    let tape = Tape::new();
+    let x = tape.constant(zeros(2, 4));
+    let line = line!() + 1;
+    let err = model.forward(x).unwrap_err();
+    let layer = err.in_layer().unwrap();
+    assert_eq!(layer.path, "1.1.2");
+    assert_eq!(layer.layer, "Linear");
+    assert_eq!(layer.parameters, ["1.1.2.weight", "1.1.2.bias"]);
+    assert_eq!(err.call_site().line(), line, "{err}");
+
+    let dynamic: &dyn Module<f64> = &model;
+    let err = dynamic.forward(x).unwrap_err();
+    assert_eq!(err.in_layer().unwrap().path, "1.1.2");
+    assert!(err.call_site().file().ends_with("sequential.rs"), "{err}");
+
+    // a generic caller is a static call: its line is the call site
+    fn run<'t, M: Module<f64>>(m: &'t M, x: Tensor<'t, f64>) -> Result<Tensor<'t, f64>> {
+        m.forward(x)
+    }
+    let err = run(&model, x).unwrap_err();
+    assert_eq!(err.call_site().file(), file!());
+
+    // the attention layers name their projections
+    let attention = MultiHeadAttention::<f64>::new(4, 2, &mut rng);
+    let line = line!() + 1;
+    let err = attention.forward(tape.constant(zeros(3, 5))).unwrap_err();
+    let layer = err.in_layer().unwrap();
+    assert_eq!(
+        (layer.path.as_str(), layer.container),
+        ("q", "MultiHeadAttention")
+    );
+    assert_eq!(err.call_site().line(), line, "{err}");
+
+    // an op outside any layer has no layer, and its call site is its location
+    let err = x.try_matmul(tape.constant(zeros(3, 3))).unwrap_err();
+    assert!(err.in_layer().is_none());
+    assert_eq!(err.call_site(), err.location());
+}
+
+/// Class indices passed as a column to the one-hot cross-entropy: the shape error
+/// suggests `softmax_cross_entropy_indices`; a column that is not class indices does not.
+#[test]
+fn class_indices_given_to_the_one_hot_cross_entropy_suggest_the_indices_form() {
+    let tape = Tape::new();
+    let logits = tape.param(zeros(3, 4));
+    let indices = tape.constant(ndarray::array![[0.0], [3.0], [1.0]]);
+    let err = logits.try_softmax_cross_entropy(indices).unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Shape {
+            lhs: (3, 4),
+            rhs: (3, 1),
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("softmax_cross_entropy_indices"),
+        "{err}"
+    );
+    // not integers, negative, or not one per row: no such hint
+    for column in [
+        ndarray::array![[0.5], [3.0], [1.0]],
+        ndarray::array![[0.0], [-1.0], [1.0]],
+    ] {
+        let err = logits
+            .try_softmax_cross_entropy(tape.constant(column))
+            .unwrap_err();
+        assert!(!err.to_string().contains("_indices"), "{err}");
+    }
+    let err = logits
+        .try_softmax_cross_entropy(tape.constant(zeros(2, 1)))
+        .unwrap_err();
+    assert!(!err.to_string().contains("_indices"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 #![allow(clippy::duplicate_mod)]
 
+#[cfg(feature = "derive")]
 #[path = "../examples/custom_layer.rs"]
 #[allow(dead_code)]
 mod custom_layer;
@@ -106,6 +107,7 @@ fn xor_is_learned() {
     }
 }
 
+#[cfg(feature = "derive")]
 #[test]
 fn the_custom_layer_learns_a_product() {
     let (net, before, after) = custom_layer::train(1500, 11).unwrap();

@@ -487,3 +487,63 @@ fn the_profile_counts_a_rematerialised_block_once() {
     );
     assert_eq!(p.backward_passes, 1);
 }
+
+/// The profile attributes the ops a container's layers record to those layers: the two
+/// `linear` ops of a two-layer model share a line of tapegrad's source but not a layer,
+/// forward and backward; nested layers get their path.
+#[test]
+fn the_profile_tells_layers_apart() {
+    use rand::SeedableRng;
+    use tapegrad::inspect::profile;
+    use tapegrad::nn::{Activation, Init, Module, Sequential, Tanh, mlp};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let model = Sequential::new()
+        .with(mlp::<f64>(
+            &[4, 3, 2],
+            Activation::Tanh,
+            Activation::Identity,
+            Init::Glorot,
+            &mut rng,
+        ))
+        .with(Tanh);
+    let x = Array2::from_elem((5, 4), 0.5);
+    profile::start();
+    for _ in 0..2 {
+        let tape = Tape::new();
+        let y = model.forward(tape.constant(&x)).unwrap();
+        tape.backward(y.sum()).unwrap();
+    }
+    let p = profile::finish();
+    let linear: Vec<_> = p.sites.iter().filter(|s| s.op == "linear").collect();
+    assert_eq!(linear.len(), 2, "{p}");
+    let mut layers: Vec<_> = linear.iter().map(|s| s.layer.clone().unwrap()).collect();
+    layers.sort();
+    assert_eq!(
+        layers,
+        [("0.0".to_string(), "Linear"), ("0.2".to_string(), "Linear")]
+    );
+    assert_eq!(linear[0].location, linear[1].location);
+    for s in &linear {
+        assert_eq!((s.forward_calls, s.backward_calls), (2, 2), "{p}");
+    }
+    let tanh: Vec<_> = p.sites.iter().filter(|s| s.op == "tanh").collect();
+    let mut tanh_layers: Vec<_> = tanh.iter().map(|s| s.layer.clone().unwrap().0).collect();
+    tanh_layers.sort();
+    assert_eq!(tanh_layers, ["0.1", "1"]);
+    // the sum is outside any layer
+    let sum = p.sites.iter().find(|s| s.op == "sum").unwrap();
+    assert_eq!(sum.layer, None);
+    let by_layer = p.by_layer();
+    assert_eq!(by_layer.len(), 5, "{p}"); // 0.0, 0.1, 0.2, 1 and none
+    let first = by_layer
+        .iter()
+        .find(|s| s.layer == Some(("0.0".to_string(), "Linear")))
+        .unwrap();
+    // its two leaves and the linear op, twice
+    assert_eq!(first.forward_calls, 6);
+    let table = p.to_string();
+    assert!(
+        table.contains("0.2 (Linear)") && table.contains("by layer:"),
+        "{table}"
+    );
+}

@@ -131,6 +131,7 @@ fn glorot_and_he_draw_the_documented_distributions_reproducibly() {
 
 /// A layer of one's own, composed from ops: a gated linear unit
 /// `(X·W + b) ∘ σ(X·V + c)`.
+#[derive(Clone)]
 struct Gated {
     value: Linear<f64>,
     gate: Linear<f64>,
@@ -221,4 +222,61 @@ fn a_user_defined_layer_works_with_sequential_optimizers_and_checkpoints() {
         .with(Linear::new(8, 1, Init::He, &mut rng));
     io::from_bytes(&mut other, &bytes).unwrap();
     assert_eq!(loss_of(&other), end);
+}
+
+/// A `Sequential` clones layer by layer: the copy computes the same (its dropout draws
+/// the same masks), owns its parameters (a step on it leaves the original alone), and a
+/// boxed layer clones too.
+#[test]
+fn sequential_and_boxed_layers_clone() {
+    use tapegrad::nn::Dropout;
+    let mut rng = StdRng::seed_from_u64(8);
+    let original = Sequential::new()
+        .with(Linear::<f64>::new(2, 8, Init::Glorot, &mut rng))
+        .with(Dropout::new(0.5, 9))
+        .with(Gated {
+            value: Linear::new(8, 3, Init::Glorot, &mut rng),
+            gate: Linear::new(8, 3, Init::Glorot, &mut rng),
+        });
+    let x = Array2::from_shape_fn((4, 2), |(i, j)| (i + 2 * j) as f64 - 2.0);
+    let output = |net: &Sequential<f64>| {
+        let tape = Tape::new();
+        net.forward(tape.constant(&x)).unwrap().value()
+    };
+    let _ = output(&original); // the dropout draws a mask
+    let mut copy = original.clone();
+    assert_eq!(copy.len(), 3);
+    let (a, b) = (original.parameters(), copy.parameters());
+    assert_eq!(a.len(), b.len());
+    for ((name_a, pa), (name_b, pb)) in a.iter().zip(&b) {
+        assert_eq!((name_a, *pa), (name_b, *pb));
+        assert_ne!(pa.as_ptr(), pb.as_ptr(), "{name_a} is shared");
+    }
+    // the copy's dropout goes on from the same generator state
+    assert_eq!(output(&original), output(&copy));
+    assert_eq!(output(&original), output(&copy));
+
+    let grads = {
+        let tape = Tape::new();
+        let loss = copy.forward(tape.constant(&x)).unwrap().square().sum();
+        tape.backward(loss).unwrap()
+    };
+    let before: Vec<Array2<f64>> = original
+        .parameters()
+        .into_iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    Sgd::new(0.1).step(&mut copy, &grads).unwrap();
+    let after: Vec<Array2<f64>> = original
+        .parameters()
+        .into_iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(before, after, "a step on the copy changed the original");
+    assert_ne!(copy.parameters()[0].1, original.parameters()[0].1);
+
+    let boxed: Box<dyn Module<f64>> = Box::new(Linear::<f64>::new(2, 2, Init::He, &mut rng));
+    let twin = boxed.clone();
+    assert_eq!(boxed.parameters()[0].1, twin.parameters()[0].1);
+    assert_eq!(twin.name(), "Linear");
 }

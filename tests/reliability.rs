@@ -195,6 +195,7 @@ fn overlapping_parameter_views_are_reported_not_half_counted() {
 // ---- 2. A parameter that gets no gradient is never skipped silently ----------------------
 
 /// A layer that puts a copy of its weight on the tape.
+#[derive(Clone)]
 struct Copying {
     w: Array2<f64>,
     b: Array2<f64>,

@@ -1,5 +1,6 @@
-//! The seeds' derivations (`shared/seeds/`), executed: the tape must give exactly the
-//! gradients the textbook formulas give.
+//! The seeds, executed: the textbook derivations (000 to 004) tapegrad was built to
+//! reproduce, each with its formulas written out; the tape must give exactly the
+//! gradients they give.
 
 #[path = "../examples/common/mod.rs"]
 mod common;

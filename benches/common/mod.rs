@@ -1,4 +1,4 @@
-//! The benchmark workloads of `shared/bench/WORKLOADS.md`, shared by the benches and the
+//! The benchmark workloads (the README's "Performance"), shared by the benches and the
 //! allocation tests (`#[path]`-included by `tests/alloc.rs`).
 //!
 //! A train step is: forward, loss, backward giving the gradient of every weight and bias,

@@ -1,7 +1,7 @@
 //! Explain mode: the backward pass as the matrix equations it executes ([`Tape::explain`]).
 //!
 //! The equations are written in the notation of the textbook derivations the library is
-//! built on (`../shared/seeds/`): `G` is the gradient arriving at the root (the seed, 1 for
+//! built on (the seeds of `tests/seeds.rs`): `G` is the gradient arriving at the root (the seed, 1 for
 //! a scalar loss), `dW` the gradient of a leaf named `W`, `H_error` the gradient of a named
 //! intermediate `H`, `O_delta` the gradient of the input of an activation whose output is
 //! named `O` (the error times the activation's derivative), `ᵀ` a transpose, `·` a matrix
@@ -18,6 +18,9 @@ use crate::rule::Rule;
 use crate::tape::NodeId;
 use crate::{Float, Tape, Tensor};
 
+/// # Names
+///
+/// For explain mode and the graph views.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Gives this tensor a name, used by [`Tape::explain`], [`Tape::to_dot`] and
     /// [`Tape::to_svg`]. Returns the tensor, so it chains: `x.matmul(w).sigmoid().named("H")`.

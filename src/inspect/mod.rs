@@ -23,8 +23,9 @@ use ndarray::{Array2, ArrayView2};
 
 use crate::error::{AnomalySite, Error, ErrorKind, NonFinite, Result};
 use crate::grad::Ctx;
+use crate::nn::{ChildName, Module};
 use crate::rule::Rule;
-use crate::tape::{NodeId, Value};
+use crate::tape::{NodeId, Observed, Value};
 use crate::{Float, Tape};
 
 mod dot;
@@ -40,6 +41,21 @@ pub use profile::{Profile, SiteStats};
 pub(crate) const ANOMALY: u8 = 1;
 /// Mode bit: time ops for [`profile`].
 pub(crate) const PROFILE: u8 = 2;
+
+/// A layer's forward pass while profiling ([`Tape::enter_layer`]): dropping it returns
+/// the tape to the enclosing layer.
+pub(crate) struct LayerScope<'a, 't, F: Float> {
+    tape: &'a Tape<'t, F>,
+    previous: u32,
+}
+
+impl<F: Float> Drop for LayerScope<'_, '_, F> {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.tape.inner.try_borrow_mut() {
+            inner.observed().layer = self.previous;
+        }
+    }
+}
 
 impl<'t, F: Float> Tape<'t, F> {
     /// Switches anomaly detection on or off for this tape (PyTorch's anomaly mode, JAX's
@@ -125,7 +141,43 @@ impl<'t, F: Float> Tape<'t, F> {
             _ => Duration::ZERO,
         };
         observed.last_record = Some(end);
-        profile::forward(op, location, op_time, end - start, bytes);
+        let layer = observed.layer;
+        if layer != 0 {
+            observed.node_layers.push((id, layer));
+        }
+        profile::forward(op, location, layer, op_time, end - start, bytes);
+    }
+
+    /// Enters the forward pass of layer `name` (a child of the layer running now) while
+    /// profiling: the ops recorded until the scope is dropped are attributed to it. Not
+    /// profiling, it does nothing (one flag test).
+    #[inline]
+    pub(crate) fn enter_layer<M: Module<F> + ?Sized>(
+        &self,
+        name: ChildName<'_>,
+        child: &M,
+    ) -> Option<LayerScope<'_, 't, F>> {
+        if self.modes.get() & PROFILE == 0 {
+            return None;
+        }
+        Some(self.enter_profiled_layer(name, child.name()))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_profiled_layer(
+        &self,
+        name: ChildName<'_>,
+        layer: &'static str,
+    ) -> LayerScope<'_, 't, F> {
+        let mut inner = self.inner.borrow_mut();
+        let observed = inner.observed();
+        let previous = observed.layer;
+        observed.layer = name.with(|name| profile::enter_layer(previous, name, layer));
+        LayerScope {
+            tape: self,
+            previous,
+        }
     }
 
     /// Keeps the first forward anomaly: node `id`'s value if it holds NaN or infinity.
@@ -186,12 +238,15 @@ pub(crate) fn check_seed<F: Float>(
 /// Runs node `ctx.output`'s rule with the observation modes on: timed and its new
 /// gradient buffers counted for the profile, the gradients it wrote checked for
 /// anomalies. `rules` accumulates the time spent in rules.
+#[cold]
+#[inline(never)]
 pub(crate) fn run_observed<F: Float>(
     modes: u8,
     rule: &Rule<F>,
     g: Array2<F>,
     ctx: &mut Ctx<'_, '_, F>,
     location: &'static std::panic::Location<'static>,
+    observed: Option<&Observed>,
     rules: &mut Duration,
 ) -> Result<()> {
     let inputs = ctx.inputs;
@@ -208,7 +263,8 @@ pub(crate) fn run_observed<F: Float>(
             .filter_map(|k| ctx.slots[inputs[k]].as_ref())
             .map(|g| g.len() * std::mem::size_of::<F>())
             .sum();
-        profile::backward(node.op, node.location, time, bytes);
+        let layer = observed.map_or(0, |o| o.layer_of(id));
+        profile::backward(node.op, node.location, layer, time, bytes);
     }
     if modes & ANOMALY != 0 {
         for (k, &i) in inputs.iter().enumerate() {

@@ -18,6 +18,12 @@
 //!   backward pass outside the rules (bookkeeping, releasing values, collecting the
 //!   gradients).
 //!
+//! Ops a layer records inside a container ([`Sequential`](crate::nn::Sequential), the
+//! attention layers, or [`forward_child`](crate::nn::forward_child) in a layer of your
+//! own) are attributed to that layer, by its path in the model and its type
+//! ([`SiteStats::layer`]): the two `linear` ops of a two-layer model share a line of
+//! tapegrad's source, but not a layer. [`Profile::by_layer`] sums them per layer.
+//!
 //! Profiling reads the clock about four times per op, so it adds tens of nanoseconds per
 //! op; tapes on other threads (a [`DataParallel`](crate::parallel::DataParallel) shard)
 //! are profiled only if they call [`start`] themselves.
@@ -50,13 +56,19 @@ use std::time::{Duration, Instant};
 
 use super::PROFILE;
 
-/// One op at one call site (or, in [`Profile::by_op`], one op kind).
+/// One op at one call site in one layer (or, in [`Profile::by_op`], one op kind; in
+/// [`Profile::by_layer`], one layer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteStats {
-    /// The op, as named in the rule table.
+    /// The op, as named in the rule table (`""` in [`Profile::by_layer`]).
     pub op: &'static str,
-    /// The caller's line of the forward op; `None` in [`Profile::by_op`].
+    /// The caller's line of the forward op; `None` in [`Profile::by_op`] and
+    /// [`Profile::by_layer`].
     pub location: Option<&'static Location<'static>>,
+    /// The layer the op was recorded in, when a container ran it: its path in the model
+    /// (`"2"`, `"1.attention.q"`) and its type (`"Linear"`); `None` outside any layer and
+    /// in [`Profile::by_op`].
+    pub layer: Option<(String, &'static str)>,
     /// Forward calls.
     pub forward_calls: u64,
     /// Forward time (see the [module](self) for what it includes).
@@ -77,10 +89,15 @@ impl SiteStats {
         self.forward + self.backward
     }
 
-    fn new(op: &'static str, location: Option<&'static Location<'static>>) -> Self {
+    fn new(
+        op: &'static str,
+        location: Option<&'static Location<'static>>,
+        layer: Option<(String, &'static str)>,
+    ) -> Self {
         SiteStats {
             op,
             location,
+            layer,
             forward_calls: 0,
             forward: Duration::ZERO,
             forward_bytes: 0,
@@ -127,7 +144,7 @@ impl Profile {
             match ops.iter_mut().find(|o| o.op == s.op) {
                 Some(o) => o.absorb(s),
                 None => {
-                    let mut o = SiteStats::new(s.op, None);
+                    let mut o = SiteStats::new(s.op, None, None);
                     o.absorb(s);
                     ops.push(o);
                 }
@@ -137,6 +154,25 @@ impl Profile {
         ops
     }
 
+    /// The sites summed by layer (the ops recorded outside any layer as one row with
+    /// `layer: None`), most time first. A layer's row counts the ops recorded directly in
+    /// it, not those of the layers it holds.
+    pub fn by_layer(&self) -> Vec<SiteStats> {
+        let mut layers: Vec<SiteStats> = Vec::new();
+        for s in &self.sites {
+            match layers.iter_mut().find(|l| l.layer == s.layer) {
+                Some(l) => l.absorb(s),
+                None => {
+                    let mut l = SiteStats::new("", None, s.layer.clone());
+                    l.absorb(s);
+                    layers.push(l);
+                }
+            }
+        }
+        sort(&mut layers);
+        layers
+    }
+
     /// Time in ops, forward and backward.
     pub fn ops_time(&self) -> Duration {
         self.sites.iter().map(SiteStats::total).sum()
@@ -144,7 +180,12 @@ impl Profile {
 }
 
 fn sort(sites: &mut [SiteStats]) {
-    sites.sort_by(|a, b| b.total().cmp(&a.total()).then(a.op.cmp(b.op)));
+    sites.sort_by(|a, b| {
+        b.total()
+            .cmp(&a.total())
+            .then(a.op.cmp(b.op))
+            .then_with(|| a.layer.cmp(&b.layer))
+    });
 }
 
 fn ms(d: Duration) -> f64 {
@@ -156,12 +197,31 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[SiteStats], all: Duration) -> fmt::
         s.location
             .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()))
     };
+    let layer = |s: &SiteStats| {
+        s.layer
+            .as_ref()
+            .map_or_else(String::new, |(path, kind)| format!("{path} ({kind})"))
+    };
+    let width = |column: &dyn Fn(&SiteStats) -> String, title: &str| {
+        let w = rows.iter().map(|s| column(s).chars().count()).max();
+        match w.unwrap_or(0) {
+            0 => 0,
+            w => w.max(title.len()),
+        }
+    };
+    let ops = rows.iter().any(|s| !s.op.is_empty());
     let op_w = rows.iter().map(|s| s.op.len()).max().unwrap_or(2).max(2);
-    let site_w = rows.iter().map(|s| place(s).len()).max().unwrap_or(0);
-    let site_w = if site_w > 0 { site_w.max(9) } else { 0 };
-    write!(f, "{:op_w$}  ", "op")?;
+    let site_w = width(&place, "call site");
+    let layer_w = width(&layer, "layer");
+    let layers = rows.iter().any(|s| s.layer.is_some());
+    if ops {
+        write!(f, "{:op_w$}  ", "op")?;
+    }
     if site_w > 0 {
         write!(f, "{:site_w$}  ", "call site")?;
+    }
+    if layers {
+        write!(f, "{:layer_w$}  ", "layer")?;
     }
     writeln!(
         f,
@@ -169,9 +229,18 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[SiteStats], all: Duration) -> fmt::
         "fwd n", "fwd ms", "bwd n", "bwd ms", "total ms", "%", "fwd MB", "bwd MB"
     )?;
     for s in rows {
-        write!(f, "{:op_w$}  ", s.op)?;
+        if ops {
+            write!(f, "{:op_w$}  ", s.op)?;
+        }
         if site_w > 0 {
             write!(f, "{:site_w$}  ", place(s))?;
+        }
+        if layers {
+            let name = match layer(s) {
+                name if name.is_empty() => "(none)".to_string(),
+                name => name,
+            };
+            write!(f, "{name:layer_w$}  ")?;
         }
         let share = if all.is_zero() {
             0.0
@@ -201,6 +270,10 @@ impl fmt::Display for Profile {
         table(f, &self.sites, all)?;
         writeln!(f, "\nby op:")?;
         table(f, &self.by_op(), all)?;
+        if self.sites.iter().any(|s| s.layer.is_some()) {
+            writeln!(f, "\nby layer:")?;
+            table(f, &self.by_layer(), all)?;
+        }
         let share = |d: Duration| {
             if all.is_zero() {
                 0.0
@@ -230,8 +303,12 @@ impl fmt::Display for Profile {
 #[derive(Default)]
 struct Collector {
     started: Option<Instant>,
-    index: HashMap<(usize, usize), usize>,
+    index: HashMap<(usize, usize, u32), usize>,
     sites: Vec<SiteStats>,
+    /// The layers entered, numbered from 1 (0 is "no layer"): path and type.
+    layers: Vec<(String, &'static str)>,
+    /// A layer's number by its parent's number, its name in the parent and its type.
+    layer_index: HashMap<(u32, String, &'static str), u32>,
     record: Duration,
     records: u64,
     backward_overhead: Duration,
@@ -239,14 +316,26 @@ struct Collector {
 }
 
 impl Collector {
-    fn site(&mut self, op: &'static str, location: &'static Location<'static>) -> &mut SiteStats {
-        let key = (op.as_ptr() as usize, location as *const _ as usize);
+    fn site(
+        &mut self,
+        op: &'static str,
+        location: &'static Location<'static>,
+        layer: u32,
+    ) -> &mut SiteStats {
+        let key = (op.as_ptr() as usize, location as *const _ as usize, layer);
         let next = self.sites.len();
         let i = *self.index.entry(key).or_insert(next);
         if i == next {
-            self.sites.push(SiteStats::new(op, Some(location)));
+            let layer = self.layer(layer).cloned();
+            self.sites.push(SiteStats::new(op, Some(location), layer));
         }
         &mut self.sites[i]
+    }
+
+    /// Layer number `n`'s path and type (`None` for 0, or a number from before the last
+    /// [`start`]).
+    fn layer(&self, n: u32) -> Option<&(String, &'static str)> {
+        (n as usize).checked_sub(1).and_then(|i| self.layers.get(i))
     }
 }
 
@@ -313,10 +402,32 @@ fn with(f: impl FnOnce(&mut Collector)) {
     });
 }
 
+/// The number of layer `name` inside layer `parent` (0: the top), of type `kind`,
+/// numbered on first entry.
+pub(crate) fn enter_layer(parent: u32, name: &str, kind: &'static str) -> u32 {
+    let mut n = 0;
+    with(|c| {
+        let key = (parent, name.to_string(), kind);
+        if let Some(&known) = c.layer_index.get(&key) {
+            n = known;
+            return;
+        }
+        let path = match c.layer(parent) {
+            Some((outer, _)) => format!("{outer}.{name}"),
+            None => name.to_string(),
+        };
+        c.layers.push((path, kind));
+        n = c.layers.len() as u32;
+        c.layer_index.insert(key, n);
+    });
+    n
+}
+
 /// One recorded node: the op's time, the record's time, the result's bytes.
 pub(crate) fn forward(
     op: &'static str,
     location: &'static Location<'static>,
+    layer: u32,
     time: Duration,
     record: Duration,
     bytes: usize,
@@ -324,7 +435,7 @@ pub(crate) fn forward(
     with(|c| {
         c.record += record;
         c.records += 1;
-        let s = c.site(op, location);
+        let s = c.site(op, location, layer);
         s.forward_calls += 1;
         s.forward += time;
         s.forward_bytes += bytes as u64;
@@ -335,11 +446,12 @@ pub(crate) fn forward(
 pub(crate) fn backward(
     op: &'static str,
     location: &'static Location<'static>,
+    layer: u32,
     time: Duration,
     bytes: usize,
 ) {
     with(|c| {
-        let s = c.site(op, location);
+        let s = c.site(op, location, layer);
         s.backward_calls += 1;
         s.backward += time;
         s.backward_bytes += bytes as u64;

@@ -4,7 +4,7 @@
 use ndarray::Array2;
 use rand::Rng;
 
-use super::{Init, Linear, Module, Parameters, visit_child, visit_child_mut};
+use super::{Init, Linear, Module, Parameters, forward_child, visit_child, visit_child_mut};
 use crate::error::shape_error;
 use crate::{Float, Result, Tensor};
 
@@ -97,7 +97,10 @@ impl<F: Float> MultiHeadAttention<F> {
                 location,
             ));
         }
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        const ME: &str = "MultiHeadAttention";
+        let q = forward_child(ME, "q", &self.q, x)?;
+        let k = forward_child(ME, "k", &self.k, x)?;
+        let v = forward_child(ME, "v", &self.v, x)?;
         let head_dim = q.cols() / self.heads;
         let scale = F::one() / F::cast(head_dim as f64).sqrt();
         let mut sequences = Vec::with_capacity(x.rows() / seq);
@@ -117,7 +120,7 @@ impl<F: Float> MultiHeadAttention<F> {
             }
             sequences.push(Tensor::try_concat_cols(&heads)?);
         }
-        self.o.forward(Tensor::try_concat_rows(&sequences)?)
+        forward_child(ME, "o", &self.o, Tensor::try_concat_rows(&sequences)?)
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use ndarray::Array2;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand::rngs::ChaCha12Rng;
 
 use super::{Module, Parameters};
 use crate::{Float, Result, Tensor};
@@ -28,11 +28,16 @@ use crate::{Float, Result, Tensor};
 /// let tape = Tape::new();
 /// assert_eq!(drop.forward(tape.constant(&x)).unwrap().value(), x);
 /// ```
+///
+/// A clone continues from the same generator state: the original and the copy draw the
+/// same masks from then on.
 #[derive(Debug)]
 pub struct Dropout<F> {
     /// The probability of dropping an element.
     pub p: F,
-    rng: Mutex<StdRng>,
+    /// `StdRng`'s generator (the same stream from the same seed), named so that its
+    /// state can be copied: `StdRng` is not `Clone`.
+    rng: Mutex<ChaCha12Rng>,
     training: bool,
 }
 
@@ -41,7 +46,7 @@ impl<F: Float> Dropout<F> {
     pub fn new(p: F, seed: u64) -> Self {
         Dropout {
             p,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            rng: Mutex::new(ChaCha12Rng::seed_from_u64(seed)),
             training: true,
         }
     }
@@ -49,6 +54,20 @@ impl<F: Float> Dropout<F> {
     /// Whether the layer is in training mode.
     pub fn is_training(&self) -> bool {
         self.training
+    }
+}
+
+impl<F: Float> Clone for Dropout<F> {
+    fn clone(&self) -> Self {
+        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut copy = ChaCha12Rng::from_seed(rng.get_seed());
+        copy.set_stream(rng.get_stream());
+        copy.set_word_pos(rng.get_word_pos());
+        Dropout {
+            p: self.p,
+            rng: Mutex::new(copy),
+            training: self.training,
+        }
     }
 }
 
@@ -73,5 +92,21 @@ impl<F: Float> Module<F> for Dropout<F> {
 
     fn set_training(&mut self, training: bool) {
         self.training = training;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::{ChaCha12Rng, StdRng};
+    use rand::{Rng, SeedableRng};
+
+    /// The masks are those `StdRng` drew before the generator was named: the same
+    /// stream from the same seed.
+    #[test]
+    fn the_generator_is_std_rngs() {
+        let (mut a, mut b) = (StdRng::seed_from_u64(7), ChaCha12Rng::seed_from_u64(7));
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
     }
 }

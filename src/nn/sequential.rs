@@ -3,13 +3,18 @@
 use ndarray::Array2;
 use rand::Rng;
 
-use super::{Activation, Init, Linear, Module, Parameters, visit_child, visit_child_mut};
+use super::{
+    Activation, ChildName, Init, Linear, Module, Parameters, run_child, visit_child,
+    visit_child_mut,
+};
 use crate::{Float, Result, Tensor};
 
 /// Layers applied in order. Parameters are named by the layer's position:
 /// `"0.weight"`, `"0.bias"`, `"2.weight"`, ... (activation layers have none).
-#[derive(Default)]
-pub struct Sequential<F> {
+///
+/// `Clone`: a copy owns copies of every layer.
+#[derive(Clone, Default)]
+pub struct Sequential<F: Float> {
     layers: Vec<Box<dyn Module<F>>>,
 }
 
@@ -61,10 +66,17 @@ impl<F: Float> Parameters<F> for Sequential<F> {
             visit_child_mut(decimal(i, &mut digits), layer.as_mut(), f);
         }
     }
+
+    fn visit_layers_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Module<F>)) {
+        let mut digits = [0u8; 20];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            f(decimal(i, &mut digits), layer.as_mut());
+        }
+    }
 }
 
 /// `i` in decimal, written into `digits` (no allocation: models are walked every step).
-fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
+pub(crate) fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -78,18 +90,23 @@ fn decimal(mut i: usize, digits: &mut [u8; 20]) -> &str {
 }
 
 impl<F: Float> Module<F> for Sequential<F> {
+    /// The layers applied in order.
+    ///
+    /// # Errors
+    ///
+    /// The first layer's error, naming the layer by its position and type and the line
+    /// that called this forward pass ([`Error::in_layer`](crate::Error::in_layer)).
+    #[track_caller]
     fn forward<'t>(&'t self, x: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
-        self.layers.iter().try_fold(x, |h, layer| layer.forward(h))
-    }
-
-    fn set_training(&mut self, training: bool) {
-        for layer in &mut self.layers {
-            layer.set_training(training);
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = run_child("Sequential", ChildName::Index(i), layer.as_ref(), h)?;
         }
+        Ok(h)
     }
 }
 
-impl<F> std::fmt::Debug for Sequential<F> {
+impl<F: Float> std::fmt::Debug for Sequential<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sequential")
             .field("layers", &self.layers.len())

@@ -27,6 +27,7 @@ use crate::{Float, Tensor};
 
 use super::unary::{Unary, WithParam, constant_of, param_rule, plain_rule};
 
+/// # Activations
 impl<'t, F: Float> Tensor<'t, F> {
     /// The logistic function `σ(x) = 1 / (1 + e⁻ˣ)`, elementwise.
     ///

@@ -15,6 +15,9 @@ use crate::error::{Result, or_panic, shape_error};
 use crate::ops::elementwise::add_rule;
 use crate::{Float, Tensor};
 
+/// # Row and column broadcasts
+///
+/// A bias row or column added to every row or column.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Adds the 1 × n row `b` to every row of `self` (m × n): a layer's bias.
     ///

@@ -28,6 +28,9 @@ use crate::{Float, Tensor};
 
 use super::loss::scalar;
 
+/// # Cross-entropy
+///
+/// Softmax cross-entropy, from one-hot targets or class indices.
 impl<'t, F: Float> Tensor<'t, F> {
     /// `TargetCount` unless there is one class index per row, `ClassIndex` unless each is
     /// below the number of columns.
@@ -54,6 +57,22 @@ impl<'t, F: Float> Tensor<'t, F> {
             return Err(Error::new(op, kind, location));
         }
         Ok(())
+    }
+
+    /// Whether `targets`, given to the one-hot cross-entropy with logits `self`, look
+    /// like class indices: one column of whole numbers from 0 up, a row per row of logits
+    /// of more than one class.
+    fn looks_like_class_indices(self, targets: Tensor<'t, F>) -> bool {
+        let ((rows, classes), column) = (self.shape, targets.shape);
+        column == (rows, 1)
+            && classes > 1
+            && self
+                .tape
+                .read1(targets.id, |t| {
+                    t.iter()
+                        .all(|&v| v >= F::zero() && v.fract() == F::zero() && v.is_finite())
+                })
+                .unwrap_or(false)
     }
 
     /// Negative log-likelihood of class indices from log-probabilities `self` (N × C, for
@@ -148,14 +167,21 @@ impl<'t, F: Float> Tensor<'t, F> {
     ///
     /// # Errors
     ///
-    /// `Shape` if the shapes differ, `ForeignTensor` if the tapes differ.
+    /// `Shape` if the shapes differ (when the targets are a column of class indices, its
+    /// message points to [`Tensor::try_softmax_cross_entropy_indices`]), `ForeignTensor`
+    /// if the tapes differ.
     #[track_caller]
     pub fn try_softmax_cross_entropy(self, targets: Tensor<'t, F>) -> Result<Tensor<'t, F>> {
         let location = Location::caller();
         let op = "softmax_cross_entropy";
         self.same_tape(targets, op, location)?;
         if self.shape != targets.shape {
-            let rule = "logits and targets must have the same shape";
+            let rule = if self.looks_like_class_indices(targets) {
+                "logits and targets must have the same shape; the targets are a column of \
+                 class indices, which softmax_cross_entropy_indices takes (as a &[usize])"
+            } else {
+                "logits and targets must have the same shape"
+            };
             return Err(shape_error(op, self.shape, targets.shape, rule, location));
         }
         let tape = self.tape;

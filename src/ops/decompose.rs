@@ -207,6 +207,9 @@ fn eigh_tensor<'t, F: LinalgFloat>(
     ctx.accumulate(0, v.try_matmul(m)?.try_matmul(v.t())?)
 }
 
+/// # Linear algebra: decompositions
+///
+/// Feature `linalg`.
 impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// The lower Cholesky factor `L` of a symmetric positive definite matrix, `A = L·Lᵀ`
     /// (LAPACK `potrf`), zeros above the diagonal. Reads the symmetric part

@@ -102,6 +102,9 @@ impl<F: LinalgFloat> Backward<F> for LogDetBackward<F> {
     }
 }
 
+/// # Linear algebra: determinants
+///
+/// Feature `linalg`.
 impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// The determinant of a square matrix, as a 1 × 1 tensor (LAPACK `getrf`). For large
     /// or ill-conditioned matrices prefer [`Tensor::slogdet`]: the determinant itself

@@ -146,6 +146,7 @@ impl<F: Float> Backward<F> for Triangle {
     }
 }
 
+/// # Diagonals and triangles
 impl<'t, F: Float> Tensor<'t, F> {
     /// The trace `Σᵢ aᵢᵢ`, the sum of the main diagonal, as a 1 × 1 tensor (of a
     /// rectangular matrix too: its min(m, n) diagonal elements).

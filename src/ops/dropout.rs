@@ -33,6 +33,7 @@ impl<F: Float> Backward<F> for DropoutBackward<F> {
     }
 }
 
+/// # Dropout
 impl<'t, F: Float> Tensor<'t, F> {
     /// Dropout with probability `p`: each element zeroed with probability `p`, the others
     /// scaled by `1 / (1 − p)`, the mask drawn from `rng` (one draw per element, row-major).

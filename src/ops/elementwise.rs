@@ -27,6 +27,9 @@ const BROADCAST: &str = "each dimension must be equal, or 1 on one side (broadca
 // `add`, `sub`, `mul`, `div` and `neg` are also the `std::ops` traits (below); the named
 // methods are the documented forms beside their `try_` siblings.
 #[allow(clippy::should_implement_trait)]
+/// # Arithmetic
+///
+/// Elementwise, with broadcasting; also the operators `+ - * /`.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Records the binary op `op` on `self` and `other` after checking that their shapes
     /// broadcast; `f` computes each element, `rule` builds the VJP (called only when a

@@ -112,6 +112,9 @@ fn tie_weights<F: Float>(
     w
 }
 
+/// # Maxima and minima
+///
+/// Of the whole matrix or along an axis, and their positions.
 impl<'t, F: Float> Tensor<'t, F> {
     fn extreme(
         self,

@@ -172,6 +172,9 @@ impl<F: Float> Backward<F> for ScatterBackward {
     }
 }
 
+/// # Indexing
+///
+/// Slices and gathered rows.
 impl<'t, F: Float> Tensor<'t, F> {
     /// The view `self[rows, cols]`, recorded with the rule of `slice`.
     fn slice_lanes(

@@ -29,6 +29,9 @@ pub(super) fn scalar<F: Float>(x: F) -> Array2<F> {
     a
 }
 
+/// # Losses
+///
+/// Regression and binary classification, each a 1 × 1 mean.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Mean squared error `Σ (P − T)² / NC` between `self` (predictions `P`) and `target`,
     /// both N × C: the mean over all elements, as in the benchmark workloads.

@@ -30,6 +30,7 @@ use crate::{Float, Tensor};
 
 use super::unary::{Unary, WithParam, boxed_rule, constant_of, param_rule, plain_rule};
 
+/// # Elementwise math
 impl<'t, F: Float> Tensor<'t, F> {
     /// `eˣ`, elementwise. The derivative is `eˣ` itself: the rule saves `Y`, `dX = G ∘ Y`.
     ///

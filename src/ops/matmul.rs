@@ -25,6 +25,9 @@ use crate::kernels;
 use crate::rule::{Rule, Saves};
 use crate::{Float, Tensor};
 
+/// # Matrix products
+///
+/// GEMM, and the fused dense layer.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Matrix product `self · w`: (m × k) · (k × n) → m × n.
     ///

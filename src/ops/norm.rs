@@ -113,6 +113,7 @@ impl<F: Float> Backward<F> for LayerNormBackward<F> {
     }
 }
 
+/// # Normalisation
 impl<'t, F: Float> Tensor<'t, F> {
     /// Layer normalisation of each row (the features of one token or sample), then an
     /// affine map: `y = (x − μ) / √(σ² + ε) ∘ γ + β`, with the row's mean `μ` and biased

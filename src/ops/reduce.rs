@@ -33,6 +33,9 @@ fn reduce_tensor<'t, F: Float>(
     ctx.accumulate(0, d.try_broadcast_to(shape)?)
 }
 
+/// # Sums and means
+///
+/// Of the whole matrix or along an axis.
 impl<'t, F: Float> Tensor<'t, F> {
     fn reduce(
         self,

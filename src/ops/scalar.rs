@@ -19,6 +19,9 @@ use crate::{Float, Tensor, kernels};
 
 // `neg` is also `std::ops::Neg` (below); the named method is the documented form.
 #[allow(clippy::should_implement_trait)]
+/// # Scalar arithmetic
+///
+/// With a scalar; also `-x`, `x + s`, `x - s`, `x * s`, `x / s`, `s / x`.
 impl<'t, F: Float> Tensor<'t, F> {
     /// Records `Y = α·X + β` elementwise, with VJP `dX = α·G`.
     fn affine(

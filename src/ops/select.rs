@@ -114,6 +114,9 @@ impl<F: Float> Backward<F> for WhereBackward<F> {
     }
 }
 
+/// # Selection
+///
+/// Elementwise maxima, minima and choice.
 impl<'t, F: Float> Tensor<'t, F> {
     fn extremum(
         self,

@@ -110,6 +110,9 @@ fn concat_tensor<'t, F: Float>(
     Ok(())
 }
 
+/// # Shape
+///
+/// Transpose, broadcast, reshape, concatenate.
 impl<'t, F: Float> Tensor<'t, F> {
     /// The transpose `Xᵀ` (n × m for an m × n tensor), a view of the same storage.
     /// The derivative: `dX = Gᵀ`.

@@ -187,6 +187,9 @@ fn logsumexp_tensor<'t, F: Float>(
     ctx.accumulate(0, p.try_mul(g)?)
 }
 
+/// # Softmax and log-sum-exp
+///
+/// Along an axis.
 impl<'t, F: Float> Tensor<'t, F> {
     fn softmax_op(
         self,

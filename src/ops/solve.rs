@@ -202,6 +202,9 @@ fn cho_solve_tensor<'t, F: LinalgFloat>(
     Ok(())
 }
 
+/// # Linear algebra: inverses and solves
+///
+/// Feature `linalg`.
 impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// The inverse `A⁻¹` of a square matrix (LAPACK `getrf` and `getri`). Prefer
     /// [`Tensor::solve`] to multiplying by an inverse: it is faster and more accurate.

@@ -101,6 +101,21 @@ pub(crate) struct Observed {
     pub(crate) anomaly: Option<Error>,
     /// When profiling, the end of the last record (the start of the next op's time).
     pub(crate) last_record: Option<std::time::Instant>,
+    /// When profiling, the layer whose forward pass runs now (0: none), as the profile
+    /// numbers layers ([`crate::nn::forward_child`]).
+    pub(crate) layer: u32,
+    /// When profiling, the layer of every node recorded inside one, by node id (ascending).
+    pub(crate) node_layers: Vec<(NodeId, u32)>,
+}
+
+impl Observed {
+    /// The layer node `id` was recorded in (0: none).
+    pub(crate) fn layer_of(&self, id: NodeId) -> u32 {
+        match self.node_layers.binary_search_by_key(&id, |&(n, _)| n) {
+            Ok(i) => self.node_layers[i].1,
+            Err(_) => 0,
+        }
+    }
 }
 
 impl<F: Float> Value<F> {
