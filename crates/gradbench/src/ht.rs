@@ -202,8 +202,13 @@ fn pose_of_theta() -> Vec<((usize, usize), usize)> {
     at
 }
 
-/// The posed vertex positions (3 × vertices) for `theta` (26 × 1).
-fn vertex_positions<'t>(model: &'t Model, theta: Tensor<'t, f64>) -> Tensor<'t, f64> {
+/// The posed positions (3 × `vertices.len()`) of the mesh vertices `vertices`, for `theta`
+/// (26 × 1).
+fn vertex_positions<'t>(
+    model: &'t Model,
+    theta: Tensor<'t, f64>,
+    vertices: &[usize],
+) -> Tensor<'t, f64> {
     let tape = theta.tape();
     let bones = model.parents.len();
     // each bone's Euler angles (bones × 3: x, z, y), gathered from [theta; 0]
@@ -293,9 +298,15 @@ fn vertex_positions<'t>(model: &'t Model, theta: Tensor<'t, f64>) -> Tensor<'t, 
     let transforms = bmm(absolutes.slice_cols(0..12), inverse, 3, 4, 4); // bones × 12
     // skinning: Σ_b T_b · (rest ∘ w_b) as one GEMM, (3 × 4·bones) · (4·bones × vertices)
     let mut stacked = transforms.t().reshape((3, 4 * bones)); // column (k, b)
-    let weighted = Array2::from_shape_fn((4 * bones, model.base_positions.nrows()), |(kb, v)| {
-        model.base_positions[[v, kb / bones]] * model.weights[[v, kb % bones]]
-    });
+    let mut weighted = Array2::zeros((4 * bones, vertices.len()));
+    for (j, &v) in vertices.iter().enumerate() {
+        let (rest, w) = (model.base_positions.row(v), model.weights.row(v));
+        for k in 0..4 {
+            for b in 0..bones {
+                weighted[[k * bones + b, j]] = rest[k] * w[b];
+            }
+        }
+    }
     if model.is_mirrored {
         stacked = stacked * tape.constant(ndarray::array![[-1.0], [1.0], [1.0]]);
     }
@@ -320,25 +331,39 @@ fn vertex_positions<'t>(model: &'t Model, theta: Tensor<'t, f64>) -> Tensor<'t, 
         .add_col(theta.slice_rows(3..6))
 }
 
-/// The residuals (npts × 3, row-major as the reference's flat array).
+/// The residuals (npts × 3, row-major as the reference's flat array). Only the vertices
+/// the points refer to are posed.
 fn residuals<'t>(
     input: &'t Input,
     theta: Tensor<'t, f64>,
     us: Option<Tensor<'t, f64>>,
 ) -> Tensor<'t, f64> {
     let tape = theta.tape();
-    let at = vertex_positions(&input.model, theta).t(); // vertices × 3
+    // each point's vertex (simple) or triangle corners (complicated), then the vertices
+    // used, each once, and where each point's vertices are among them
+    let corners: Vec<Vec<usize>> = match us {
+        None => vec![input.correspondences.clone()],
+        Some(_) => (0..3)
+            .map(|k| {
+                let corner = |&c: &usize| input.model.triangles[c][k];
+                input.correspondences.iter().map(corner).collect()
+            })
+            .collect(),
+    };
+    let mut position = vec![usize::MAX; input.model.base_positions.nrows()];
+    let mut used = Vec::new();
+    for &v in corners.iter().flatten() {
+        if position[v] == usize::MAX {
+            position[v] = used.len();
+            used.push(v);
+        }
+    }
+    let at = vertex_positions(&input.model, theta, &used).t(); // used vertices × 3
+    let corner = |k: usize| -> Vec<usize> { corners[k].iter().map(|&v| position[v]).collect() };
     let points = tape.constant(&input.points);
     match us {
-        None => points - at.gather_rows(&input.correspondences),
+        None => points - at.gather_rows(&corner(0)),
         Some(u) => {
-            let corner = |k: usize| -> Vec<usize> {
-                input
-                    .correspondences
-                    .iter()
-                    .map(|&c| input.model.triangles[c][k])
-                    .collect()
-            };
             let (u0, u1) = (u.slice_cols(0..1), u.slice_cols(1..2));
             let hand = at.gather_rows(&corner(0)) * u0
                 + at.gather_rows(&corner(1)) * u1

@@ -1,10 +1,14 @@
 //! `kmeans`: the cost `Σᵢ minⱼ ‖pᵢ − cⱼ‖²` and the Newton direction `J ⊘ diag(H)`, with `J`
 //! its gradient with respect to the centroids and `H` its Hessian, which is diagonal.
 //!
-//! All squared distances at once, `‖p‖² + ‖c‖²ᵀ − 2 P·Cᵀ` (n × k, one GEMM), the minimum
-//! along each row, the sum. `J` is the gradient recorded on the tape ([`Tape::grad`]);
-//! `diag(H) = H·1` is backward through it from `Σ J` (the Hessian-vector product with a
-//! vector of ones, forward over reverse), on the same tape.
+//! The cost is written as the squared distance of each point to its nearest centroid:
+//! the nearest centroids come from all squared distances at once (`‖c‖²ᵀ − 2 P·Cᵀ`, n × k,
+//! one GEMM; `‖p‖²` does not change a row's argmin), a choice with no derivative, as the
+//! minimum's is a choice of branch; then the distances to the chosen centroids, gathered
+//! (n × d). That is the minimum's value, with the minimum's derivative wherever it has one
+//! (not at exact ties). `J` is the gradient recorded on the tape ([`Tape::grad`]); `diag(H)
+//! = H·1` is backward through it from `Σ J` (the Hessian-vector product with a vector of
+//! ones, forward over reverse), on the same tape.
 
 use ndarray::{Array2, Axis};
 use serde_json::Value;
@@ -13,16 +17,22 @@ use tapegrad::{Tape, Tensor};
 use crate::input::{err, field, matrix, rows};
 use crate::runs::{Runs, measure};
 
+/// The nearest centroid of each point (ties: the first): the row argmins of
+/// `‖c‖²ᵀ − 2 P·Cᵀ`, as one GEMM `[P 1]·[−2C ‖c‖²]ᵀ`.
+fn nearest<'t>(points: Tensor<'t, f64>, centroids: Tensor<'t, f64>) -> Vec<usize> {
+    let tape = points.tape();
+    let (points, centroids) = (points.detach(), centroids.detach());
+    let ones = tape.constant(Array2::ones((points.rows(), 1)));
+    let c2 = centroids.square().sum_axis(Axis(1)); // k × 1
+    let left = Tensor::concat_cols(&[points, ones]);
+    let right = Tensor::concat_cols(&[centroids.mul_scalar(-2.0), c2]);
+    left.matmul(right.t()).argmin(Axis(1))
+}
+
 /// The k-means cost of `points` (n × d, constant) with `centroids` (k × d).
 fn cost<'t>(points: Tensor<'t, f64>, centroids: Tensor<'t, f64>) -> Tensor<'t, f64> {
-    let p2 = points.square().sum_axis(Axis(1)); // n × 1
-    let c2 = centroids.square().sum_axis(Axis(1)).t(); // 1 × k
-    let dists = points
-        .matmul(centroids.t())
-        .mul_scalar(-2.0)
-        .add_col(p2)
-        .add_row(c2);
-    dists.min_axis(Axis(1)).sum()
+    let assigned = centroids.gather_rows(&nearest(points, centroids));
+    (points - assigned).square().sum()
 }
 
 /// `J ⊘ diag(H)`.
