@@ -7,7 +7,8 @@
 #   crates/gradbench/gradbench.sh table [EVAL...]       the timing table from the results
 #   crates/gradbench/gradbench.sh record [NAME...]      re-record tests/data/sessions
 #
-# TOOL: tapegrad | manual | pytorch | jax. ARGS go to the eval's run.py (for example
+# TOOL: tapegrad | manual | pytorch | jax, or any name with GB_TOOL_CMD set to the command
+# that starts that tool (run from the GradBench tree). ARGS go to the eval's run.py (for example
 # `--min-runs 3`, `-n 1000 10000`, `--max 11`); without them, GradBench's defaults.
 #
 # Environment (all optional):
@@ -119,7 +120,8 @@ run() {
     tapegrad) [ -x "$TOOL_BIN" ] || build_tool; toolcmd="$TOOL_BIN --threads $GB_THREADS" ;;
     manual) toolcmd="$PY python/gradbench/gradbench/cpp.py manual" ;;
     pytorch | jax) toolcmd="$PY python/gradbench/gradbench/tools/$tool/run.py" ;;
-    *) die "unknown tool $tool (tapegrad, manual, pytorch, jax)" ;;
+    *) [ -n "${GB_TOOL_CMD:-}" ] || die "unknown tool $tool (tapegrad, manual, pytorch, jax, or set GB_TOOL_CMD)"
+      toolcmd=$GB_TOOL_CMD ;;
   esac
   local out=$GB_RESULTS/$eval
   mkdir -p "$out"
@@ -146,5 +148,5 @@ case ${1:-} in
   pair) shift; e=$1; shift; run "$e" tapegrad "$@"; run "$e" manual "$@" ;;
   table) shift; GB_RESULTS=$GB_RESULTS "$PY" "$HERE/scripts/table.py" "$@" ;;
   record) shift; GB_SRC=$GB_SRC "$PY" "$HERE/tests/data/record.py" "$@" ;;
-  *) sed -n '2,29p' "$0"; exit 2 ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

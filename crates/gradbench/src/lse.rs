@@ -1,8 +1,8 @@
 //! `lse`: `LSE(x) = m + ln Σᵢ exp(xᵢ − m)`, `m = max x`, written from the primitives
 //! (max, exp, sum, log) as the eval asks, and its gradient by backward.
 //!
-//! The maximum is detached, as a user writing the stable form does: `m` only shifts the
-//! exponents, and the gradient through it is `(1 − Σ softmax) = 0` in exact arithmetic.
+//! The maximum is a constant, as a user writing the stable form makes it: `m` only shifts
+//! the exponents, and the gradient through it is `(1 − Σ softmax) = 0` in exact arithmetic.
 
 use ndarray::Array2;
 use serde_json::Value;
@@ -13,7 +13,7 @@ use crate::runs::{Runs, measure};
 
 /// `m + ln Σ exp(x − m)` of a 1 × n row.
 fn lse<'t>(x: Tensor<'t, f64>) -> Tensor<'t, f64> {
-    let m = x.max().detach();
+    let m = x.max().item();
     (x - m).exp().sum().log() + m
 }
 
