@@ -7,6 +7,10 @@ computation alone) and its first run; per eval, the ratios tapegrad / manual (an
 others / manual) as the geometric mean over inputs and the worst input, and the outcome of
 GradBench's validation (the analysis messages).
 
+With several result folders in GB_RESULTS (separated by `:`, one per session of the same
+tool builds), each time is the fastest over all the sessions' runs and each first run the
+fastest first run (every session starts the tool afresh); validation counts add up.
+
 Usage: table.py [EVAL...]   (default: every eval with results)
 """
 
@@ -86,18 +90,41 @@ def geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
+def merge(sessions):
+    """The sessions' loads of one tool as one: fastest runs, fastest first runs."""
+    runs, loads = {}, []
+    for session, load in sessions:
+        loads.append(load or "load not logged")
+        for key, r in session.items():
+            if key not in runs:
+                runs[key] = dict(r)
+                continue
+            m = runs[key]
+            for field in ("min", "first"):
+                values = [v for v in (m[field], r[field]) if v is not None]
+                m[field] = min(values) if values else None
+            m["runs"] += r["runs"]
+            m["valid"] = (m["valid"] or 0) + (r["valid"] or 0) if r["valid"] is not None else m["valid"]
+    return runs, "; ".join(loads)
+
+
 def table(eval, results):
-    logs = {t: results / eval / f"{t}.jsonl.gz" for t in TOOLS}
-    data = {t: load(p) for t, p in logs.items() if p.exists()}
+    data = {}
+    for t in TOOLS:
+        sessions = [load(r / eval / f"{t}.jsonl.gz") for r in results if (r / eval / f"{t}.jsonl.gz").exists()]
+        if sessions:
+            data[t] = merge(sessions)
     if "tapegrad" not in data:
         return
     ours, load_ours = data["tapegrad"]
-    others = [t for t in TOOLS[1:] if t in data]
+    # tools with at least one successful run (manual has no particle or saddle)
+    others = [t for t in TOOLS[1:] if t in data and any(v["min"] for v in data[t][0].values())]
     print(f"\n### {eval}\n")
     for t in data:
         print(f"- {t}: {data[t][1] or 'load not logged'}")
-    valid = [v["valid"] for v in ours.values()]
-    print(f"- tapegrad validated: {sum(v is True for v in valid)} of {len(valid)} evaluations")
+    valid = [int(v["valid"] or 0) for v in ours.values()]
+    sessions = sum((r / eval / "tapegrad.jsonl.gz").exists() for r in results)
+    print(f"- sessions: {sessions}; tapegrad validated: {sum(valid)} of {len(valid) * sessions} evaluations")
     objective, derivative = FUNCTIONS.get(eval, (None, None))
     keys = sorted(ours, key=lambda k: ours[k]["order"])
     descriptions = list(dict.fromkeys(d for _, d in keys))
@@ -140,8 +167,10 @@ def table(eval, results):
 
 
 def main():
-    results = Path(os.environ.get("GB_RESULTS", "gradbench-results"))
-    evals = sys.argv[1:] or sorted(p.name for p in results.iterdir() if (p / "tapegrad.jsonl.gz").exists())
+    results = [Path(r) for r in os.environ.get("GB_RESULTS", "gradbench-results").split(":") if r]
+    evals = sys.argv[1:] or sorted(
+        {p.name for r in results for p in r.iterdir() if (p / "tapegrad.jsonl.gz").exists()}
+    )
     for e in evals:
         table(e, results)
 

@@ -14,6 +14,10 @@
 //! `min_seconds`, and reports one `evaluate` timing per run: the computation only, from the
 //! prepared input (arrays) to the output (arrays), not the JSON on either side. One thread
 //! by default, as GradBench asks; `--threads N` lets OpenBLAS (feature `openblas`) use N.
+//!
+//! With `TAPEGRAD_GRADBENCH_PROFILE=1` in the environment, every `evaluate` is also profiled
+//! by op (`tapegrad::inspect::profile`) and the table printed to stderr: the ops' time, and
+//! the tape's own (recording, backward bookkeeping).
 
 mod ba;
 mod det;

@@ -4,8 +4,15 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde_json::{Value, json};
+use tapegrad::inspect::profile;
 
 use crate::runs::Evaluated;
+
+/// With this variable set, every `evaluate` is profiled by op ([`tapegrad::inspect::profile`],
+/// summed over its runs) and the table goes to stderr: where the time goes, and the tape's
+/// own share. Profiling adds tens of nanoseconds per op, so timings taken with it are not
+/// the tool's timings.
+pub const PROFILE_VAR: &str = "TAPEGRAD_GRADBENCH_PROFILE";
 
 /// The evals this tool implements, by module name.
 const MODULES: &[&str] = &[
@@ -34,7 +41,19 @@ pub fn respond(line: &str) -> Value {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let input = message.get("input").unwrap_or(&Value::Null);
-            match evaluate_caught(module, function, input) {
+            let profiling = std::env::var_os(PROFILE_VAR).is_some();
+            if profiling {
+                profile::start();
+            }
+            let result = evaluate_caught(module, function, input);
+            if profiling {
+                let description = message.get("description").unwrap_or(&Value::Null);
+                eprintln!(
+                    "== {module}::{function} {description}\n{}",
+                    profile::finish()
+                );
+            }
+            match result {
                 Ok(Evaluated { output, timings }) => {
                     let timings: Vec<Value> = timings
                         .iter()

@@ -340,3 +340,41 @@ fn protocol() {
     assert_eq!(r, json!({"id": 7}));
     tool.finish();
 }
+
+/// `TAPEGRAD_GRADBENCH_PROFILE` set: each evaluate's per-op profile goes to stderr (the lse
+/// gradient's ops and the tape's share), and stdout still carries the same responses.
+#[test]
+fn profile_to_stderr() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapegrad-gradbench"))
+        .env("TAPEGRAD_GRADBENCH_PROFILE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tool starts");
+    let messages = [
+        json!({"id": 0, "kind": "start", "eval": "lse"}),
+        json!({"id": 1, "kind": "define", "module": "lse"}),
+        json!({"id": 2, "kind": "evaluate", "module": "lse", "function": "gradient",
+               "input": {"x": [1.0, 2.0, 3.0], "min_runs": 2, "min_seconds": 0}, "description": "n=3"}),
+    ];
+    let mut stdin = child.stdin.take().expect("piped");
+    for m in &messages {
+        writeln!(stdin, "{m}").expect("the tool reads");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("the tool exits");
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let responses: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(responses.len(), 3, "{stdout}");
+    assert_eq!(responses[2]["success"], true, "{stdout}");
+    assert_eq!(responses[2]["timings"].as_array().map(Vec::len), Some(2));
+    let stderr = String::from_utf8(out.stderr).expect("UTF-8");
+    assert!(stderr.contains("== lse::gradient \"n=3\""), "{stderr}");
+    assert!(stderr.contains("exp"), "{stderr}");
+    assert!(stderr.contains("tape overhead"), "{stderr}");
+}
