@@ -1,6 +1,9 @@
 //! The defects of issue 8, each with the test that failed before its fix: weight sharing,
 //! parameters without a gradient, the root after backward, sizes, numerics checked
-//! against f64 closed forms, optimizers and checkpoints.
+//! against f64 closed forms, optimizers and checkpoints; then those of issue 19 (panics
+//! through APIs documented not to panic).
+
+mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -654,4 +657,39 @@ fn files_that_declare_more_than_they_hold_are_refused() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- issue 19: panics through APIs documented not to panic ----
+
+/// The panic `layout-rs` raises on some graphs is caught inside `to_svg` without reaching
+/// the panic hook (nothing is printed), while every other panic still reaches the hook
+/// installed before. (No other test of this file may call `to_svg`: the hook this test
+/// installs must be the one `to_svg` wraps.)
+#[test]
+fn to_svg_catches_layout_panics_without_printing_them() {
+    use std::cell::Cell;
+    thread_local! {
+        static SEEN: Cell<usize> = const { Cell::new(0) };
+    }
+    let test_thread = std::thread::current().id();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == test_thread {
+            SEEN.with(|s| s.set(s.get() + 1));
+        } else {
+            default(info);
+        }
+    }));
+    let tape = Tape::new();
+    common::layout_rs_panic_graph(&tape);
+    let svg = tape.to_svg();
+    let seen_by_layout = SEEN.with(Cell::get);
+    let other = catch_unwind(|| panic!("an ordinary panic"));
+    let seen_after = SEEN.with(Cell::get);
+    // the hook that prints, back for the other tests
+    drop(std::panic::take_hook());
+    assert!(svg.is_ok(), "{svg:?}");
+    assert_eq!(seen_by_layout, 0, "the layout's panic reached the hook");
+    assert!(other.is_err());
+    assert_eq!(seen_after, 1, "an ordinary panic must still reach the hook");
 }
