@@ -386,6 +386,26 @@ fn to_svg_escapes_control_characters_in_names() {
     assert!(svg.contains(r"a\u{1}b\u{0}c\u{1b}[0m\u{ffff}"), "{svg}");
 }
 
+/// Explain mode prints names of any length: the columns are padded by hand, not by a
+/// format width (which must fit in 16 bits).
+#[test]
+fn explain_prints_names_longer_than_a_format_width() {
+    let tape = Tape::<f64>::new();
+    let long = "W".repeat(70_000);
+    let w = tape.param(Array2::from_elem((2, 2), 0.5)).named(&long);
+    let h = tape.param(Array2::from_elem((2, 2), 0.5)).named("H");
+    let loss = w.matmul(h).sum();
+    let text = tape.explain(loss).unwrap().to_string();
+    assert_eq!(text.lines().count(), 3, "{}", &text[..200]);
+    assert!(text.contains(&format!("d{long} = ")));
+    // the columns still line up: every line's `[` at the same character
+    let columns: Vec<usize> = text
+        .lines()
+        .map(|l| l.chars().position(|c| c == '[').unwrap())
+        .collect();
+    assert!(columns.iter().all(|&c| c == columns[0]), "{columns:?}");
+}
+
 /// Anomaly detection names the first op that made NaN or infinity from finite operands:
 /// in the forward pass (ln 0 = −∞; the NaN that follows is not blamed on later ops) ...
 #[test]
