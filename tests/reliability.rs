@@ -693,3 +693,23 @@ fn to_svg_catches_layout_panics_without_printing_them() {
     assert!(other.is_err());
     assert_eq!(seen_after, 1, "an ordinary panic must still reach the hook");
 }
+
+/// Concatenations whose total length does not fit: a `TooLarge` error, not an overflow
+/// (three inputs overflow `usize`; two exceed the `isize::MAX` an array axis may have).
+#[test]
+fn concat_of_lengths_that_overflow_is_too_large() {
+    let n = isize::MAX as usize;
+    let tape = Tape::<f64>::new();
+    let tall = tape.param(Array2::zeros((n, 0)));
+    let wide = tape.param(Array2::zeros((0, n)));
+    for k in [2, 3] {
+        let err = Tensor::try_concat_rows(&vec![tall; k]).unwrap_err();
+        assert_eq!(err.op(), "concat_rows");
+        assert!(matches!(err.kind(), ErrorKind::TooLarge { .. }), "{err}");
+        let err = Tensor::try_concat_cols(&vec![wide; k]).unwrap_err();
+        assert_eq!(err.op(), "concat_cols");
+        assert!(matches!(err.kind(), ErrorKind::TooLarge { .. }), "{err}");
+    }
+    // one input of the largest length is fine
+    assert_eq!(Tensor::try_concat_rows(&[tall]).unwrap().shape(), (n, 0));
+}
