@@ -31,7 +31,7 @@ use std::fmt;
 use std::path::Path;
 
 use ndarray::Array2;
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView, View};
 
 use crate::Float;
 use crate::nn::Parameters;
@@ -277,7 +277,7 @@ pub fn from_bytes<F: Float>(
     model: &mut dyn Parameters<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
-    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    let file = deserialize(bytes)?;
     // Both passes walk the model with `visit_mut` and match tensors by name, so a model
     // whose `visit` and `visit_mut` list parameters in different orders still loads right.
     let mut params: Vec<(String, (usize, usize))> = Vec::new();
@@ -326,9 +326,15 @@ pub fn from_bytes<F: Float>(
 
 /// Sets the model's parameters from the safetensors file at `path`: all of them, or none.
 ///
+/// The header is read and checked before the data: a file that declares more than it
+/// holds is refused without reading on. A named pipe or a device, which has no length, is
+/// read as a stream up to the end its header declares and no further (the writer may keep
+/// the pipe open); opening a pipe waits for its writer, as any reader of a pipe does.
+///
 /// # Errors
 ///
-/// As [`from_bytes`], and [`CheckpointError::Io`] if the file cannot be read.
+/// As [`from_bytes`], and [`CheckpointError::Io`] if the file cannot be read (a
+/// directory is `IsADirectory`).
 pub fn load<F: Float>(
     model: &mut dyn Parameters<F>,
     path: impl AsRef<Path>,
@@ -337,38 +343,157 @@ pub fn load<F: Float>(
     from_bytes(model, &bytes)
 }
 
+/// safetensors' own limit on the header's length.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The bytes as safetensors reads them, once [`check_file`] found them well formed.
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>, CheckpointError> {
+    check_file(bytes)?;
+    SafeTensors::deserialize(bytes).map_err(format_error)
+}
+
+/// Checks a whole safetensors file in memory: the header's length, the header
+/// ([`check_header`]), and that the data is exactly as long as the header declares.
+fn check_file(bytes: &[u8]) -> Result<(), CheckpointError> {
+    let Some(prefix) = bytes.first_chunk::<8>() else {
+        return Err(CheckpointError::Format(format!(
+            "{} bytes are too few for the 8-byte header length",
+            bytes.len()
+        )));
+    };
+    let n = u64::from_le_bytes(*prefix);
+    let rest = (bytes.len() - 8) as u64;
+    if n > MAX_HEADER || n > rest {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {n} bytes, the file holds {}",
+            bytes.len()
+        )));
+    }
+    let data = check_header(&bytes[8..8 + n as usize])?;
+    if data != rest - n {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {data} bytes of data, the file holds {}",
+            rest - n
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a safetensors header (the JSON after the length) as the format requires, with
+/// checked arithmetic, and returns the length of the data it declares. Every tensor's
+/// dtype is known, its shape's product times the dtype's size is whole bytes and is its
+/// data's length (`end − begin`, with `begin ≤ end`), and the tensors, sorted by offset,
+/// tile the data from 0 without gap or overlap. safetensors 0.8 checks most of this, but
+/// adds the declared data length to the header's without checking: a header declaring
+/// nearly 2⁶⁴ bytes made it panic in builds with overflow checks.
+fn check_header(header: &[u8]) -> Result<u64, CheckpointError> {
+    let bad = |what: String| CheckpointError::Format(format!("invalid header: {what}"));
+    let json: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    let tensors = json
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let mut spans = Vec::with_capacity(tensors.len());
+    for (name, info) in tensors {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |key: &str| {
+            info.get(key)
+                .ok_or_else(|| bad(format!("`{name}` has no `{key}`")))
+        };
+        let numbers = |key: &str| -> Result<Vec<u64>, CheckpointError> {
+            let list = field(key)?.as_array();
+            list.and_then(|l| l.iter().map(serde_json::Value::as_u64).collect())
+                .ok_or_else(|| bad(format!("`{name}`'s `{key}` is not a list of integers")))
+        };
+        let dtype: Dtype = serde_json::from_value(field("dtype")?.clone())
+            .map_err(|e| bad(format!("`{name}`'s dtype: {e}")))?;
+        let shape = numbers("shape")?;
+        let &[begin, end] = &numbers("data_offsets")?[..] else {
+            return Err(bad(format!("`{name}` needs two data offsets")));
+        };
+        let bits = shape
+            .iter()
+            .try_fold(dtype.bitsize() as u64, |n, &d| n.checked_mul(d))
+            .filter(|bits| bits % 8 == 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{name}`'s shape {shape:?} is not a whole number of bytes"
+                ))
+            })?;
+        if end.checked_sub(begin) != Some(bits / 8) {
+            return Err(bad(format!(
+                "`{name}` has offsets {begin}..{end} for {} bytes",
+                bits / 8
+            )));
+        }
+        spans.push((begin, end, name));
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (begin, end, name) in spans {
+        if begin != at {
+            return Err(bad(format!(
+                "`{name}` starts at {begin}, the data before it ends at {at}"
+            )));
+        }
+        at = end;
+    }
+    Ok(at)
+}
+
 /// Reads a safetensors file after checking, from its header alone, that it holds what
 /// the header declares: a header length or tensor sizes beyond the file's length are
-/// refused before the data is read or its buffer allocated.
+/// refused before the data is read or its buffer allocated. A file without a length (a
+/// named pipe, a device) is read as a stream up to the end its header declares.
 fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     use std::io::Read;
-    /// safetensors' own limit on the header.
-    const MAX_HEADER: u64 = 100_000_000;
     let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut prefix = [0u8; 8];
-    file.read_exact(&mut prefix).map_err(|_| {
-        CheckpointError::Format(format!("the file holds {len} bytes, too few for a header"))
-    })?;
+    let metadata = file.metadata()?;
+    // a directory is an error of the read below (`IsADirectory`), not a file of 4096 bytes
+    let len = metadata.is_file().then_some(metadata.len());
+    let mut bytes = Vec::with_capacity(8);
+    (&mut file).take(8).read_to_end(&mut bytes)?;
+    let Some(&prefix) = bytes.first_chunk::<8>() else {
+        return Err(CheckpointError::Format(format!(
+            "the file holds {} bytes, too few for the 8-byte header length",
+            bytes.len()
+        )));
+    };
     let n = u64::from_le_bytes(prefix);
-    if n > MAX_HEADER || n > len - 8 {
+    if n > MAX_HEADER || len.is_some_and(|len| n > len.saturating_sub(8)) {
+        let holds = len.map_or_else(String::new, |len| format!(", the file holds {len}"));
         return Err(CheckpointError::Format(format!(
-            "the header declares {n} bytes, the file holds {len}"
+            "the header declares {n} bytes{holds}"
         )));
     }
-    let mut bytes = Vec::with_capacity(8 + n as usize);
-    bytes.extend_from_slice(&prefix);
+    bytes.reserve_exact(n as usize);
     (&mut file).take(n).read_to_end(&mut bytes)?;
-    let header: Metadata = serde_json::from_slice(&bytes[8..])
-        .map_err(|e| CheckpointError::Format(format!("invalid header: {e}")))?;
-    let declared = (header.data_len() as u64).saturating_add(8 + n);
-    if declared != len {
+    if bytes.len() as u64 != 8 + n {
         return Err(CheckpointError::Format(format!(
-            "the header declares {declared} bytes in all, the file holds {len}"
+            "the file ends inside its header of {n} bytes"
         )));
     }
-    bytes.reserve_exact((len - 8 - n) as usize);
-    file.read_to_end(&mut bytes)?;
+    let data = check_header(&bytes[8..])?;
+    let declared = data.saturating_add(8 + n);
+    match len {
+        Some(len) if declared != len => {
+            return Err(CheckpointError::Format(format!(
+                "the header declares {declared} bytes in all, the file holds {len}"
+            )));
+        }
+        Some(_) => bytes.reserve_exact(data as usize),
+        // a stream: read what the header declares, and no further (its writer may hold it
+        // open); the buffer grows as the data comes
+        None => {}
+    }
+    file.take(data).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != declared {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {declared} bytes in all, the file ended after {}",
+            bytes.len()
+        )));
+    }
     Ok(bytes)
 }
 
@@ -382,7 +507,7 @@ fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 pub fn read_matrices<F: Float>(
     bytes: &[u8],
 ) -> Result<BTreeMap<String, Array2<F>>, CheckpointError> {
-    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    let file = deserialize(bytes)?;
     let mut out = BTreeMap::new();
     for (name, tensor) in file.tensors() {
         check_dtype::<F>(&name, &tensor)?;
