@@ -713,3 +713,93 @@ fn concat_of_lengths_that_overflow_is_too_large() {
     // one input of the largest length is fine
     assert_eq!(Tensor::try_concat_rows(&[tall]).unwrap().shape(), (n, 0));
 }
+
+// ---- issue 19 item 10: smaller numeric and argument defects ----
+
+/// Adam with ε = 0 and a gradient that is zero: the moments are 0 and the update's limit
+/// is 0, not 0/0 = NaN.
+#[test]
+fn adam_without_eps_leaves_a_parameter_with_zero_gradient_alone() {
+    let mut net = layer(array![[1.0, -2.0]], array![[0.5, 0.0]]);
+    let grads = {
+        let tape = Tape::new();
+        let w = tape.param(&net.weight);
+        let b = tape.param(net.bias.as_ref().unwrap());
+        // the loss does not depend on the bias's second element
+        tape.backward(
+            w.square()
+                .sum()
+                .add(b.mul(tape.constant(array![[1.0, 0.0]])).sum()),
+        )
+        .unwrap()
+    };
+    let mut opt = Adam::new(0.1).eps(0.0);
+    for _ in 0..3 {
+        opt.step(&mut net, &grads).unwrap();
+    }
+    let bias = net.bias.as_ref().unwrap();
+    assert_eq!(bias[[0, 1]], 0.0, "{bias}");
+    assert!(net.weight.iter().chain(bias).all(|v| v.is_finite()));
+}
+
+/// A negative or NaN max norm would reverse the gradients (the factor is negative) or
+/// leave them unclipped: refused by `try_clip_grad_norm`, a documented panic in
+/// `clip_grad_norm`; the gradients are unchanged.
+#[test]
+fn clip_grad_norm_refuses_a_negative_or_nan_max_norm() {
+    use tapegrad::optim::try_clip_grad_norm;
+    let net = layer(array![[3.0, 4.0]], array![[0.0, 0.0]]);
+    let mut grads = {
+        let tape = Tape::new();
+        let w = tape.param(&net.weight);
+        let b = tape.param(net.bias.as_ref().unwrap());
+        tape.backward(w.square().sum().add(b.sum())).unwrap()
+    };
+    let before = grads.wrt(&net.weight).unwrap().clone();
+    for max_norm in [-1.0, f64::NAN, f64::NEG_INFINITY] {
+        let err = try_clip_grad_norm(&net, &mut grads, max_norm).unwrap_err();
+        assert!(matches!(err, OptimError::InvalidArgument { .. }), "{err}");
+        assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            clip_grad_norm(&net, &mut grads, max_norm);
+        }));
+        assert!(panicked.is_err(), "clip_grad_norm({max_norm}) returned");
+        assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+    }
+    // zero and infinity are legal: all zeros, and no clipping
+    let norm = try_clip_grad_norm(&net, &mut grads, f64::INFINITY).unwrap();
+    assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+    assert!(norm > 0.0);
+    try_clip_grad_norm(&net, &mut grads, 0.0).unwrap();
+    assert!(grads.wrt(&net.weight).unwrap().iter().all(|&v| v == 0.0));
+}
+
+/// bce_with_logits at infinite logits whose target makes the loss's limit finite (z = +∞
+/// with t = 1, z = −∞ with t = 0): the loss is 0 and the gradient 0, not NaN; where the
+/// limit is +∞ (z = +∞, t = 0) the loss is +∞.
+#[test]
+fn bce_with_logits_at_infinite_logits_takes_the_limit() {
+    let tape = Tape::<f64>::new();
+    let z = tape.param(array![[f64::INFINITY, f64::NEG_INFINITY]]);
+    let loss = z.bce_with_logits(tape.constant(array![[1.0, 0.0]]));
+    assert_eq!(loss.item(), 0.0);
+    let grads = tape.backward(loss).unwrap();
+    assert_eq!(grads.get(z).unwrap(), &array![[0.0, 0.0]]);
+
+    let tape = Tape::<f64>::new();
+    let z = tape.param(array![[f64::INFINITY, 0.0]]);
+    let loss = z.bce_with_logits(tape.constant(array![[0.0, 1.0]]));
+    assert_eq!(loss.item(), f64::INFINITY);
+}
+
+/// silu at ±∞: silu(−∞) = 0 (was −∞/∞ = NaN), silu(+∞) = +∞; its derivative is 0 at −∞
+/// and 1 at +∞ (both were 0·∞ = NaN).
+#[test]
+fn silu_at_infinity_takes_the_limit() {
+    let tape = Tape::<f64>::new();
+    let x = tape.param(array![[f64::NEG_INFINITY, f64::INFINITY, -800.0, 800.0]]);
+    let y = x.silu();
+    assert_eq!(y.value(), array![[0.0, f64::INFINITY, -0.0, 800.0]]);
+    let grads = tape.backward(y.sum()).unwrap();
+    assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
+}

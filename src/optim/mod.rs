@@ -1,6 +1,6 @@
 //! Optimizers over a model's [`Parameters`]: [`Sgd`] (momentum, Nesterov, weight decay),
 //! [`Adam`] and AdamW ([`Adam::adamw`]); [`Lbfgs`] for full-batch problems (it evaluates
-//! the objective itself); gradient-norm clipping ([`clip_grad_norm`]); a
+//! the objective itself); gradient-norm clipping ([`clip_grad_norm`], [`try_clip_grad_norm`]); a
 //! learning-rate schedule hook (`schedule` on each optimizer).
 //!
 //! An optimizer walks the model's parameters in their fixed order, finds each one's
@@ -110,6 +110,12 @@ pub enum OptimError {
         /// The name.
         name: String,
     },
+    /// An argument outside its domain (a negative or NaN max norm to
+    /// [`try_clip_grad_norm`]).
+    InvalidArgument {
+        /// What is wrong, with the value.
+        message: String,
+    },
 }
 
 impl fmt::Display for OptimError {
@@ -137,6 +143,7 @@ impl fmt::Display for OptimError {
             OptimError::UnknownParameter { name } => {
                 write!(f, "`{name}` was frozen but the model has no such parameter")
             }
+            OptimError::InvalidArgument { message } => write!(f, "{message}"),
         }
     }
 }
@@ -312,11 +319,39 @@ fn check<F: Float>(
 /// let g = grads.wrt(&model.weight).unwrap();
 /// assert!((g[[0, 0]] - 0.6).abs() < 1e-6 && (g[[0, 1]] - 0.8).abs() < 1e-6);
 /// ```
+///
+/// # Panics
+///
+/// If `max_norm` is negative or NaN (a negative factor would reverse the gradients); see
+/// [`try_clip_grad_norm`].
+#[track_caller]
 pub fn clip_grad_norm<F: Float>(
     model: &dyn Parameters<F>,
     grads: &mut Gradients<F>,
     max_norm: F,
 ) -> F {
+    match try_clip_grad_norm(model, grads, max_norm) {
+        Ok(norm) => norm,
+        Err(e) => panic!("clip_grad_norm: {e}"),
+    }
+}
+
+/// [`clip_grad_norm`], or an error for a max norm outside `[0, +∞]`.
+///
+/// # Errors
+///
+/// [`OptimError::InvalidArgument`] if `max_norm` is negative or NaN; the gradients are
+/// unchanged.
+pub fn try_clip_grad_norm<F: Float>(
+    model: &dyn Parameters<F>,
+    grads: &mut Gradients<F>,
+    max_norm: F,
+) -> Result<F, OptimError> {
+    if max_norm.is_nan() || max_norm < F::zero() {
+        return Err(OptimError::InvalidArgument {
+            message: format!("the max norm must be at least 0 (not NaN), not {max_norm:?}"),
+        });
+    }
     let mut sum = F::zero();
     model.visit(&mut |_, p| {
         if let Some(g) = grads.wrt(p) {
@@ -332,7 +367,7 @@ pub fn clip_grad_norm<F: Float>(
             }
         });
     }
-    norm
+    Ok(norm)
 }
 
 /// A step decay schedule: the base rate times `gamma` once every `every` steps.
