@@ -695,3 +695,121 @@ fn loading_from_a_named_pipe_reads_the_stream() {
     assert_eq!(bits(&m), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ---- issue 19 item 10: optimizer state beside the model ----
+
+/// One step of `opt` on `m` for the loss ‖m(x)‖² at a fixed input.
+fn train_step(m: &mut Sequential<f32>, opt: &mut dyn tapegrad::optim::Optimizer<f32>) {
+    let x = Array2::from_shape_fn((4, 3), |(i, j)| (i as f32 - j as f32) * 0.25);
+    let grads = {
+        let tape = Tape::new();
+        let y = m.forward(tape.constant(x)).unwrap();
+        tape.backward(y.square().sum()).unwrap()
+    };
+    opt.step(m, &grads).unwrap();
+}
+
+/// A run interrupted after three steps and resumed from the model's and the optimizer's
+/// files makes the same parameters, bit for bit, as the run that went on; resumed from
+/// the model alone (a fresh optimizer: what could be done before) it does not.
+#[test]
+fn a_resumed_run_is_the_run_that_was_interrupted() {
+    use tapegrad::optim::{Adam, Optimizer, Sgd};
+    type Make = fn() -> Box<dyn Optimizer<f32>>;
+    let makers: [Make; 2] = [
+        || Box::new(Adam::new(0.01)),
+        || Box::new(Sgd::new(0.05).momentum(0.9).nesterov(true)),
+    ];
+    let dir = scratch("resume");
+    for make in makers {
+        let mut m = model::<f32>(40);
+        let mut opt = make();
+        for _ in 0..3 {
+            train_step(&mut m, &mut *opt);
+        }
+        io::save(&m, dir.join("m.safetensors")).unwrap();
+        io::save_optimizer(&*opt, dir.join("opt.safetensors")).unwrap();
+        for _ in 0..3 {
+            train_step(&mut m, &mut *opt);
+        }
+
+        let mut resumed = model::<f32>(41);
+        io::load(&mut resumed, dir.join("m.safetensors")).unwrap();
+        let mut opt2 = make();
+        io::load_optimizer(&mut *opt2, dir.join("opt.safetensors")).unwrap();
+        assert_eq!(opt2.steps(), 3);
+        for _ in 0..3 {
+            train_step(&mut resumed, &mut *opt2);
+        }
+        assert_eq!(bits(&resumed), bits(&m));
+        assert_eq!(opt2.state(), opt.state());
+
+        let mut fresh = model::<f32>(41);
+        io::load(&mut fresh, dir.join("m.safetensors")).unwrap();
+        let mut opt3 = make();
+        for _ in 0..3 {
+            train_step(&mut fresh, &mut *opt3);
+        }
+        assert_ne!(bits(&fresh), bits(&m), "the state made no difference");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A state loads only into an optimizer of its kind and configuration, from a file that
+/// is an optimizer's state; on error the optimizer is as it was.
+#[test]
+fn an_optimizer_state_loads_only_where_it_fits() {
+    use tapegrad::optim::{Adam, Optimizer, Sgd};
+    let mut m = model::<f32>(42);
+    let mut adam = Adam::new(0.01);
+    train_step(&mut m, &mut adam);
+    let adam_bytes = io::optimizer_to_bytes(&adam).unwrap();
+    let mut sgd = Sgd::new(0.1).momentum(0.9);
+    train_step(&mut m, &mut sgd);
+    let sgd_bytes = io::optimizer_to_bytes(&sgd).unwrap();
+
+    // another kind, another configuration
+    let mut other = Sgd::<f32>::new(0.1).momentum(0.9);
+    let before = other.state();
+    let err = io::optimizer_from_bytes(&mut other, &adam_bytes).unwrap_err();
+    assert!(matches!(err, CheckpointError::Optimizer(_)), "{err}");
+    assert_eq!(other.state(), before);
+    let mut plain = Sgd::<f32>::new(0.1);
+    let err = io::optimizer_from_bytes(&mut plain, &sgd_bytes).unwrap_err();
+    assert!(matches!(err, CheckpointError::Optimizer(_)), "{err}");
+    // a frozen name the state does not have
+    let mut frozen = Adam::<f32>::new(0.01).freeze(["nope"]);
+    let err = io::optimizer_from_bytes(&mut frozen, &adam_bytes).unwrap_err();
+    assert!(matches!(err, CheckpointError::Optimizer(_)), "{err}");
+    // a model's file is not an optimizer's, and the dtype must be the optimizer's
+    let err = io::optimizer_from_bytes(&mut Adam::<f32>::new(0.01), &bits(&m)).unwrap_err();
+    assert!(matches!(err, CheckpointError::Format(_)), "{err}");
+    let err = io::optimizer_from_bytes(&mut Adam::<f64>::new(0.01), &adam_bytes).unwrap_err();
+    assert!(matches!(err, CheckpointError::WrongDtype { .. }), "{err}");
+    // an optimizer that has not stepped round-trips too
+    let fresh = io::optimizer_to_bytes(&Adam::<f32>::new(0.5)).unwrap();
+    let mut loaded = Adam::<f32>::new(0.01);
+    io::optimizer_from_bytes(&mut loaded, &fresh).unwrap();
+    assert_eq!(loaded.learning_rate(), 0.5);
+    // corrupted files are errors, never panics, and leave the optimizer alone
+    let mut rng = StdRng::seed_from_u64(43);
+    for _ in 0..2000 {
+        let mut b = adam_bytes.clone();
+        if rng.random_range(0..2) == 0 {
+            b.truncate(rng.random_range(0..b.len()));
+        } else {
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                b[i] ^= 1 << rng.random_range(0..8);
+            }
+        }
+        let mut target = Adam::<f32>::new(0.01);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            io::optimizer_from_bytes(&mut target, &b)
+        }))
+        .expect("loading a corrupted optimizer state panicked");
+        if result.is_err() {
+            assert_eq!(target.state(), Adam::<f32>::new(0.01).state());
+        }
+    }
+}

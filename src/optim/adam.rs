@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{Core, OptimError, Optimizer};
+use super::{Core, OptimError, Optimizer, OptimizerState};
 use crate::nn::Parameters;
 use crate::{Float, Gradients};
 
@@ -135,5 +135,13 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 
     fn steps(&self) -> usize {
         self.core.steps
+    }
+
+    fn state(&self) -> OptimizerState<F> {
+        self.core.state("adam")
+    }
+
+    fn load_state(&mut self, state: OptimizerState<F>) -> Result<(), OptimError> {
+        self.core.load_state("adam", 2, state)
     }
 }

@@ -72,6 +72,53 @@ pub trait Optimizer<F: Float> {
 
     /// Number of steps taken.
     fn steps(&self) -> usize;
+
+    /// A copy of the state a resumed run needs: the base learning rate, the step counts
+    /// and the per-parameter buffers (momentum, Adam's moments). Save it with
+    /// [`crate::io::save_optimizer`].
+    fn state(&self) -> OptimizerState<F>;
+
+    /// Replaces this optimizer's state by `state` (from [`Optimizer::state`] or
+    /// [`crate::io::load_optimizer`]). The hyperparameters (β, momentum, weight decay,
+    /// schedule, frozen names) stay this optimizer's own; the next step checks the state
+    /// against the model as every step does.
+    ///
+    /// # Errors
+    ///
+    /// [`OptimError::InvalidArgument`] if the state is another optimizer's (another kind,
+    /// or another number of buffers per parameter, as SGD with and without momentum), or
+    /// a buffer's shape is not its parameter's; [`OptimError::UnknownParameter`] if a
+    /// frozen name is not among the state's parameters. The state is unchanged on error.
+    fn load_state(&mut self, state: OptimizerState<F>) -> Result<(), OptimError>;
+}
+
+/// An optimizer's state, from [`Optimizer::state`]: its kind (`"sgd"`, `"adam"`), base
+/// learning rate, step count, and per parameter its name, shape, update count and
+/// buffers, in the model's order (empty before the first step).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState<F> {
+    /// The optimizer's kind: `"sgd"` or `"adam"`.
+    pub kind: String,
+    /// The base learning rate.
+    pub lr: F,
+    /// Steps taken.
+    pub steps: usize,
+    /// Per parameter, in the model's order.
+    pub params: Vec<ParamRecord<F>>,
+}
+
+/// One parameter's part of an [`OptimizerState`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamRecord<F> {
+    /// The parameter's name.
+    pub name: String,
+    /// The parameter's shape.
+    pub shape: (usize, usize),
+    /// Updates applied to it (Adam's bias correction counts per parameter).
+    pub steps: u64,
+    /// Its buffers, each of its shape: SGD's momentum buffer (none without momentum),
+    /// Adam's first and second moments.
+    pub buffers: Vec<Array2<F>>,
 }
 
 /// The learning rate for a step, from the step's index (0 for the first) and the base
@@ -262,6 +309,84 @@ impl<F: Float> Core<F> {
             }
         });
         self.steps += 1;
+        Ok(())
+    }
+}
+
+impl<F: Float> Core<F> {
+    fn state(&self, kind: &str) -> OptimizerState<F> {
+        OptimizerState {
+            kind: kind.to_string(),
+            lr: self.lr,
+            steps: self.steps,
+            params: self
+                .params
+                .iter()
+                .map(|p| ParamRecord {
+                    name: p.name.clone(),
+                    shape: p.shape,
+                    steps: p.steps,
+                    buffers: p.buffers.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes `state` after checking it is one of `kind` with `buffers` buffers per
+    /// parameter (of its shape) and holds every frozen name.
+    fn load_state(
+        &mut self,
+        kind: &str,
+        buffers: usize,
+        state: OptimizerState<F>,
+    ) -> Result<(), OptimError> {
+        let invalid = |message: String| Err(OptimError::InvalidArgument { message });
+        if state.kind != kind {
+            return invalid(format!(
+                "the state is of an optimizer `{}`, this one is `{kind}`",
+                state.kind
+            ));
+        }
+        for p in &state.params {
+            if p.buffers.len() != buffers {
+                return invalid(format!(
+                    "parameter `{}` has {} buffers in the state, this optimizer keeps \
+                     {buffers} (momentum on in one, off in the other?)",
+                    p.name,
+                    p.buffers.len()
+                ));
+            }
+            if let Some(b) = p.buffers.iter().find(|b| b.dim() != p.shape) {
+                return invalid(format!(
+                    "a buffer of `{}` is {:?}, the parameter is {:?}",
+                    p.name,
+                    b.dim(),
+                    p.shape
+                ));
+            }
+        }
+        if !state.params.is_empty()
+            && let Some(name) = self
+                .frozen
+                .iter()
+                .find(|f| !state.params.iter().any(|p| &p.name == *f))
+        {
+            return Err(OptimError::UnknownParameter { name: name.clone() });
+        }
+        let frozen = &self.frozen;
+        self.lr = state.lr;
+        self.steps = state.steps;
+        self.params = state
+            .params
+            .into_iter()
+            .map(|p| ParamState {
+                frozen: frozen.contains(&p.name),
+                name: p.name,
+                shape: p.shape,
+                buffers: p.buffers,
+                steps: p.steps,
+            })
+            .collect();
         Ok(())
     }
 }
