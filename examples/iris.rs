@@ -130,7 +130,7 @@ pub fn explain_step(
         loss.item(),
         tape.explain(loss)?,
         tape.to_dot(),
-        tape.to_svg(),
+        tape.to_svg()?,
     ))
 }
 

@@ -327,6 +327,23 @@ pub enum ErrorKind {
         /// That element.
         value: NonFinite,
     },
+    // -- drawing the tape (Tape::to_svg) --
+    /// [`Tape::to_svg`](crate::Tape::to_svg) does not lay out a graph this large: past
+    /// [`SVG_MAX_NODES`](crate::inspect::SVG_MAX_NODES) nodes, or with a layered drawing
+    /// that `layout-rs` would take long over. Render [`Tape::to_dot`](crate::Tape::to_dot)
+    /// with Graphviz instead.
+    DrawingTooLarge {
+        /// The graph's nodes.
+        nodes: usize,
+        /// What is too large, in words.
+        reason: &'static str,
+    },
+    /// `layout-rs` failed (panicked) on this graph with both of its placements;
+    /// [`Tape::to_dot`](crate::Tape::to_dot) still works.
+    Layout {
+        /// Its panic message.
+        message: String,
+    },
 }
 
 /// Where anomaly detection found a non-finite number ([`ErrorKind::Anomaly`]).
@@ -664,6 +681,15 @@ impl fmt::Display for ErrorKind {
                     AnomalySite::Seed | AnomalySite::Leaf => Ok(()),
                 }
             }
+            ErrorKind::DrawingTooLarge { nodes, reason } => write!(
+                f,
+                "the graph of {nodes} nodes is too large to lay out ({reason}); render \
+                 Tape::to_dot with Graphviz instead"
+            ),
+            ErrorKind::Layout { message } => write!(
+                f,
+                "layout-rs failed on this graph ({message}); Tape::to_dot still works"
+            ),
         }
     }
 }

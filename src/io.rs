@@ -10,6 +10,10 @@
 //! model's dtype and shape, and nothing else may be; on any error the model is unchanged.
 //! Truncated or corrupted files are errors, never panics.
 //!
+//! An optimizer's state (momentum buffers, Adam's moments, step counts, learning rate)
+//! goes in a file of its own beside the model's ([`save_optimizer`], [`load_optimizer`]),
+//! so that a resumed run is the run that was interrupted.
+//!
 //! ```
 //! use ndarray::array;
 //! use tapegrad::io;
@@ -31,10 +35,11 @@ use std::fmt;
 use std::path::Path;
 
 use ndarray::Array2;
-use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors, TensorView, View};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView, View};
 
 use crate::Float;
 use crate::nn::Parameters;
+use crate::optim::{OptimError, Optimizer, OptimizerState, ParamRecord};
 
 /// Why a checkpoint could not be written or read.
 #[non_exhaustive]
@@ -77,6 +82,9 @@ pub enum CheckpointError {
         /// The file's shape.
         found: Vec<usize>,
     },
+    /// The optimizer refused the state in the file (another kind of optimizer, or
+    /// another configuration).
+    Optimizer(OptimError),
 }
 
 impl fmt::Display for CheckpointError {
@@ -116,6 +124,7 @@ impl fmt::Display for CheckpointError {
                     "`{name}` has shape {found:?} in the checkpoint, the model needs {expected:?}"
                 )
             }
+            CheckpointError::Optimizer(e) => write!(f, "the optimizer refused the state: {e}"),
         }
     }
 }
@@ -130,6 +139,7 @@ impl std::error::Error for CheckpointError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CheckpointError::Io(e) => Some(e),
+            CheckpointError::Optimizer(e) => Some(e),
             _ => None,
         }
     }
@@ -277,7 +287,7 @@ pub fn from_bytes<F: Float>(
     model: &mut dyn Parameters<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
-    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    let file = deserialize(bytes)?;
     // Both passes walk the model with `visit_mut` and match tensors by name, so a model
     // whose `visit` and `visit_mut` list parameters in different orders still loads right.
     let mut params: Vec<(String, (usize, usize))> = Vec::new();
@@ -326,9 +336,15 @@ pub fn from_bytes<F: Float>(
 
 /// Sets the model's parameters from the safetensors file at `path`: all of them, or none.
 ///
+/// The header is read and checked before the data: a file that declares more than it
+/// holds is refused without reading on. A named pipe or a device, which has no length, is
+/// read as a stream up to the end its header declares and no further (the writer may keep
+/// the pipe open); opening a pipe waits for its writer, as any reader of a pipe does.
+///
 /// # Errors
 ///
-/// As [`from_bytes`], and [`CheckpointError::Io`] if the file cannot be read.
+/// As [`from_bytes`], and [`CheckpointError::Io`] if the file cannot be read (a
+/// directory is `IsADirectory`).
 pub fn load<F: Float>(
     model: &mut dyn Parameters<F>,
     path: impl AsRef<Path>,
@@ -337,38 +353,157 @@ pub fn load<F: Float>(
     from_bytes(model, &bytes)
 }
 
+/// safetensors' own limit on the header's length.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The bytes as safetensors reads them, once [`check_file`] found them well formed.
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>, CheckpointError> {
+    check_file(bytes)?;
+    SafeTensors::deserialize(bytes).map_err(format_error)
+}
+
+/// Checks a whole safetensors file in memory: the header's length, the header
+/// ([`check_header`]), and that the data is exactly as long as the header declares.
+fn check_file(bytes: &[u8]) -> Result<(), CheckpointError> {
+    let Some(prefix) = bytes.first_chunk::<8>() else {
+        return Err(CheckpointError::Format(format!(
+            "{} bytes are too few for the 8-byte header length",
+            bytes.len()
+        )));
+    };
+    let n = u64::from_le_bytes(*prefix);
+    let rest = (bytes.len() - 8) as u64;
+    if n > MAX_HEADER || n > rest {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {n} bytes, the file holds {}",
+            bytes.len()
+        )));
+    }
+    let data = check_header(&bytes[8..8 + n as usize])?;
+    if data != rest - n {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {data} bytes of data, the file holds {}",
+            rest - n
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a safetensors header (the JSON after the length) as the format requires, with
+/// checked arithmetic, and returns the length of the data it declares. Every tensor's
+/// dtype is known, its shape's product times the dtype's size is whole bytes and is its
+/// data's length (`end − begin`, with `begin ≤ end`), and the tensors, sorted by offset,
+/// tile the data from 0 without gap or overlap. safetensors 0.8 checks most of this, but
+/// adds the declared data length to the header's without checking: a header declaring
+/// nearly 2⁶⁴ bytes made it panic in builds with overflow checks.
+fn check_header(header: &[u8]) -> Result<u64, CheckpointError> {
+    let bad = |what: String| CheckpointError::Format(format!("invalid header: {what}"));
+    let json: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    let tensors = json
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let mut spans = Vec::with_capacity(tensors.len());
+    for (name, info) in tensors {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |key: &str| {
+            info.get(key)
+                .ok_or_else(|| bad(format!("`{name}` has no `{key}`")))
+        };
+        let numbers = |key: &str| -> Result<Vec<u64>, CheckpointError> {
+            let list = field(key)?.as_array();
+            list.and_then(|l| l.iter().map(serde_json::Value::as_u64).collect())
+                .ok_or_else(|| bad(format!("`{name}`'s `{key}` is not a list of integers")))
+        };
+        let dtype: Dtype = serde_json::from_value(field("dtype")?.clone())
+            .map_err(|e| bad(format!("`{name}`'s dtype: {e}")))?;
+        let shape = numbers("shape")?;
+        let &[begin, end] = &numbers("data_offsets")?[..] else {
+            return Err(bad(format!("`{name}` needs two data offsets")));
+        };
+        let bits = shape
+            .iter()
+            .try_fold(dtype.bitsize() as u64, |n, &d| n.checked_mul(d))
+            .filter(|bits| bits % 8 == 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{name}`'s shape {shape:?} is not a whole number of bytes"
+                ))
+            })?;
+        if end.checked_sub(begin) != Some(bits / 8) {
+            return Err(bad(format!(
+                "`{name}` has offsets {begin}..{end} for {} bytes",
+                bits / 8
+            )));
+        }
+        spans.push((begin, end, name));
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (begin, end, name) in spans {
+        if begin != at {
+            return Err(bad(format!(
+                "`{name}` starts at {begin}, the data before it ends at {at}"
+            )));
+        }
+        at = end;
+    }
+    Ok(at)
+}
+
 /// Reads a safetensors file after checking, from its header alone, that it holds what
 /// the header declares: a header length or tensor sizes beyond the file's length are
-/// refused before the data is read or its buffer allocated.
+/// refused before the data is read or its buffer allocated. A file without a length (a
+/// named pipe, a device) is read as a stream up to the end its header declares.
 fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     use std::io::Read;
-    /// safetensors' own limit on the header.
-    const MAX_HEADER: u64 = 100_000_000;
     let mut file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut prefix = [0u8; 8];
-    file.read_exact(&mut prefix).map_err(|_| {
-        CheckpointError::Format(format!("the file holds {len} bytes, too few for a header"))
-    })?;
+    let metadata = file.metadata()?;
+    // a directory is an error of the read below (`IsADirectory`), not a file of 4096 bytes
+    let len = metadata.is_file().then_some(metadata.len());
+    let mut bytes = Vec::with_capacity(8);
+    (&mut file).take(8).read_to_end(&mut bytes)?;
+    let Some(&prefix) = bytes.first_chunk::<8>() else {
+        return Err(CheckpointError::Format(format!(
+            "the file holds {} bytes, too few for the 8-byte header length",
+            bytes.len()
+        )));
+    };
     let n = u64::from_le_bytes(prefix);
-    if n > MAX_HEADER || n > len - 8 {
+    if n > MAX_HEADER || len.is_some_and(|len| n > len.saturating_sub(8)) {
+        let holds = len.map_or_else(String::new, |len| format!(", the file holds {len}"));
         return Err(CheckpointError::Format(format!(
-            "the header declares {n} bytes, the file holds {len}"
+            "the header declares {n} bytes{holds}"
         )));
     }
-    let mut bytes = Vec::with_capacity(8 + n as usize);
-    bytes.extend_from_slice(&prefix);
+    bytes.reserve_exact(n as usize);
     (&mut file).take(n).read_to_end(&mut bytes)?;
-    let header: Metadata = serde_json::from_slice(&bytes[8..])
-        .map_err(|e| CheckpointError::Format(format!("invalid header: {e}")))?;
-    let declared = (header.data_len() as u64).saturating_add(8 + n);
-    if declared != len {
+    if bytes.len() as u64 != 8 + n {
         return Err(CheckpointError::Format(format!(
-            "the header declares {declared} bytes in all, the file holds {len}"
+            "the file ends inside its header of {n} bytes"
         )));
     }
-    bytes.reserve_exact((len - 8 - n) as usize);
-    file.read_to_end(&mut bytes)?;
+    let data = check_header(&bytes[8..])?;
+    let declared = data.saturating_add(8 + n);
+    match len {
+        Some(len) if declared != len => {
+            return Err(CheckpointError::Format(format!(
+                "the header declares {declared} bytes in all, the file holds {len}"
+            )));
+        }
+        Some(_) => bytes.reserve_exact(data as usize),
+        // a stream: read what the header declares, and no further (its writer may hold it
+        // open); the buffer grows as the data comes
+        None => {}
+    }
+    file.take(data).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != declared {
+        return Err(CheckpointError::Format(format!(
+            "the header declares {declared} bytes in all, the file ended after {}",
+            bytes.len()
+        )));
+    }
     Ok(bytes)
 }
 
@@ -382,7 +517,7 @@ fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
 pub fn read_matrices<F: Float>(
     bytes: &[u8],
 ) -> Result<BTreeMap<String, Array2<F>>, CheckpointError> {
-    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    let file = deserialize(bytes)?;
     let mut out = BTreeMap::new();
     for (name, tensor) in file.tensors() {
         check_dtype::<F>(&name, &tensor)?;
@@ -404,4 +539,194 @@ pub fn read_matrices<F: Float>(
         out.insert(name, array);
     }
     Ok(out)
+}
+
+/// The metadata key of an optimizer file's description (kind, rate, steps, parameters).
+const OPTIMIZER_KEY: &str = "tapegrad.optimizer";
+
+/// An optimizer's state ([`Optimizer::state`]) as a safetensors file, in memory: buffer
+/// `k` of parameter `i` (in the model's order) is tensor `"{i}.{k}"`, and the kind, base
+/// learning rate, step counts and parameter names and shapes are JSON in the metadata
+/// under `"tapegrad.optimizer"`. The round trip is bit-exact.
+///
+/// ```
+/// use ndarray::array;
+/// use tapegrad::io;
+/// use tapegrad::nn::Linear;
+/// use tapegrad::optim::{Adam, Optimizer};
+/// use tapegrad::Tape;
+///
+/// let mut model = Linear { weight: array![[1.0f32, -2.0]], bias: None };
+/// let mut opt = Adam::new(0.1);
+/// let grads = {
+///     let tape = Tape::new();
+///     tape.backward(tape.param(&model.weight).square().sum()).unwrap()
+/// };
+/// opt.step(&mut model, &grads).unwrap();
+/// let bytes = io::optimizer_to_bytes(&opt).unwrap();
+/// let mut resumed = Adam::new(0.1);
+/// io::optimizer_from_bytes(&mut resumed, &bytes).unwrap();
+/// assert_eq!(resumed.state(), opt.state());
+/// ```
+///
+/// # Errors
+///
+/// [`CheckpointError::Format`] if safetensors cannot write the tensors.
+pub fn optimizer_to_bytes<F: Float>(
+    optimizer: &dyn Optimizer<F>,
+) -> Result<Vec<u8>, CheckpointError> {
+    let state = optimizer.state();
+    let mut tensors = BTreeMap::new();
+    let mut params = Vec::with_capacity(state.params.len());
+    for (i, p) in state.params.iter().enumerate() {
+        params.push(serde_json::json!({
+            "name": p.name,
+            "shape": [p.shape.0, p.shape.1],
+            "steps": p.steps,
+        }));
+        for (k, b) in p.buffers.iter().enumerate() {
+            let mut bytes = Vec::with_capacity(b.len() * std::mem::size_of::<F>());
+            b.iter().for_each(|&x| x.write_le(&mut bytes));
+            let tensor = Tensor {
+                dtype: dtype::<F>(),
+                shape: [b.nrows(), b.ncols()],
+                bytes,
+            };
+            tensors.insert(format!("{i}.{k}"), tensor);
+        }
+    }
+    let description = serde_json::json!({
+        "kind": state.kind,
+        // as text: exact, and NaN or ∞ survive
+        "lr": format!("{:?}", state.lr.as_f64()),
+        "steps": state.steps,
+        "params": params,
+    });
+    let metadata = [
+        ("producer".to_string(), "tapegrad".to_string()),
+        (OPTIMIZER_KEY.to_string(), description.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    safetensors::tensor::serialize(tensors.iter(), Some(metadata)).map_err(format_error)
+}
+
+/// Sets an optimizer's state from a file made by [`optimizer_to_bytes`]: all of it, or
+/// none. The optimizer must be of the same kind and configuration (momentum on or off);
+/// its hyperparameters stay its own ([`Optimizer::load_state`]).
+///
+/// # Errors
+///
+/// [`CheckpointError::Format`] for bytes that are not a valid safetensors file or not an
+/// optimizer's state (no or a broken description, a tensor missing or left over);
+/// `WrongDtype` and `WrongShape` for a buffer of another type or shape than its
+/// parameter; [`CheckpointError::Optimizer`] if the optimizer refuses the state. The
+/// optimizer is unchanged on error.
+pub fn optimizer_from_bytes<F: Float>(
+    optimizer: &mut dyn Optimizer<F>,
+    bytes: &[u8],
+) -> Result<(), CheckpointError> {
+    let file = deserialize(bytes)?;
+    let bad = |what: &str| CheckpointError::Format(format!("not an optimizer's state: {what}"));
+    // check_file passed: the header length is in range
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(&e.to_string()))?;
+    let text = header["__metadata__"][OPTIMIZER_KEY]
+        .as_str()
+        .ok_or_else(|| bad(&format!("no `{OPTIMIZER_KEY}` in the metadata")))?;
+    let description: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    let kind = description["kind"].as_str().ok_or_else(|| bad("no kind"))?;
+    let lr: f64 = description["lr"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| bad("no learning rate"))?;
+    let steps = description["steps"]
+        .as_u64()
+        .and_then(|s| usize::try_from(s).ok())
+        .ok_or_else(|| bad("no step count"))?;
+    let list = description["params"]
+        .as_array()
+        .ok_or_else(|| bad("no parameter list"))?;
+    let mut params = Vec::with_capacity(list.len());
+    let mut used = 0;
+    for (i, p) in list.iter().enumerate() {
+        let name = p["name"]
+            .as_str()
+            .ok_or_else(|| bad("a parameter without a name"))?;
+        let dim = |k: usize| {
+            p["shape"][k]
+                .as_u64()
+                .and_then(|d| usize::try_from(d).ok())
+                .ok_or_else(|| bad(&format!("`{name}` has no shape")))
+        };
+        let shape = (dim(0)?, dim(1)?);
+        let param_steps = p["steps"]
+            .as_u64()
+            .ok_or_else(|| bad(&format!("`{name}` has no step count")))?;
+        let mut buffers = Vec::new();
+        while let Ok(tensor) = file.tensor(&format!("{i}.{}", buffers.len())) {
+            check_dtype::<F>(name, &tensor)?;
+            if tensor.shape() != [shape.0, shape.1] {
+                return Err(CheckpointError::WrongShape {
+                    name: name.to_string(),
+                    expected: vec![shape.0, shape.1],
+                    found: tensor.shape().to_vec(),
+                });
+            }
+            let values = decode::<F>(tensor.data()).collect();
+            let array = Array2::from_shape_vec(shape, values)
+                .map_err(|e| bad(&format!("`{name}`: {e}")))?;
+            buffers.push(array);
+        }
+        used += buffers.len();
+        params.push(ParamRecord {
+            name: name.to_string(),
+            shape,
+            steps: param_steps,
+            buffers,
+        });
+    }
+    if used != file.len() {
+        return Err(bad("the file holds tensors of no parameter"));
+    }
+    let state = OptimizerState {
+        kind: kind.to_string(),
+        lr: F::cast(lr),
+        steps,
+        params,
+    };
+    optimizer
+        .load_state(state)
+        .map_err(CheckpointError::Optimizer)
+}
+
+/// Writes an optimizer's state ([`optimizer_to_bytes`]) to `path`, atomically as
+/// [`save`] does: save it beside the model to resume a run as it was.
+///
+/// # Errors
+///
+/// As [`optimizer_to_bytes`], and [`CheckpointError::Io`] if the file cannot be written.
+pub fn save_optimizer<F: Float>(
+    optimizer: &dyn Optimizer<F>,
+    path: impl AsRef<Path>,
+) -> Result<(), CheckpointError> {
+    let bytes = optimizer_to_bytes(optimizer)?;
+    write_atomically(path.as_ref(), &bytes)?;
+    Ok(())
+}
+
+/// Sets an optimizer's state from the file at `path` ([`optimizer_from_bytes`]), read
+/// with the checks [`load`] makes.
+///
+/// # Errors
+///
+/// As [`optimizer_from_bytes`], and [`CheckpointError::Io`] if the file cannot be read.
+pub fn load_optimizer<F: Float>(
+    optimizer: &mut dyn Optimizer<F>,
+    path: impl AsRef<Path>,
+) -> Result<(), CheckpointError> {
+    let bytes = read_checked(path.as_ref())?;
+    optimizer_from_bytes(optimizer, &bytes)
 }

@@ -4,7 +4,8 @@
 mod common;
 
 use ndarray::Array2;
-use tapegrad::Tape;
+use tapegrad::inspect::SVG_MAX_NODES;
+use tapegrad::{ErrorKind, Tape, Tensor};
 
 /// Seed 001's data and weights on Iris's shapes: X (150 × 4), Y (150 × 3), W1 (4 × 2),
 /// W2 (2 × 3).
@@ -273,14 +274,14 @@ fn every_op_has_an_equation_in_explain_mode() {
 #[test]
 fn the_graph_as_svg_with_names() {
     let tape = Tape::<f64>::new();
-    assert!(tape.to_svg().contains("<svg"));
+    assert!(tape.to_svg().unwrap().contains("<svg"));
     let x = tape.constant(Array2::from_elem((4, 3), 0.5)).named("X");
     let w = tape.param(Array2::from_elem((3, 2), 0.5)).named("W<1>");
     let h = x.matmul(w).tanh().named("H");
     let _loss = h.sum();
     let dot = tape.to_dot();
     assert!(dot.contains(r"H = tanh #3\n4 × 2"), "{dot}");
-    let svg = tape.to_svg();
+    let svg = tape.to_svg().unwrap();
     assert!(svg.trim_end().ends_with("</svg>"));
     for text in [
         "H = tanh #3",
@@ -293,6 +294,116 @@ fn the_graph_as_svg_with_names() {
     }
     // one box per node
     assert!(svg.matches("<rect").count() >= tape.len());
+}
+
+/// `to_svg` refuses a graph of one node more than `SVG_MAX_NODES` at once, before any
+/// layout, with an error that says to use `to_dot`; it draws one of `SVG_MAX_NODES`.
+#[test]
+fn to_svg_refuses_a_graph_just_past_the_node_limit() {
+    let tape = Tape::<f64>::new();
+    let mut h = tape.param(Array2::from_elem((1, 1), 0.5));
+    while tape.len() < SVG_MAX_NODES {
+        h = h.tanh();
+    }
+    assert!(tape.to_svg().unwrap().contains("tanh #999"));
+    let _ = h.tanh();
+    let err = tape.to_svg().unwrap_err();
+    assert_eq!(err.op(), "to_svg");
+    assert!(
+        matches!(err.kind(), ErrorKind::DrawingTooLarge { nodes, .. } if *nodes == SVG_MAX_NODES + 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Tape::to_dot"), "{err}");
+}
+
+/// Graphs well under the node limit whose layered drawing `layout-rs` would take long over
+/// are refused too: a weight shared by every layer of a chain (each of its edges bends
+/// once per layer it crosses; 100 nodes took 16 s to lay out) and one very wide layer (a
+/// concatenation of 300 tensors took over 5 s).
+#[test]
+fn to_svg_refuses_small_graphs_whose_drawing_is_large() {
+    let tape = Tape::<f64>::new();
+    let w = tape.param(Array2::from_elem((3, 3), 0.1));
+    let mut h = tape.constant(Array2::from_elem((2, 3), 0.5));
+    while tape.len() < 100 {
+        h = h.matmul(w).tanh().add(h);
+    }
+    let err = tape.to_svg().unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::DrawingTooLarge { nodes: 101, .. }),
+        "{err}"
+    );
+    assert!(tape.to_dot().contains("n100"));
+
+    let tape = Tape::<f64>::new();
+    let xs: Vec<_> = (0..300)
+        .map(|_| tape.param(Array2::zeros((1, 1))))
+        .collect();
+    let _ = Tensor::concat_rows(&xs);
+    let err = tape.to_svg().unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::DrawingTooLarge { nodes: 301, .. }),
+        "{err}"
+    );
+
+    // a chain of 700 ops sharing nothing is drawn
+    let tape = Tape::<f64>::new();
+    let mut h = tape.constant(Array2::from_elem((2, 3), 0.5));
+    while tape.len() < 700 {
+        h = h.matmul(tape.param(Array2::from_elem((3, 3), 0.1))).tanh();
+    }
+    assert!(tape.to_svg().is_ok());
+}
+
+/// A small graph on which `layout-rs`'s placement panics is drawn all the same (with its
+/// simple placement), and the tape is usable afterwards.
+#[test]
+fn to_svg_draws_a_graph_on_which_layout_rs_panics() {
+    let tape = Tape::new();
+    common::layout_rs_panic_graph(&tape);
+    let svg = tape.to_svg().unwrap();
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(svg.matches("<rect").count() >= tape.len());
+    // nothing is left borrowed or poisoned
+    let x = tape.param(Array2::from_elem((1, 1), 2.0));
+    let grads = tape.backward(x.square().sum()).unwrap();
+    assert_eq!(grads.get(x).unwrap()[[0, 0]], 4.0);
+    assert!(tape.to_svg().unwrap().contains("square"));
+}
+
+/// Control characters in a name are written as escapes: the SVG stays well-formed XML.
+#[test]
+fn to_svg_escapes_control_characters_in_names() {
+    let tape = Tape::<f64>::new();
+    let _ = tape
+        .param(Array2::zeros((1, 1)))
+        .named("a\u{1}b\u{0}c\u{1b}[0m\u{ffff}\td");
+    let svg = tape.to_svg().unwrap();
+    let bad = svg.chars().find(|&c| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+    });
+    assert_eq!(bad, None, "a character XML does not allow");
+    assert!(svg.contains(r"a\u{1}b\u{0}c\u{1b}[0m\u{ffff}"), "{svg}");
+}
+
+/// Explain mode prints names of any length: the columns are padded by hand, not by a
+/// format width (which must fit in 16 bits).
+#[test]
+fn explain_prints_names_longer_than_a_format_width() {
+    let tape = Tape::<f64>::new();
+    let long = "W".repeat(70_000);
+    let w = tape.param(Array2::from_elem((2, 2), 0.5)).named(&long);
+    let h = tape.param(Array2::from_elem((2, 2), 0.5)).named("H");
+    let loss = w.matmul(h).sum();
+    let text = tape.explain(loss).unwrap().to_string();
+    assert_eq!(text.lines().count(), 3, "{}", &text[..200]);
+    assert!(text.contains(&format!("d{long} = ")));
+    // the columns still line up: every line's `[` at the same character
+    let columns: Vec<usize> = text
+        .lines()
+        .map(|l| l.chars().position(|c| c == '[').unwrap())
+        .collect();
+    assert!(columns.iter().all(|&c| c == columns[0]), "{columns:?}");
 }
 
 /// Anomaly detection names the first op that made NaN or infinity from finite operands:

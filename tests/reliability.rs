@@ -1,6 +1,9 @@
 //! The defects of issue 8, each with the test that failed before its fix: weight sharing,
 //! parameters without a gradient, the root after backward, sizes, numerics checked
-//! against f64 closed forms, optimizers and checkpoints.
+//! against f64 closed forms, optimizers and checkpoints; then those of issue 19 (panics
+//! through APIs documented not to panic).
+
+mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -655,4 +658,149 @@ fn files_that_declare_more_than_they_hold_are_refused() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- issue 19: panics through APIs documented not to panic ----
+
+/// The panic `layout-rs` raises on some graphs is caught inside `to_svg` without reaching
+/// the panic hook (nothing is printed), while every other panic still reaches the hook
+/// installed before. (No other test of this file may call `to_svg`: the hook this test
+/// installs must be the one `to_svg` wraps.)
+#[test]
+fn to_svg_catches_layout_panics_without_printing_them() {
+    use std::cell::Cell;
+    thread_local! {
+        static SEEN: Cell<usize> = const { Cell::new(0) };
+    }
+    let test_thread = std::thread::current().id();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == test_thread {
+            SEEN.with(|s| s.set(s.get() + 1));
+        } else {
+            default(info);
+        }
+    }));
+    let tape = Tape::new();
+    common::layout_rs_panic_graph(&tape);
+    let svg = tape.to_svg();
+    let seen_by_layout = SEEN.with(Cell::get);
+    let other = catch_unwind(|| panic!("an ordinary panic"));
+    let seen_after = SEEN.with(Cell::get);
+    // the hook that prints, back for the other tests
+    drop(std::panic::take_hook());
+    assert!(svg.is_ok(), "{svg:?}");
+    assert_eq!(seen_by_layout, 0, "the layout's panic reached the hook");
+    assert!(other.is_err());
+    assert_eq!(seen_after, 1, "an ordinary panic must still reach the hook");
+}
+
+/// Concatenations whose total length does not fit: a `TooLarge` error, not an overflow
+/// (three inputs overflow `usize`; two exceed the `isize::MAX` an array axis may have).
+#[test]
+fn concat_of_lengths_that_overflow_is_too_large() {
+    let n = isize::MAX as usize;
+    let tape = Tape::<f64>::new();
+    let tall = tape.param(Array2::zeros((n, 0)));
+    let wide = tape.param(Array2::zeros((0, n)));
+    for k in [2, 3] {
+        let err = Tensor::try_concat_rows(&vec![tall; k]).unwrap_err();
+        assert_eq!(err.op(), "concat_rows");
+        assert!(matches!(err.kind(), ErrorKind::TooLarge { .. }), "{err}");
+        let err = Tensor::try_concat_cols(&vec![wide; k]).unwrap_err();
+        assert_eq!(err.op(), "concat_cols");
+        assert!(matches!(err.kind(), ErrorKind::TooLarge { .. }), "{err}");
+    }
+    // one input of the largest length is fine
+    assert_eq!(Tensor::try_concat_rows(&[tall]).unwrap().shape(), (n, 0));
+}
+
+// ---- issue 19 item 10: smaller numeric and argument defects ----
+
+/// Adam with ε = 0 and a gradient that is zero: the moments are 0 and the update's limit
+/// is 0, not 0/0 = NaN.
+#[test]
+fn adam_without_eps_leaves_a_parameter_with_zero_gradient_alone() {
+    let mut net = layer(array![[1.0, -2.0]], array![[0.5, 0.0]]);
+    let grads = {
+        let tape = Tape::new();
+        let w = tape.param(&net.weight);
+        let b = tape.param(net.bias.as_ref().unwrap());
+        // the loss does not depend on the bias's second element
+        tape.backward(
+            w.square()
+                .sum()
+                .add(b.mul(tape.constant(array![[1.0, 0.0]])).sum()),
+        )
+        .unwrap()
+    };
+    let mut opt = Adam::new(0.1).eps(0.0);
+    for _ in 0..3 {
+        opt.step(&mut net, &grads).unwrap();
+    }
+    let bias = net.bias.as_ref().unwrap();
+    assert_eq!(bias[[0, 1]], 0.0, "{bias}");
+    assert!(net.weight.iter().chain(bias).all(|v| v.is_finite()));
+}
+
+/// A negative or NaN max norm would reverse the gradients (the factor is negative) or
+/// leave them unclipped: refused by `try_clip_grad_norm`, a documented panic in
+/// `clip_grad_norm`; the gradients are unchanged.
+#[test]
+fn clip_grad_norm_refuses_a_negative_or_nan_max_norm() {
+    use tapegrad::optim::try_clip_grad_norm;
+    let net = layer(array![[3.0, 4.0]], array![[0.0, 0.0]]);
+    let mut grads = {
+        let tape = Tape::new();
+        let w = tape.param(&net.weight);
+        let b = tape.param(net.bias.as_ref().unwrap());
+        tape.backward(w.square().sum().add(b.sum())).unwrap()
+    };
+    let before = grads.wrt(&net.weight).unwrap().clone();
+    for max_norm in [-1.0, f64::NAN, f64::NEG_INFINITY] {
+        let err = try_clip_grad_norm(&net, &mut grads, max_norm).unwrap_err();
+        assert!(matches!(err, OptimError::InvalidArgument { .. }), "{err}");
+        assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            clip_grad_norm(&net, &mut grads, max_norm);
+        }));
+        assert!(panicked.is_err(), "clip_grad_norm({max_norm}) returned");
+        assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+    }
+    // zero and infinity are legal: all zeros, and no clipping
+    let norm = try_clip_grad_norm(&net, &mut grads, f64::INFINITY).unwrap();
+    assert_eq!(grads.wrt(&net.weight).unwrap(), &before);
+    assert!(norm > 0.0);
+    try_clip_grad_norm(&net, &mut grads, 0.0).unwrap();
+    assert!(grads.wrt(&net.weight).unwrap().iter().all(|&v| v == 0.0));
+}
+
+/// bce_with_logits at infinite logits whose target makes the loss's limit finite (z = +∞
+/// with t = 1, z = −∞ with t = 0): the loss is 0 and the gradient 0, not NaN; where the
+/// limit is +∞ (z = +∞, t = 0) the loss is +∞.
+#[test]
+fn bce_with_logits_at_infinite_logits_takes_the_limit() {
+    let tape = Tape::<f64>::new();
+    let z = tape.param(array![[f64::INFINITY, f64::NEG_INFINITY]]);
+    let loss = z.bce_with_logits(tape.constant(array![[1.0, 0.0]]));
+    assert_eq!(loss.item(), 0.0);
+    let grads = tape.backward(loss).unwrap();
+    assert_eq!(grads.get(z).unwrap(), &array![[0.0, 0.0]]);
+
+    let tape = Tape::<f64>::new();
+    let z = tape.param(array![[f64::INFINITY, 0.0]]);
+    let loss = z.bce_with_logits(tape.constant(array![[0.0, 1.0]]));
+    assert_eq!(loss.item(), f64::INFINITY);
+}
+
+/// silu at ±∞: silu(−∞) = 0 (was −∞/∞ = NaN), silu(+∞) = +∞; its derivative is 0 at −∞
+/// and 1 at +∞ (both were 0·∞ = NaN).
+#[test]
+fn silu_at_infinity_takes_the_limit() {
+    let tape = Tape::<f64>::new();
+    let x = tape.param(array![[f64::NEG_INFINITY, f64::INFINITY, -800.0, 800.0]]);
+    let y = x.silu();
+    assert_eq!(y.value(), array![[0.0, f64::INFINITY, -0.0, 800.0]]);
+    let grads = tape.backward(y.sum()).unwrap();
+    assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
 }

@@ -79,20 +79,26 @@ impl fmt::Display for Explanation {
         for l in &self.lines {
             let pad_eq = eq.unwrap_or(0) - width(&l.equation);
             let pad_sh = sh.unwrap_or(0) - width(&l.shapes) - 2;
-            writeln!(
-                f,
-                "{}{:pad_eq$}  [{}]{:pad_sh$}  {} at {}:{}",
-                l.equation,
-                "",
-                l.shapes,
-                "",
-                l.op,
-                l.location.file(),
-                l.location.line()
-            )?;
+            // padded by hand: a format width must fit in 16 bits, a name need not
+            f.write_str(&l.equation)?;
+            spaces(f, pad_eq + 2)?;
+            write!(f, "[{}]", l.shapes)?;
+            spaces(f, pad_sh + 2)?;
+            writeln!(f, "{} at {}:{}", l.op, l.location.file(), l.location.line())?;
         }
         Ok(())
     }
+}
+
+/// Writes `n` spaces.
+fn spaces(f: &mut fmt::Formatter<'_>, mut n: usize) -> fmt::Result {
+    const RUN: &str = "                                                                ";
+    while n > 0 {
+        let k = n.min(RUN.len());
+        f.write_str(&RUN[..k])?;
+        n -= k;
+    }
+    Ok(())
 }
 
 /// Ops whose input's gradient the textbook calls a delta: the error times the derivative

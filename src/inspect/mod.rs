@@ -4,8 +4,9 @@
 //!   it executes, in the notation of the textbook derivations (`O_delta = G ∘ O ∘ (1 − O)`,
 //!   `dW2 = Hᵀ · O_delta  [2×150 · 150×3 → 2×3]`), with names given by
 //!   [`Tensor::named`](crate::Tensor::named).
-//! - **Graph export**: [`Tape::to_dot`] (Graphviz DOT) and [`Tape::to_svg`] (an SVG
-//!   drawn in Rust, no Graphviz needed).
+//! - **Graph export**: [`Tape::to_dot`] (Graphviz DOT, any size) and [`Tape::to_svg`]
+//!   (an SVG drawn in Rust, no Graphviz needed, for graphs of up to [`SVG_MAX_NODES`]
+//!   nodes whose drawing stays small).
 //! - **Anomaly detection**: [`Tape::detect_anomaly`] checks every forward value and every
 //!   gradient for NaN and infinity as they are produced, and reports the first op that
 //!   made one from finite operands ([`ErrorKind::Anomaly`]).
@@ -36,6 +37,7 @@ mod svg;
 pub(crate) use explain::name_of;
 pub use explain::{ExplainLine, Explanation};
 pub use profile::{Profile, SiteStats};
+pub use svg::SVG_MAX_NODES;
 
 /// Mode bit: check values and gradients for NaN and infinity.
 pub(crate) const ANOMALY: u8 = 1;

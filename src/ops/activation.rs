@@ -503,9 +503,17 @@ impl<F: Float> Unary<F> for Silu {
         true
     }
     fn f(self, x: F) -> F {
+        // the limit at −∞ is 0 (the quotient is −∞/∞)
+        if x == F::neg_infinity() {
+            return F::zero();
+        }
         x / (F::one() + (-x).exp())
     }
     fn df(self, x: F) -> F {
+        // the limits at ±∞ are 1 and 0 (the formula is 0·∞ there)
+        if x.is_infinite() {
+            return if x > F::zero() { F::one() } else { F::zero() };
+        }
         let s = F::one() / (F::one() + (-x).exp());
         s * (F::one() + x * (F::one() - s))
     }

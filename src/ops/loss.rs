@@ -208,7 +208,8 @@ impl<'t, F: Float> Tensor<'t, F> {
     /// Binary cross-entropy between logits `self` and targets in [0, 1], mean over all
     /// elements: `Σ [max(Z, 0) − Z ∘ T + ln(1 + e^−|Z|)] / n`, which is
     /// `−Σ [T ln σ(Z) + (1 − T) ln(1 − σ(Z))] / n` computed without overflow for any finite
-    /// logit (PyTorch's `binary_cross_entropy_with_logits`).
+    /// logit (PyTorch's `binary_cross_entropy_with_logits`). At an infinite logit the loss
+    /// is its limit: 0 for z = +∞ with t = 1 and for z = −∞ with t = 0, else ±∞.
     ///
     /// The derivative: `dZ = (σ(Z) − T) / n`, `dT = −Z / n`.
     ///
@@ -245,8 +246,20 @@ impl<'t, F: Float> Tensor<'t, F> {
         let value = |z: ArrayView2<'_, F>, t: ArrayView2<'_, F>| {
             Zip::from(&z).and(&t).fold(F::zero(), |s, &z, &t| {
                 let positive = if z > F::zero() { z } else { F::zero() };
-                // each element's term first: max(z, 0) − z t is exact where they cancel
-                s + ((positive - z * t) + (-z.abs()).exp().ln_1p())
+                // each element's term first: max(z, 0) − z t is exact where they cancel.
+                // At an infinite z it is |z| (1 − t) for z = +∞ and |z| t for z = −∞: the
+                // formula would give ∞ − ∞ or ∞ · 0 where that weight is 0, whose limit is 0
+                let linear = if z.is_infinite() {
+                    let weight = if z > F::zero() { F::one() - t } else { t };
+                    if weight == F::zero() {
+                        F::zero()
+                    } else {
+                        z.abs() * weight
+                    }
+                } else {
+                    positive - z * t
+                };
+                s + (linear + (-z.abs()).exp().ln_1p())
             })
         };
         let rule = |inv_n| Rule::with_param(bce_backward, bce_tensor, inv_n);

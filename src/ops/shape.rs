@@ -368,6 +368,7 @@ impl<'t, F: Float> Tensor<'t, F> {
                 };
                 return Err(shape_error(op, first.shape, t.shape, rule, location));
             }
+            // saturated: past `isize::MAX` (the longest an axis may be) it is refused below
             total = total.saturating_add(if axis == Axis(0) {
                 t.shape.0
             } else {
@@ -379,6 +380,9 @@ impl<'t, F: Float> Tensor<'t, F> {
         } else {
             (first.shape.0, total)
         };
+        if total > isize::MAX as usize {
+            return Err(Error::new(op, ErrorKind::TooLarge { shape }, location));
+        }
         check_size::<F>(op, shape, location)?;
         let tape = first.tape;
         let y = {

@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{Core, OptimError, Optimizer};
+use super::{Core, OptimError, Optimizer, OptimizerState};
 use crate::nn::Parameters;
 use crate::{Float, Gradients};
 
@@ -16,6 +16,8 @@ use crate::{Float, Gradients};
 /// v = β₂·v + (1 − β₂)·g²
 /// p = p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 /// ```
+///
+/// Where `m = 0` the update is 0, also with ε = 0 (where the quotient would be 0/0).
 pub struct Adam<F> {
     core: Core<F>,
     beta1: F,
@@ -114,7 +116,11 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                     };
                     *m = b1 * *m + (one - b1) * g;
                     *v = b2 * *v + (one - b2) * g * g;
-                    *p -= step_size * *m / (v.sqrt() / bias2 + eps);
+                    // m = 0 while every gradient so far was 0: the update is 0 (its
+                    // limit), also when v = 0 and ε = 0 make the quotient 0/0
+                    if *m != F::zero() {
+                        *p -= step_size * *m / (v.sqrt() / bias2 + eps);
+                    }
                 });
         })
     }
@@ -129,5 +135,13 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 
     fn steps(&self) -> usize {
         self.core.steps
+    }
+
+    fn state(&self) -> OptimizerState<F> {
+        self.core.state("adam")
+    }
+
+    fn load_state(&mut self, state: OptimizerState<F>) -> Result<(), OptimError> {
+        self.core.load_state("adam", 2, state)
     }
 }

@@ -1,6 +1,6 @@
 //! Optimizers over a model's [`Parameters`]: [`Sgd`] (momentum, Nesterov, weight decay),
 //! [`Adam`] and AdamW ([`Adam::adamw`]); [`Lbfgs`] for full-batch problems (it evaluates
-//! the objective itself); gradient-norm clipping ([`clip_grad_norm`]); a
+//! the objective itself); gradient-norm clipping ([`clip_grad_norm`], [`try_clip_grad_norm`]); a
 //! learning-rate schedule hook (`schedule` on each optimizer).
 //!
 //! An optimizer walks the model's parameters in their fixed order, finds each one's
@@ -72,6 +72,53 @@ pub trait Optimizer<F: Float> {
 
     /// Number of steps taken.
     fn steps(&self) -> usize;
+
+    /// A copy of the state a resumed run needs: the base learning rate, the step counts
+    /// and the per-parameter buffers (momentum, Adam's moments). Save it with
+    /// [`crate::io::save_optimizer`].
+    fn state(&self) -> OptimizerState<F>;
+
+    /// Replaces this optimizer's state by `state` (from [`Optimizer::state`] or
+    /// [`crate::io::load_optimizer`]). The hyperparameters (β, momentum, weight decay,
+    /// schedule, frozen names) stay this optimizer's own; the next step checks the state
+    /// against the model as every step does.
+    ///
+    /// # Errors
+    ///
+    /// [`OptimError::InvalidArgument`] if the state is another optimizer's (another kind,
+    /// or another number of buffers per parameter, as SGD with and without momentum), or
+    /// a buffer's shape is not its parameter's; [`OptimError::UnknownParameter`] if a
+    /// frozen name is not among the state's parameters. The state is unchanged on error.
+    fn load_state(&mut self, state: OptimizerState<F>) -> Result<(), OptimError>;
+}
+
+/// An optimizer's state, from [`Optimizer::state`]: its kind (`"sgd"`, `"adam"`), base
+/// learning rate, step count, and per parameter its name, shape, update count and
+/// buffers, in the model's order (empty before the first step).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState<F> {
+    /// The optimizer's kind: `"sgd"` or `"adam"`.
+    pub kind: String,
+    /// The base learning rate.
+    pub lr: F,
+    /// Steps taken.
+    pub steps: usize,
+    /// Per parameter, in the model's order.
+    pub params: Vec<ParamRecord<F>>,
+}
+
+/// One parameter's part of an [`OptimizerState`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamRecord<F> {
+    /// The parameter's name.
+    pub name: String,
+    /// The parameter's shape.
+    pub shape: (usize, usize),
+    /// Updates applied to it (Adam's bias correction counts per parameter).
+    pub steps: u64,
+    /// Its buffers, each of its shape: SGD's momentum buffer (none without momentum),
+    /// Adam's first and second moments.
+    pub buffers: Vec<Array2<F>>,
 }
 
 /// The learning rate for a step, from the step's index (0 for the first) and the base
@@ -110,6 +157,12 @@ pub enum OptimError {
         /// The name.
         name: String,
     },
+    /// An argument outside its domain (a negative or NaN max norm to
+    /// [`try_clip_grad_norm`]).
+    InvalidArgument {
+        /// What is wrong, with the value.
+        message: String,
+    },
 }
 
 impl fmt::Display for OptimError {
@@ -137,6 +190,7 @@ impl fmt::Display for OptimError {
             OptimError::UnknownParameter { name } => {
                 write!(f, "`{name}` was frozen but the model has no such parameter")
             }
+            OptimError::InvalidArgument { message } => write!(f, "{message}"),
         }
     }
 }
@@ -259,6 +313,84 @@ impl<F: Float> Core<F> {
     }
 }
 
+impl<F: Float> Core<F> {
+    fn state(&self, kind: &str) -> OptimizerState<F> {
+        OptimizerState {
+            kind: kind.to_string(),
+            lr: self.lr,
+            steps: self.steps,
+            params: self
+                .params
+                .iter()
+                .map(|p| ParamRecord {
+                    name: p.name.clone(),
+                    shape: p.shape,
+                    steps: p.steps,
+                    buffers: p.buffers.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes `state` after checking it is one of `kind` with `buffers` buffers per
+    /// parameter (of its shape) and holds every frozen name.
+    fn load_state(
+        &mut self,
+        kind: &str,
+        buffers: usize,
+        state: OptimizerState<F>,
+    ) -> Result<(), OptimError> {
+        let invalid = |message: String| Err(OptimError::InvalidArgument { message });
+        if state.kind != kind {
+            return invalid(format!(
+                "the state is of an optimizer `{}`, this one is `{kind}`",
+                state.kind
+            ));
+        }
+        for p in &state.params {
+            if p.buffers.len() != buffers {
+                return invalid(format!(
+                    "parameter `{}` has {} buffers in the state, this optimizer keeps \
+                     {buffers} (momentum on in one, off in the other?)",
+                    p.name,
+                    p.buffers.len()
+                ));
+            }
+            if let Some(b) = p.buffers.iter().find(|b| b.dim() != p.shape) {
+                return invalid(format!(
+                    "a buffer of `{}` is {:?}, the parameter is {:?}",
+                    p.name,
+                    b.dim(),
+                    p.shape
+                ));
+            }
+        }
+        if !state.params.is_empty()
+            && let Some(name) = self
+                .frozen
+                .iter()
+                .find(|f| !state.params.iter().any(|p| &p.name == *f))
+        {
+            return Err(OptimError::UnknownParameter { name: name.clone() });
+        }
+        let frozen = &self.frozen;
+        self.lr = state.lr;
+        self.steps = state.steps;
+        self.params = state
+            .params
+            .into_iter()
+            .map(|p| ParamState {
+                frozen: frozen.contains(&p.name),
+                name: p.name,
+                shape: p.shape,
+                buffers: p.buffers,
+                steps: p.steps,
+            })
+            .collect();
+        Ok(())
+    }
+}
+
 /// Checks parameter `name` (value `p`) against its state and its gradient.
 fn check<F: Float>(
     state: Option<&ParamState<F>>,
@@ -312,11 +444,39 @@ fn check<F: Float>(
 /// let g = grads.wrt(&model.weight).unwrap();
 /// assert!((g[[0, 0]] - 0.6).abs() < 1e-6 && (g[[0, 1]] - 0.8).abs() < 1e-6);
 /// ```
+///
+/// # Panics
+///
+/// If `max_norm` is negative or NaN (a negative factor would reverse the gradients); see
+/// [`try_clip_grad_norm`].
+#[track_caller]
 pub fn clip_grad_norm<F: Float>(
     model: &dyn Parameters<F>,
     grads: &mut Gradients<F>,
     max_norm: F,
 ) -> F {
+    match try_clip_grad_norm(model, grads, max_norm) {
+        Ok(norm) => norm,
+        Err(e) => panic!("clip_grad_norm: {e}"),
+    }
+}
+
+/// [`clip_grad_norm`], or an error for a max norm outside `[0, +∞]`.
+///
+/// # Errors
+///
+/// [`OptimError::InvalidArgument`] if `max_norm` is negative or NaN; the gradients are
+/// unchanged.
+pub fn try_clip_grad_norm<F: Float>(
+    model: &dyn Parameters<F>,
+    grads: &mut Gradients<F>,
+    max_norm: F,
+) -> Result<F, OptimError> {
+    if max_norm.is_nan() || max_norm < F::zero() {
+        return Err(OptimError::InvalidArgument {
+            message: format!("the max norm must be at least 0 (not NaN), not {max_norm:?}"),
+        });
+    }
     let mut sum = F::zero();
     model.visit(&mut |_, p| {
         if let Some(g) = grads.wrt(p) {
@@ -332,7 +492,7 @@ pub fn clip_grad_norm<F: Float>(
             }
         });
     }
-    norm
+    Ok(norm)
 }
 
 /// A step decay schedule: the base rate times `gamma` once every `every` steps.

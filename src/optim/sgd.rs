@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{Core, OptimError, Optimizer};
+use super::{Core, OptimError, Optimizer, OptimizerState};
 use crate::nn::Parameters;
 use crate::{Float, Gradients};
 
@@ -99,5 +99,14 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 
     fn steps(&self) -> usize {
         self.core.steps
+    }
+
+    fn state(&self) -> OptimizerState<F> {
+        self.core.state("sgd")
+    }
+
+    fn load_state(&mut self, state: OptimizerState<F>) -> Result<(), OptimError> {
+        self.core
+            .load_state("sgd", usize::from(self.momentum != F::zero()), state)
     }
 }

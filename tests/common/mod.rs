@@ -369,3 +369,23 @@ fn linalg_cases() -> Vec<Case> {
         Case { op: "eigh", f: |x| { let (l, v) = x[0].eigh(); v.square().matmul(l.sin()) }, shapes: square, domains: &[Spectrum] },
     ]
 }
+
+/// Records a graph of ten scalar nodes on which `layout-rs` 0.1.3's Brandes–Köpf placement
+/// breaks its own invariant (`edge_fixer.rs:34: assertion failed: loc.x >= leftmost`),
+/// found by a seeded search over small random DAGs. Each node's name makes its label's
+/// first line the widest, so the boxes' sizes, which decide the placement, do not depend
+/// on the line numbers of this file.
+pub fn layout_rs_panic_graph<'t>(tape: &'t tapegrad::Tape<'t, f64>) {
+    let leaf = || tape.param(Array2::zeros((1, 1)));
+    let name = |t: Tensor<'t, f64>, len: usize| t.named(&"x".repeat(len));
+    let n0 = name(leaf(), 27);
+    let n1 = name(n0.add(n0), 22);
+    let n2 = name(n0.tanh(), 37);
+    let n3 = name(n0.add(n0), 37);
+    let n4 = name(n0.tanh(), 33);
+    let n5 = name(n2.mul(n3), 35);
+    let _n6 = name(n1.mul(n1), 31);
+    let _n7 = name(n5.add(n2), 30);
+    let n8 = name(leaf(), 29);
+    let _n9 = name(n8.mul(n4), 22);
+}
