@@ -422,9 +422,12 @@ fn check_header(header: &[u8]) -> Result<u64, CheckpointError> {
         let &[begin, end] = &numbers("data_offsets")?[..] else {
             return Err(bad(format!("`{name}` needs two data offsets")));
         };
+        // elements first, then bits, as safetensors counts them: an empty tensor with a
+        // huge dimension ([2⁶³ − 1, 0]) is 0 bytes, not an overflow
         let bits = shape
             .iter()
-            .try_fold(dtype.bitsize() as u64, |n, &d| n.checked_mul(d))
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize() as u64))
             .filter(|bits| bits % 8 == 0)
             .ok_or_else(|| {
                 bad(format!(

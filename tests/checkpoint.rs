@@ -813,3 +813,26 @@ fn an_optimizer_state_loads_only_where_it_fits() {
         }
     }
 }
+
+/// An empty matrix with a huge dimension (2⁶³ − 1 × 0, 0 bytes) round-trips: the header
+/// check counts elements before bits, as safetensors does (it counted bits first and took
+/// 64 × (2⁶³ − 1) for an overflow).
+#[test]
+fn an_empty_matrix_with_a_huge_dimension_round_trips() {
+    #[derive(tapegrad::nn::Parameters)]
+    struct Empty {
+        w: Array2<f64>,
+    }
+    let huge = i64::MAX as usize;
+    let saved = Empty {
+        w: Array2::zeros((huge, 0)),
+    };
+    let bytes = io::to_bytes(&saved).unwrap();
+    let mut loaded = Empty {
+        w: Array2::zeros((huge, 0)),
+    };
+    io::from_bytes(&mut loaded, &bytes).unwrap();
+    assert_eq!(loaded.w.dim(), (huge, 0));
+    let read = io::read_matrices::<f64>(&bytes).unwrap();
+    assert_eq!(read["w"].dim(), (huge, 0));
+}

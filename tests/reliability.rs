@@ -804,3 +804,47 @@ fn silu_at_infinity_takes_the_limit() {
     let grads = tape.backward(y.sum()).unwrap();
     assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
 }
+
+/// gelu_tanh's derivative at ±∞ and where x³ overflows is its limit, 1 at +∞ and 0 at −∞
+/// (the formula's second term was ∞ · 0 = NaN there); elsewhere it matches central
+/// differences.
+#[test]
+fn gelu_tanh_derivative_at_infinity_takes_the_limit() {
+    let tape = Tape::<f64>::new();
+    let x = tape.param(array![[f64::NEG_INFINITY, f64::INFINITY, -1e200, 1e200]]);
+    let grads = tape.backward(x.gelu_tanh().sum()).unwrap();
+    assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
+    for &v in &[-6.0, -2.5, -0.3, 0.0, 0.7, 3.0, 6.0] {
+        let tape = Tape::<f64>::new();
+        let x = tape.param(array![[v]]);
+        let g = tape.backward(x.gelu_tanh().sum()).unwrap().get(x).unwrap()[[0, 0]];
+        let f = |x: f64| {
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            0.5 * x * (1.0 + u.tanh())
+        };
+        let h = 1e-5;
+        let fd = (f(v + h) - f(v - h)) / (2.0 * h);
+        assert!((g - fd).abs() <= 1e-8, "at {v}: {g} vs {fd}");
+    }
+}
+
+/// gelu, gelu_tanh and silu at ±∞ take their limits on every path of the elementwise kernels, the
+/// scalar std path (`TAPEGRAD_KERNELS=std`) included: gelu(−∞) = −0, gelu′(±∞) = 1, 0,
+/// silu(−∞) = 0 (the std path's formulas gave ∞ · 0 and −∞/∞ = NaN).
+#[test]
+fn gelu_and_silu_at_infinity_take_the_limit_on_every_kernel_path() {
+    use tapegrad::bench_kernels::{Path, path, set_path};
+    let before = path();
+    for p in [Path::Avx2, Path::Baseline, Path::Std] {
+        set_path(p);
+        let tape = Tape::<f64>::new();
+        let x = tape.param(array![[f64::NEG_INFINITY, f64::INFINITY]]);
+        let (gelu, silu) = (x.gelu(), x.silu());
+        assert_eq!(gelu.value(), array![[0.0, f64::INFINITY]], "{p:?}");
+        assert_eq!(x.gelu_tanh().value(), array![[0.0, f64::INFINITY]], "{p:?}");
+        assert_eq!(silu.value(), array![[0.0, f64::INFINITY]], "{p:?}");
+        let g = tape.backward(gelu.sum()).unwrap();
+        assert_eq!(g.get(x).unwrap(), &array![[0.0, 1.0]], "{p:?}");
+    }
+    set_path(before);
+}

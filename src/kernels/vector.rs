@@ -217,19 +217,32 @@ kernel!(
     Erf, erf, |x| x.erf()
 );
 kernel!(
-    /// `x Φ(x)`.
-    Gelu, gelu, |x| x * F::cast(0.5) * (F::one() + (x * F::cast(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    /// `x Φ(x)`; at −∞ the limit −0 (the product is −∞ · 0).
+    Gelu, gelu, |x| {
+        if x == F::neg_infinity() {
+            return -F::zero();
+        }
+        x * F::cast(0.5) * (F::one() + (x * F::cast(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    }
 );
 kernel!(
-    /// `Φ(x) + x φ(x)`.
+    /// `Φ(x) + x φ(x)`; at ±∞ the limits 1 and 0 (`x φ(x)` is ∞ · 0).
     GeluGrad, gelu_grad, |x| {
+        if x.is_infinite() {
+            return if x > F::zero() { F::one() } else { F::zero() };
+        }
         let cdf = F::cast(0.5) * (F::one() + (x * F::cast(std::f64::consts::FRAC_1_SQRT_2)).erf());
         cdf + x * (F::cast(-0.5) * x * x).exp() * F::cast(0.398_942_280_401_432_7)
     }
 );
 kernel!(
-    /// `x σ(x)`.
-    Silu, silu, |x| x / (F::one() + (-x).exp())
+    /// `x σ(x)`; at −∞ the limit 0 (the quotient is −∞/∞).
+    Silu, silu, |x| {
+        if x == F::neg_infinity() {
+            return F::zero();
+        }
+        x / (F::one() + (-x).exp())
+    }
 );
 
 /// `x` for `x > 0`, `α (eˣ − 1)` otherwise.
@@ -264,6 +277,10 @@ impl<F: crate::Float> Kernel<F> for GeluTanh {
         math::gelu_tanh::<F, M>(x, F::cast(SQRT_2_OVER_PI), F::cast(GELU_CUBIC))
     }
     fn std(self, x: F) -> F {
+        // the limit −0 at −∞ (the product is −∞ · 0)
+        if x == F::neg_infinity() {
+            return -F::zero();
+        }
         let (c, k) = (F::cast(SQRT_2_OVER_PI), F::cast(GELU_CUBIC));
         F::cast(0.5) * x * (F::one() + (c * (x + k * x * x * x)).tanh())
     }

@@ -448,6 +448,11 @@ impl<F: Float> Unary<F> for GeluTanh {
     fn df(self, x: F) -> F {
         let (u, du) = Self::u(x);
         let t = u.tanh();
+        // where tanh u rounds to ±1, x (1 − t²) u′ is below rounding (1 − t² ≈ 4e^−2|u|):
+        // dropping it gives the limits 1 and 0 at ±∞, where the formula is ∞ · 0
+        if t * t == F::one() {
+            return F::cast(0.5) * (F::one() + t);
+        }
         F::cast(0.5) * (F::one() + t) + F::cast(0.5) * x * (F::one() - t * t) * du
     }
 }
