@@ -130,8 +130,11 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
     };
     let per_step = count();
     eprintln!("a steady-state W1 step makes {per_step} allocations");
+    // (the bound is 0 with BLAS, where `<=` is `==`)
+    #[allow(clippy::absurd_extreme_comparisons)]
+    let within = per_step <= W1_STEP_ALLOCATIONS;
     assert!(
-        per_step <= W1_STEP_ALLOCATIONS,
+        within,
         "{per_step} allocations per step"
     );
     let live_before = live();
