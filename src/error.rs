@@ -171,6 +171,18 @@ pub enum ErrorKind {
         /// The shape of the gradient without a match.
         shape: (usize, usize),
     },
+    /// Arrays given by parameter name (a direction for
+    /// [`functional::model_hvp`](crate::functional::model_hvp) or
+    /// [`functional::model_jvp`](crate::functional::model_jvp)) do not match the model's
+    /// parameters: one is missing, named but not a parameter, or of another shape.
+    Direction {
+        /// The parameter's name.
+        name: String,
+        /// The parameter's shape (`None`: the model has no parameter of this name).
+        expected: Option<(usize, usize)>,
+        /// The shape given (`None`: nothing was given for this parameter).
+        given: Option<(usize, usize)>,
+    },
     /// An axis other than 0 (rows) or 1 (columns).
     Axis {
         /// The axis given.
@@ -515,6 +527,26 @@ impl fmt::Display for ErrorKind {
                 "the {r} × {c} gradient has no counterpart in the other Gradients (both \
                  must hold the gradients of the same borrowed parameters)"
             ),
+            ErrorKind::Direction {
+                name,
+                expected,
+                given,
+            } => match (expected, given) {
+                (None, _) => write!(
+                    f,
+                    "the direction names \"{name}\", which is not a parameter of the model"
+                ),
+                (Some((r, c)), None) => write!(
+                    f,
+                    "the direction has nothing for parameter \"{name}\" ({r} × {c}); give \
+                     an array for every parameter (zeros for those that stay fixed)"
+                ),
+                (Some((r, c)), Some((gr, gc))) => write!(
+                    f,
+                    "the direction of parameter \"{name}\" is {gr} × {gc}, the parameter \
+                     {r} × {c}"
+                ),
+            },
             ErrorKind::Axis { axis } => {
                 write!(
                     f,

@@ -27,12 +27,37 @@
 //! | [`vjp`] | `f(x)` and `vᵀJ` for a cotangent `v` | one forward, one backward |
 //! | [`jvp`] | `f(x)` and `J·u` for tangents `u` (forward mode by the double-VJP trick) | one forward, two reverse passes |
 //! | [`hvp`] | `f(x)` and `H·v` for a scalar `f` (forward over reverse: backward through the recorded gradient) | about 3–4 gradients |
+//! | [`hvp_with_grad`] | `f(x)`, `∇f(x)` and `H·v`: the gradient comes free with the HVP | as `hvp` |
+//! | [`model_hvp`] | a model's loss, its gradient and `H·v`, by parameter name | as `hvp` |
+//! | [`model_jvp`] | `f(model)` and `J·u` with respect to the model's parameters, by name | as `jvp` |
 //! | [`jacobian`] | the full Jacobian, one backward per output element | for small outputs |
 //! | [`hessian`] | the full Hessian, one backward per input element | for small inputs |
 //!
 //! Matrices are flattened in row-major order, inputs one after the other: the Jacobian of
 //! an m × n output with respect to inputs of `k₁`, `k₂`, ... elements is
 //! `mn × (k₁ + k₂ + ...)`.
+//!
+//! # Functions of a model
+//!
+//! [`model_hvp`], [`model_jvp`] and [`check::gradcheck_model`](crate::check::gradcheck_model)
+//! differentiate with respect to every parameter of a model
+//! ([`Parameters`](crate::nn::Parameters)), by name. Their function gets the model and a
+//! [`Scope`], and borrows whatever it captures (inputs, targets) onto the tape, with no
+//! clone:
+//!
+//! ```
+//! use ndarray::array;
+//! use tapegrad::functional::{model_hvp, Named};
+//! use tapegrad::nn::{Linear, Module, Parameters};
+//!
+//! let model = Linear { weight: array![[1.0], [2.0]], bias: Some(array![[0.0]]) };
+//! let (x, y) = (array![[1.0, 2.0], [0.5, -1.0]], array![[1.0], [0.0]]);
+//! let v: Named<f64> = model.parameters().into_iter().map(|(n, p)| (n, p.map(|_| 1.0))).collect();
+//! let r = model_hvp(&model, |m, s| {
+//!     Ok(m.forward(s.constant(&x))?.try_sub(s.constant(&y))?.square().mean())
+//! }, &v).unwrap();
+//! assert_eq!(r.gradient.len(), 2); // the gradient comes with H·v
+//! ```
 //!
 //! The Jacobian-vector product uses the double-VJP trick: with a cotangent `w` that is
 //! itself a variable, the recorded VJP `g(w) = Jᵀw` is linear in `w`, and its gradient
@@ -43,6 +68,10 @@
 use std::panic::Location;
 
 use ndarray::{Array2, ArrayView2};
+
+pub(crate) mod model;
+
+pub use model::{ModelHvp, Named, Scope, model_fn, model_hvp, model_jvp};
 
 use crate::error::{Error, ErrorKind, Result, shape_error};
 use crate::{BackwardOptions, Float, Tape, Tensor};
@@ -213,6 +242,40 @@ pub fn hvp<F: Float, Fun>(
 where
     Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
 {
+    let (value, _, hv) = hvp_with_grad(f, inputs, v)?;
+    Ok((value, hv))
+}
+
+/// The value of the scalar `f`, its gradient, and the Hessian-vector product `H·v`, for
+/// each input: [`hvp`] with the gradient it computes on the way.
+///
+/// ```
+/// use ndarray::array;
+/// use tapegrad::functional;
+///
+/// // f(x) = Σ x³: gradient 3x², H·v = 6x ∘ v
+/// let x = array![[1.0, 2.0]];
+/// let (value, grad, hv) =
+///     functional::hvp_with_grad(|x| x[0].powi(3).sum(), &[x.view()], &[array![[1.0, 0.5]].view()])
+///         .unwrap();
+/// assert_eq!(value, 9.0);
+/// assert_eq!(grad[0], array![[3.0, 12.0]]);
+/// assert_eq!(hv[0], array![[6.0, 6.0]]);
+/// ```
+///
+/// # Errors
+///
+/// `NotScalar` if `f` is not 1 × 1; `Shape` if `v` does not match the inputs.
+#[track_caller]
+#[allow(clippy::type_complexity)] // (value, gradient, H·v), as `hvp`'s pair
+pub fn hvp_with_grad<F: Float, Fun>(
+    f: Fun,
+    inputs: &[ArrayView2<'_, F>],
+    v: &[ArrayView2<'_, F>],
+) -> Result<(F, Vec<Array2<F>>, Vec<Array2<F>>)>
+where
+    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+{
     let location = Location::caller();
     check_shapes("hvp", inputs, v, location)?;
     let tape = Tape::new();
@@ -220,9 +283,13 @@ where
     let value = y.try_item()?;
     let zeros = || xs.iter().map(|x| Array2::zeros(x.shape())).collect();
     if !y.requires_grad() {
-        return Ok((value, zeros()));
+        return Ok((value, zeros(), zeros()));
     }
     let gs = tape.grad(y, &xs)?;
+    let grad = gs
+        .iter()
+        .map(|g| g.try_value())
+        .collect::<Result<Vec<_>>>()?;
     let mut s: Option<Tensor<'_, F>> = None;
     for (g, d) in gs.iter().zip(v) {
         let term = g.try_mul(tape.constant(*d))?.sum();
@@ -234,10 +301,10 @@ where
     match s {
         Some(s) if s.requires_grad() => {
             let grads = tape.backward(s)?;
-            Ok((value, of_inputs(&grads, &xs)))
+            Ok((value, grad, of_inputs(&grads, &xs)))
         }
         // the gradient does not depend on the inputs: H = 0
-        _ => Ok((value, zeros())),
+        _ => Ok((value, grad, zeros())),
     }
 }
 

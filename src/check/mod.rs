@@ -9,6 +9,8 @@
 //! - [`gradgradcheck`]: second order. The gradient recorded on the tape (the rules'
 //!   tensor forms) against first-order backward (their array forms); Hessian-vector
 //!   products against central differences of the gradient; and the Hessian's symmetry.
+//! - [`gradcheck_model`]: [`gradcheck`] of a loss with respect to every parameter of a
+//!   model ([`Parameters`](crate::nn::Parameters)), by name, reporting the worst one.
 //! - [`vjp_dot_test`]: JAX's projection test. For random directions `U` and cotangent `V`,
 //!   `⟨V, (f(X + εU) − f(X − εU)) / 2ε⟩ ≈ Σₖ ⟨VJPₖ(V), Uₖ⟩`. Two forwards in all: for large
 //!   shapes.
@@ -44,8 +46,10 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::{BackwardOptions, Error, Tape, Tensor};
 
+mod model;
 mod second;
 
+pub use model::{ModelCheckReport, gradcheck_model};
 pub use second::gradgradcheck;
 
 /// Step and tolerances. An analytic value `a` passes against the oracle's `n` when
@@ -138,6 +142,20 @@ pub enum CheckError {
         /// `(∇L(X + εU) − ∇L(X − εU)) / 2ε`
         numeric: f64,
     },
+    /// An element of the gradient with respect to a model's parameter disagrees with its
+    /// finite difference ([`gradcheck_model`]).
+    ParameterMismatch {
+        /// The parameter's name.
+        name: String,
+        /// Which element (row, column).
+        index: (usize, usize),
+        /// The gradient from backward.
+        analytic: f64,
+        /// The central difference.
+        numeric: f64,
+    },
+    /// The model has no parameter element: a check of it would compare nothing.
+    NoParameters,
     /// `⟨W, H·U⟩ ≠ ⟨U, H·W⟩`: the Hessian is not symmetric.
     Asymmetric {
         /// `⟨W, H·U⟩`
@@ -160,6 +178,19 @@ impl fmt::Display for CheckError {
                 f,
                 "gradient of input {input} at {index:?}: backward gives {analytic:e}, \
                  finite differences give {numeric:e}"
+            ),
+            CheckError::ParameterMismatch {
+                name,
+                index,
+                analytic,
+                numeric,
+            } => write!(
+                f,
+                "gradient of parameter \"{name}\" at {index:?}: backward gives {analytic:e}, \
+                 finite differences give {numeric:e}"
+            ),
+            CheckError::NoParameters => f.write_str(
+                "the model has no parameters to check (does its Parameters::visit list them?)",
             ),
             CheckError::DotProduct { lhs, rhs } => write!(
                 f,

@@ -10,6 +10,7 @@
 //! | `linalg` | `linalg.rs` | `det`, `slogdet`, `logdet`, `inv`, `solve`, ... at singular, near-singular, subnormal and huge matrices, first and second order (`--features openblas`) |
 //! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
 //! | `optim` | `optim.rs` | L-BFGS, SGD, Adam and gradient clipping on models whose visitors disagree in order, with NaN, wrong-shaped gradients and bad hyperparameters |
+//! | `model` | `model.rs` | `model_hvp`, `model_jvp` and `gradcheck_model` of random small MLPs (the empty one too) with directions missing a parameter, naming an extra one, wrong-shaped or NaN, wrong and empty inputs, a panicking loss; against finite differences of backward |
 //! | `checkpoint` | `checkpoint.rs` | mutations of a valid safetensors file (bytes and header), special files |
 //! | `inspect` | `inspect.rs` | `to_dot`, `to_svg` (well-formed XML) and `explain` of random graphs with hostile names |
 //!
@@ -41,6 +42,7 @@ mod huge;
 mod inspect;
 #[cfg(feature = "linalg")]
 mod linalg;
+mod model;
 mod optim;
 mod oracle;
 mod programs;
@@ -303,6 +305,11 @@ fn fuzz_child() {
 #[test]
 fn optimizers_keep_every_invariant() {
     fuzz(&optim::FAMILY);
+}
+
+#[test]
+fn model_derivatives_keep_every_invariant() {
+    fuzz(&model::FAMILY);
 }
 
 #[test]
