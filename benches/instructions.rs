@@ -6,7 +6,7 @@
 //! benches/callgrind.sh            # W0 and W1, tape / nn / hand, per step and ratios
 //! ```
 //!
-//! By hand: `instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>` runs one warm-up step and
+//! By hand: `instructions <W0|W1|W2> <tape|plain|linear|nn|hand|floor> <steps>` runs one warm-up step and
 //! then `steps` steps; the difference of two counts (say 20 and 10 steps) divided by the
 //! difference in steps is the count of one steady-state step, without the set-up. Run by
 //! `cargo bench` (which passes `--bench`), it prints this usage and exits.
@@ -19,11 +19,11 @@ mod transformer;
 
 use std::hint::black_box;
 
-use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, setup};
+use common::{FloorTrainer, HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, setup};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: instructions <W0|W1|W2> <tape|plain|linear|nn|hand> <steps>, or transformer <steps>, or lstm <steps>";
+    let usage = "usage: instructions <W0|W1|W2> <tape|plain|linear|nn|hand|floor> <steps>, or transformer <steps>, or lstm <steps>";
     if args.len() == 2 && args[0] == "lstm" {
         // the GradBench LSTM's gradient, 2 layers, 16 characters: 1,200 ops of 1 × 14
         let steps: usize = args[1].parse().expect(usage);
@@ -74,6 +74,10 @@ fn main() {
         }
         "hand" => {
             let mut t = HandTrainer::new(net);
+            Box::new(move || t.step(&x, &y))
+        }
+        "floor" => {
+            let mut t = FloorTrainer::new(net);
             Box::new(move || t.step(&x, &y))
         }
         other => panic!("unknown trainer {other}; {usage}"),

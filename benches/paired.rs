@@ -1,7 +1,9 @@
 //! Paired ratios of tape steps to the hand-written step (`common::HandTrainer`, which
-//! allocates nothing in a steady step), robust to a loaded machine: in each round the tape
-//! path and the baseline run the same number of steps back to back (in alternating order),
-//! the round gives one ratio of their times, and the figure is the median of the rounds.
+//! allocates nothing in a steady step), and for tiny shapes (W0) to the fused-loop floor
+//! (`common::FloorTrainer`: plain loops over slices, no ndarray call), robust to a loaded
+//! machine: in each round the tape path and the baseline run the same number of steps
+//! back to back (in alternating order), the round gives one ratio of their times, and the
+//! figure is the median of the rounds.
 //! Page faults per steady step (minor faults of the process, from `/proc/self/stat`, so
 //! BLAS threads count too) are printed beside each ratio.
 //!
@@ -23,7 +25,8 @@ mod common;
 use std::hint::black_box;
 
 use common::{
-    HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload, seconds_per_call, setup,
+    FloorTrainer, HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload,
+    seconds_per_call, setup,
 };
 use ndarray::Array2;
 use ndarray::linalg::general_mat_mul;
@@ -119,6 +122,30 @@ fn mlp(name: &str, w: Workload, steps: usize) {
         &mut hand_step,
     );
     report(name, "nn", r);
+    if w.sizes.iter().all(|&n| n <= 16) {
+        // tiny shapes: the fused-loop floor (`common::FloorTrainer`) against the hand
+        // step, and the fastest tape path against the floor
+        let mut floor = FloorTrainer::new(net.clone());
+        let mut floor_step = || {
+            black_box(floor.step(&x, &y));
+        };
+        let (ratio, per_step, _) = paired(steps, &mut floor_step, &mut hand_step);
+        println!(
+            "{name:<4} floor   floor / hand {ratio:6.3}   {:9.1} µs per step",
+            per_step * 1e6
+        );
+        for (label, path) in [("linear", Path::Linear), ("reuse", Path::Reuse)] {
+            let mut t = TapeTrainer::with(net.clone(), path);
+            let (ratio, _, _) = paired(
+                steps,
+                &mut || {
+                    black_box(t.step(&x, &y));
+                },
+                &mut floor_step,
+            );
+            println!("{name:<4} {label:<7} tape / floor {ratio:6.3}");
+        }
+    }
     let before = minor_faults();
     let per_step = seconds_per_call(steps * 4, &mut hand_step);
     let faults = (minor_faults() - before) as f64 / (steps * 4) as f64;

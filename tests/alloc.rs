@@ -14,7 +14,9 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use common::{HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload, setup};
+use common::{
+    FloorTrainer, HandTrainer, NnTrainer, Path, TapeTrainer, W0, W1, W2, Workload, setup,
+};
 use ndarray::Array2;
 use tapegrad::{BackwardOptions, Tape, pool};
 
@@ -88,24 +90,40 @@ fn reset_peak() {
     PEAK.with(|p| p.set(live()));
 }
 
-/// The baseline the benches compare against computes the same step as the tape.
+/// The baselines the benches compare against (the hand-written ndarray step and the
+/// fused-loop floor) compute the same step as the tape, to rounding.
 #[test]
-fn hand_written_and_tape_steps_agree() {
+fn hand_written_floor_and_tape_steps_agree() {
     for w in [W0, W1] {
         let (net, x, y) = setup(w);
-        let (mut a, mut b) = (TapeTrainer::new(net.clone()), HandTrainer::new(net));
+        let mut a = TapeTrainer::new(net.clone());
+        let mut b = HandTrainer::new(net.clone());
+        let mut c = FloorTrainer::new(net);
         for _ in 0..3 {
-            let (la, lb) = (a.step(&x, &y), b.step(&x, &y));
-            assert!(
-                (la - lb).abs() <= 1e-6 * lb.abs(),
-                "{}: loss {la} vs {lb}",
-                w.name
-            );
+            let (la, lb, lc) = (a.step(&x, &y), b.step(&x, &y), c.step(&x, &y));
+            for (l, by) in [(la, "tape"), (lc, "floor")] {
+                assert!(
+                    (l - lb).abs() <= 1e-6 * lb.abs(),
+                    "{}: loss {l} ({by}) vs {lb} (hand)",
+                    w.name
+                );
+            }
         }
-        let (a, b) = (&a.net, &b.net);
-        for (p, q) in a.ws.iter().chain(&a.bs).zip(b.ws.iter().chain(&b.bs)) {
-            let worst = p.iter().zip(q).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
-            assert!(worst < 1e-5, "{}: parameters differ by {worst}", w.name);
+        for (other, by) in [(&a.net, "tape"), (&c.net, "floor")] {
+            let b = &b.net;
+            for (p, q) in other
+                .ws
+                .iter()
+                .chain(&other.bs)
+                .zip(b.ws.iter().chain(&b.bs))
+            {
+                let worst = p.iter().zip(q).fold(0f32, |m, (u, v)| m.max((u - v).abs()));
+                assert!(
+                    worst < 1e-5,
+                    "{}: {by} parameters differ by {worst}",
+                    w.name
+                );
+            }
         }
     }
 }
@@ -133,10 +151,7 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
     // (the bound is 0 with BLAS, where `<=` is `==`)
     #[allow(clippy::absurd_extreme_comparisons)]
     let within = per_step <= W1_STEP_ALLOCATIONS;
-    assert!(
-        within,
-        "{per_step} allocations per step"
-    );
+    assert!(within, "{per_step} allocations per step");
     let live_before = live();
     for step in 0..1_000 {
         let n = count();
@@ -173,6 +188,11 @@ fn steady_w0_steps_allocate_no_more_than_the_hand_written_step() {
     if cfg!(feature = "blas") {
         assert_eq!(by_hand, 0, "the hand-written step allocates nothing");
     }
+    let mut floor = FloorTrainer::new(net.clone());
+    let by_floor = per_3_steps(&mut || {
+        floor.step(&x, &y);
+    });
+    assert_eq!(by_floor, 0, "the fused-loop floor allocates nothing");
     for path in [Path::Plain, Path::Linear, Path::Reuse] {
         let mut trainer = TapeTrainer::with(net.clone(), path);
         let by_tape = per_3_steps(&mut || {

@@ -6,10 +6,16 @@
 //! the loss is the mean over all elements of `(out − target)²`. Weights are drawn from
 //! N(0, 0.1²) with a fixed seed, inputs from N(0, 1), targets from U[0, 1]. All f32.
 //!
-//! Each step exists twice: through the tape ([`TapeTrainer`]) and as the hand-written
-//! ndarray backprop of the textbook formulas ([`HandTrainer`]), the baseline.
+//! Each step exists three times: through the tape ([`TapeTrainer`]), as the hand-written
+//! ndarray backprop of the textbook formulas ([`HandTrainer`]), the baseline, and as fused
+//! plain loops over slices ([`FloorTrainer`], `floor.rs`), the floor for tiny shapes.
 
 #![allow(dead_code)]
+
+mod floor;
+
+#[allow(unused_imports)] // (not every bench uses it)
+pub use floor::FloorTrainer;
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Zip};
