@@ -322,3 +322,85 @@ fn backward_after_a_panicking_rule_is_an_error_not_zeros() {
     assert!(catch_unwind(AssertUnwindSafe(|| tape.backward(loss))).is_err());
     assert!(tape.backward(loss).is_err());
 }
+
+/// Tapes recycle their lists and buffers through the thread's pool, whose buffers come
+/// back holding whatever their last user left. A step that ends in an error (in the
+/// forward or in backward) or in a panic inside a rule (caught) leaves nothing stale
+/// behind: the next step's loss and gradients are bitwise those of the same step run on
+/// an empty pool.
+#[test]
+fn a_step_after_an_error_or_a_panic_in_a_rule_gives_the_same_gradients() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tapegrad::pool;
+
+    let x = Array2::from_shape_fn((6, 4), |(i, j)| ((i * 4 + j) as f64 * 0.37).sin());
+    let y = Array2::from_shape_fn((6, 3), |(i, j)| ((i + 2 * j) as f64 * 0.21).cos());
+    let w1 = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 5 + j) as f64 * 0.13).cos());
+    let b1 = Array2::from_shape_fn((1, 5), |(_, j)| j as f64 * 0.1 - 0.2);
+    let w2 = Array2::from_shape_fn((5, 3), |(i, j)| ((i * 3 + j) as f64 * 0.29).sin());
+    let step = || {
+        let tape = Tape::new();
+        let (w1t, b1t, w2t) = (tape.param(&w1), tape.param(&b1), tape.param(&w2));
+        let h = tape.constant(&x).linear(w1t, b1t).tanh();
+        let loss = h.matmul(w2t).sigmoid().mse_loss(tape.constant(&y));
+        let grads = tape.backward(loss).unwrap();
+        let value = loss.item();
+        let g: Vec<Array2<f64>> = [w1t, b1t, w2t]
+            .iter()
+            .map(|&p| grads.get(p).unwrap().to_owned())
+            .collect();
+        (value.to_bits(), g)
+    };
+    let bits =
+        |g: &[Array2<f64>]| -> Vec<u64> { g.iter().flatten().map(|v| v.to_bits()).collect() };
+    pool::trim();
+    let (loss, grads) = step();
+    let reference = (loss, bits(&grads));
+
+    // an error in the forward, after values were recorded
+    {
+        let tape = Tape::new();
+        let h = tape.param(&x).tanh().mul_scalar(3.0);
+        assert!(h.try_matmul(tape.param(&y)).is_err());
+    }
+    assert_eq!(
+        (step().0, bits(&step().1)),
+        reference,
+        "after a forward error"
+    );
+    // an error in backward: a root that is not a scalar
+    {
+        let tape = Tape::new();
+        let h = tape.param(&x).sigmoid().mul_scalar(7.0);
+        assert!(tape.backward(h).is_err());
+    }
+    assert_eq!(
+        (step().0, bits(&step().1)),
+        reference,
+        "after a backward error"
+    );
+    // a panic in a rule during backward (a remat block that panics when run again)
+    {
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = std::rc::Rc::clone(&calls);
+        let tape = Tape::new();
+        let wt = tape.param(&w1);
+        let h = tape.constant(&x).matmul(wt).exp();
+        let loss = tape
+            .remat(&[h], move |v| {
+                counter.set(counter.get() + 1);
+                assert!(counter.get() < 2, "the block panics when it runs again");
+                Ok(v[0].tanh().mul_scalar(5.0))
+            })
+            .unwrap()
+            .sum();
+        assert!(catch_unwind(AssertUnwindSafe(|| tape.backward(loss))).is_err());
+        assert_eq!(calls.get(), 2);
+    }
+    assert_eq!(
+        (step().0, bits(&step().1)),
+        reference,
+        "after a panic in a rule"
+    );
+    pool::trim();
+}
