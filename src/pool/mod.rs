@@ -37,11 +37,15 @@
 //! ```
 
 use std::cell::RefCell;
-use std::ptr::NonNull;
 
 use ndarray::Array2;
 
 use crate::Float;
+
+mod vecs;
+
+use vecs::RawVec;
+pub(crate) use vecs::{Recycled, give_vec, take_vec};
 
 /// Buffers of at least this many bytes are pooled by size (best fit); smaller ones by
 /// size class (powers of two).
@@ -61,34 +65,6 @@ const CLASSES: usize = 15;
 /// Small buffers one class holds at most (a tape of a few thousand small ops releases
 /// that many at once, and the next step wants them all back).
 const MAX_PER_CLASS: usize = 1 << 14;
-
-/// Recycled vectors (a tape's node list, backward's slots) a pool holds at most.
-const MAX_VECS: usize = 64;
-
-/// The memory of a vector whose elements were dropped, kept for a vector of a type of the
-/// same size and alignment.
-struct RawVec {
-    ptr: NonNull<u8>,
-    /// In elements of `size` bytes.
-    capacity: usize,
-    size: usize,
-    align: usize,
-}
-
-impl RawVec {
-    fn bytes(&self) -> usize {
-        self.capacity * self.size
-    }
-
-    fn free(self) {
-        // SAFETY: allocated by the global allocator as a `Vec` of `capacity` elements of
-        // this size and alignment, which is this layout; its elements were dropped.
-        unsafe {
-            let layout = std::alloc::Layout::from_size_align_unchecked(self.bytes(), self.align);
-            std::alloc::dealloc(self.ptr.as_ptr(), layout);
-        }
-    }
-}
 
 /// One thread's pooled buffers, per element type.
 #[doc(hidden)]
@@ -390,101 +366,6 @@ pub(crate) fn take_array<F: Float>(shape: (usize, usize)) -> Option<Array2<F>> {
     Array2::from_shape_vec(shape, v).ok()
 }
 
-/// An empty vector with the memory of one this thread recycled, of a type of the same
-/// size and alignment (a tape's node list, backward's slots), or a new one.
-pub(crate) fn take_vec<T>() -> Vec<T> {
-    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
-    if size == 0 {
-        return Vec::new();
-    }
-    let found = POOLS
-        .try_with(|p| {
-            let mut p = p.borrow_mut();
-            let i = p
-                .vecs
-                .iter()
-                .rposition(|v| v.size == size && v.align == align)?;
-            let v = p.vecs.swap_remove(i);
-            p.bytes -= v.bytes();
-            Some(v)
-        })
-        .ok()
-        .flatten();
-    match found {
-        // SAFETY: the memory of a `Vec` of `capacity` elements of this size and alignment
-        // (so deallocating it as a `Vec<T>` uses its layout), holding no element.
-        Some(v) => unsafe { Vec::from_raw_parts(v.ptr.as_ptr().cast::<T>(), 0, v.capacity) },
-        None => Vec::new(),
-    }
-}
-
-/// Drops the elements of `v` and keeps its memory for [`take_vec`] (or frees it, when the
-/// pool is full).
-pub(crate) fn give_vec<T>(mut v: Vec<T>) {
-    v.clear();
-    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
-    if size == 0 || v.capacity() == 0 {
-        return;
-    }
-    let bytes = v.capacity() * size;
-    let _ = POOLS.try_with(|p| {
-        let Ok(mut p) = p.try_borrow_mut() else {
-            return;
-        };
-        if p.bytes + bytes > p.limit || p.vecs.len() >= MAX_VECS {
-            return;
-        }
-        let mut v = std::mem::ManuallyDrop::new(std::mem::take(&mut v));
-        p.bytes += bytes;
-        p.vecs.push(RawVec {
-            ptr: NonNull::new(v.as_mut_ptr().cast::<u8>()).expect("an allocated vector"),
-            capacity: v.capacity(),
-            size,
-            align,
-        });
-    });
-}
-
-/// A vector whose memory goes back to this thread's pool when it is dropped (after its
-/// elements are): the lists a tape and its backward pass keep, so that a steady training
-/// loop allocates none of them.
-pub(crate) struct Recycled<T>(pub(crate) Vec<T>);
-
-impl<T> Recycled<T> {
-    /// An empty vector, with room for at least `n` elements unless that cannot be
-    /// allocated (the capacity is a hint).
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        let mut v = take_vec();
-        let _ = v.try_reserve(n);
-        Recycled(v)
-    }
-}
-
-impl<T> Default for Recycled<T> {
-    fn default() -> Self {
-        Recycled(take_vec())
-    }
-}
-
-impl<T> Drop for Recycled<T> {
-    fn drop(&mut self) {
-        give_vec(std::mem::take(&mut self.0));
-    }
-}
-
-impl<T> std::ops::Deref for Recycled<T> {
-    type Target = Vec<T>;
-    fn deref(&self) -> &Vec<T> {
-        &self.0
-    }
-}
-
-impl<T> std::ops::DerefMut for Recycled<T> {
-    fn deref_mut(&mut self) -> &mut Vec<T> {
-        &mut self.0
-    }
-}
-
 /// An owned array that hands its buffer to this thread's pool when dropped: a tape's
 /// values (what backward releases and a dropped tape frees) and arrays rules keep.
 pub(crate) struct Buffer<F: Float>(pub(crate) Array2<F>);
@@ -503,129 +384,4 @@ impl<F: Float> std::ops::Deref for Buffer<F> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Tape;
-
-    /// A pooled-size f64 matrix filled with NaN, handed to the pool.
-    fn give_nans(shape: (usize, usize)) {
-        give_array(Array2::<f64>::from_elem(shape, f64::NAN));
-    }
-
-    #[test]
-    fn buffers_are_taken_best_fit_and_small_ones_by_class() {
-        trim();
-        // 100 elements go to the class of 64 to 127, which serves requests of up to 64
-        give_array(Array2::<f64>::zeros((10, 10)));
-        assert_eq!(stats().buffers, 1);
-        let misses = stats().misses;
-        let v = take::<f64>(65).unwrap();
-        assert_eq!(
-            (v.len(), v.capacity(), stats().misses),
-            (65, 128, misses + 1)
-        );
-        let v = take::<f64>(64).unwrap();
-        assert_eq!((v.len(), v.capacity(), stats().buffers), (64, 100, 0));
-        trim();
-        give_nans((100, 100));
-        give_nans((100, 120));
-        give_nans((100, 300));
-        assert_eq!(stats().buffers, 3);
-        let v = take::<f64>(100 * 110).unwrap();
-        assert_eq!((v.len(), v.capacity()), (11_000, 12_000));
-        assert!(take::<f64>(100 * 100).is_some());
-        // more than twice the size asked for is not a fit
-        assert!(take::<f64>(100 * 140).is_none());
-        assert!(
-            take::<f32>(100 * 300).is_none(),
-            "pools are per element type"
-        );
-        trim();
-        assert_eq!(
-            stats(),
-            PoolStats {
-                hits: stats().hits,
-                misses: stats().misses,
-                ..Default::default()
-            }
-        );
-    }
-
-    /// A recycled vector comes back empty, with its memory, for a type of the same size
-    /// and alignment; the element it held was dropped when it was given.
-    #[test]
-    fn vectors_are_recycled_empty() {
-        trim();
-        let rc = std::rc::Rc::new(());
-        let mut v: Vec<std::rc::Rc<()>> = Vec::with_capacity(40);
-        v.push(rc.clone());
-        let ptr = v.as_ptr() as usize;
-        give_vec(v);
-        assert_eq!(std::rc::Rc::strong_count(&rc), 1, "the element was dropped");
-        let w: Vec<usize> = take_vec();
-        assert_eq!((w.len(), w.capacity(), w.as_ptr() as usize), (0, 40, ptr));
-        let u: Vec<u8> = take_vec();
-        assert_eq!(u.capacity(), 0, "no vector of that size was kept");
-        give_vec(w);
-        assert_eq!(stats().buffers, 1);
-        trim();
-        assert_eq!(stats().buffers, 0);
-    }
-
-    #[test]
-    fn the_limit_frees_the_oldest_buffers() {
-        trim();
-        let bytes = 100 * 100 * 8;
-        set_limit(2 * bytes);
-        give_nans((100, 100));
-        give_nans((100, 100));
-        give_nans((100, 100));
-        assert_eq!(stats().buffers, 2);
-        assert_eq!(stats().bytes, 2 * bytes);
-        set_limit(0);
-        assert_eq!(stats().bytes, 0);
-        give_nans((100, 100));
-        assert_eq!(stats().buffers, 0, "a zero limit turns pooling off");
-        set_limit(DEFAULT_LIMIT);
-    }
-
-    #[test]
-    fn recycled_buffers_never_leak_their_old_values() {
-        trim();
-        let (m, k, n) = (128, 64, 96);
-        let a = Array2::from_shape_fn((m, k), |(i, j)| (i * 3 + j) as f64 % 7.0 - 3.0);
-        let b = Array2::from_shape_fn((k, n), |(i, j)| (i + 5 * j) as f64 % 5.0 - 2.0);
-        let expected = a.dot(&b);
-        for _ in 0..3 {
-            give_nans((m, n));
-        }
-        assert_eq!(crate::kernels::gemm(a.view(), b.view()), expected);
-        assert_eq!(
-            crate::kernels::try_zeros::<f64>((m, n)).unwrap(),
-            Array2::<f64>::zeros((m, n))
-        );
-        // an empty inner dimension: the product is zeros, not the buffer's NaN
-        let (e1, e2) = (Array2::<f64>::zeros((m, 0)), Array2::<f64>::zeros((0, n)));
-        let empty = crate::kernels::gemm(e1.view(), e2.view());
-        assert_eq!(empty, Array2::<f64>::zeros((m, n)));
-        // through a tape: a gradient computed in recycled buffers equals a fresh one
-        let w = Array2::from_shape_fn((k, n), |(i, j)| ((i * j) % 11) as f64 / 10.0);
-        let grad = || {
-            let tape = Tape::new();
-            let x = tape.constant(&a);
-            let loss = x.matmul(tape.param(&w)).tanh().sum();
-            tape.backward(loss).unwrap().wrt(&w).unwrap().clone()
-        };
-        trim();
-        set_limit(0);
-        let fresh = grad();
-        set_limit(DEFAULT_LIMIT);
-        for _ in 0..8 {
-            give_nans((m, n));
-            give_nans((k, n));
-        }
-        assert_eq!(grad(), fresh);
-        assert!(stats().hits > 0);
-        trim();
-    }
-}
+mod tests;
