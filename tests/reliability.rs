@@ -805,19 +805,27 @@ fn silu_at_infinity_takes_the_limit() {
     assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
 }
 
-/// gelu_tanh's derivative at ±∞ and where x³ overflows is its limit, 1 at +∞ and 0 at −∞
-/// (the formula's second term was ∞ · 0 = NaN there); elsewhere it matches central
-/// differences.
+/// gelu_tanh's derivative at ±∞ and where x³ overflows is its limit, 1 at +∞ and 0 at −∞,
+/// by backward and by Tape::grad (the formula's second term was ∞ · 0 = NaN there);
+/// elsewhere it matches central differences, and the two forms agree.
 #[test]
 fn gelu_tanh_derivative_at_infinity_takes_the_limit() {
     let tape = Tape::<f64>::new();
     let x = tape.param(array![[f64::NEG_INFINITY, f64::INFINITY, -1e200, 1e200]]);
+    // the tensor form (Tape::grad) too, where x u′ overflowed against 1 − t² = 0
+    let recorded = tape.grad(x.gelu_tanh().sum(), &[x]).unwrap()[0];
+    assert_eq!(recorded.value(), array![[0.0, 1.0, 0.0, 1.0]]);
     let grads = tape.backward(x.gelu_tanh().sum()).unwrap();
     assert_eq!(grads.get(x).unwrap(), &array![[0.0, 1.0, 0.0, 1.0]]);
     for &v in &[-6.0, -2.5, -0.3, 0.0, 0.7, 3.0, 6.0] {
         let tape = Tape::<f64>::new();
         let x = tape.param(array![[v]]);
+        let recorded = tape.grad(x.gelu_tanh().sum(), &[x]).unwrap()[0].item();
         let g = tape.backward(x.gelu_tanh().sum()).unwrap().get(x).unwrap()[[0, 0]];
+        assert!(
+            (recorded - g).abs() <= 1e-14,
+            "at {v}: Tape::grad {recorded}, backward {g}"
+        );
         let f = |x: f64| {
             let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             0.5 * x * (1.0 + u.tanh())

@@ -399,6 +399,8 @@ impl<F: Float> Unary<F> for Gelu {
 /// `√(2/π)` and the cubic coefficient of the tanh approximation of gelu.
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
+/// Where gelu_tanh's tensor-form VJP clamps x in its second term (see there).
+const GELU_TANH_CLAMP: f64 = 10.0;
 
 #[derive(Clone, Copy, Default)]
 struct GeluTanh;
@@ -425,10 +427,13 @@ impl<F: Float> Unary<F> for GeluTanh {
             .try_add(x2.try_mul(x)?.mul_scalar(k))?
             .mul_scalar(c)
             .tanh();
-        let du = x2.mul_scalar(F::cast(3.0) * k * c).add_scalar(c);
-        // (1 + t)/2 + x (1 − t²) u′ / 2
+        // (1 + t)/2 + x (1 − t²) u′ / 2, with x clamped to ±10 in the factors x and u′:
+        // past 10, 1 − t² is below 10⁻³⁷ and the term below rounding, and unclamped x u′
+        // overflows to ∞ where 1 − t² is 0 (∞ · 0 = NaN at large |x|)
+        let xc = x.clamp(F::cast(-GELU_TANH_CLAMP), F::cast(GELU_TANH_CLAMP));
+        let du = xc.square().mul_scalar(F::cast(3.0) * k * c).add_scalar(c);
         let first = t.add_scalar(F::one()).mul_scalar(F::cast(0.5));
-        let second = x
+        let second = xc
             .try_mul(t.square().neg().add_scalar(F::one()))?
             .try_mul(du)?
             .mul_scalar(F::cast(0.5));

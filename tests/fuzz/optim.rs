@@ -335,14 +335,19 @@ fn lbfgs(p: &Program) {
     if let [consistent, disagreeing] = &results[..] {
         let exact = p.minimum();
         for (i, ((x, y), m)) in consistent.iter().zip(disagreeing).zip(&exact).enumerate() {
-            let tol = 1e-5 * (1.0 + m.iter().fold(0.0f64, |s, v| s.max(v.abs())));
+            // L-BFGS stops on its gradient tolerance: on an ill-conditioned quadratic the
+            // distance to the minimum is that over the smallest curvature (up to ~1e-4
+            // here), so the minimum is checked loosely and the two visit orders tightly:
+            // matching parameters by name, they take the same steps
+            let scale = 1.0 + m.iter().fold(0.0f64, |s, v| s.max(v.abs()));
             let off = |a: &Array2<f64>| (a - m).iter().fold(0.0f64, |s, v| s.max(v.abs()));
+            let apart = (x - y).iter().fold(0.0f64, |s, v| s.max(v.abs()));
             assert!(
-                off(x) <= tol,
+                off(x) <= 1e-3 * scale,
                 "L-BFGS left w{i} = {x}, the minimum is {m} (visitors in the same order)"
             );
             assert!(
-                off(y) <= tol,
+                apart <= 1e-9 * scale,
                 "L-BFGS left w{i} = {y} for a model whose visit_mut lists the parameters in \
                  the order {:?}; the same model in visit order gives {x} (the minimum is {m})",
                 p.order
