@@ -172,7 +172,7 @@ pub fn optimizer_from_bytes<F: Float>(
 }
 
 /// Writes an optimizer's state ([`optimizer_to_bytes`]) to `path`, atomically as
-/// [`save`] does: save it beside the model to resume a run as it was.
+/// [`save`](super::save) does: save it beside the model to resume a run as it was.
 ///
 /// # Errors
 ///
@@ -187,7 +187,7 @@ pub fn save_optimizer<F: Float>(
 }
 
 /// Sets an optimizer's state from the file at `path` ([`optimizer_from_bytes`]), read
-/// with the checks [`load`] makes.
+/// with the checks [`load`](super::load) makes.
 ///
 /// # Errors
 ///
