@@ -90,6 +90,18 @@ fn reset_peak() {
     PEAK.with(|p| p.set(live()));
 }
 
+/// What `counter` counts over 3 steps, after 3 that warm up the pool and the buffers.
+fn over_3_steady_steps(counter: fn() -> usize, step: &mut dyn FnMut()) -> usize {
+    for _ in 0..3 {
+        step();
+    }
+    let before = counter();
+    for _ in 0..3 {
+        step();
+    }
+    counter() - before
+}
+
 /// The baselines the benches compare against (the hand-written ndarray step and the
 /// fused-loop floor) compute the same step as the tape, to rounding.
 #[test]
@@ -170,16 +182,7 @@ fn steady_state_w1_steps_allocate_a_bounded_number_of_buffers_and_nothing_grows(
 /// buffer inside each GEMM call, on both sides alike.
 #[test]
 fn steady_w0_steps_allocate_no_more_than_the_hand_written_step() {
-    let per_3_steps = |step: &mut dyn FnMut()| {
-        for _ in 0..3 {
-            step();
-        }
-        let before = allocs();
-        for _ in 0..3 {
-            step();
-        }
-        allocs() - before
-    };
+    let per_3_steps = |step: &mut dyn FnMut()| over_3_steady_steps(allocs, step);
     let (net, x, y) = setup(W0);
     let mut hand = HandTrainer::new(net.clone());
     let by_hand = per_3_steps(&mut || {
@@ -213,16 +216,7 @@ fn steady_w0_steps_allocate_no_more_than_the_hand_written_step() {
 /// allocates its packing buffer inside some GEMM calls, on both sides alike.)
 #[test]
 fn steady_steps_of_the_obvious_loop_allocate_no_large_buffer() {
-    let large_per_3_steps = |step: &mut dyn FnMut()| {
-        for _ in 0..3 {
-            step();
-        }
-        let before = large_allocs();
-        for _ in 0..3 {
-            step();
-        }
-        large_allocs() - before
-    };
+    let large_per_3_steps = |step: &mut dyn FnMut()| over_3_steady_steps(large_allocs, step);
     for w in [W1, W2] {
         let (net, x, y) = setup(w);
         let mut hand = HandTrainer::new(net.clone());
