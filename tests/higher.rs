@@ -3,16 +3,13 @@
 //! vector-Jacobian products against the full matrices and against closed forms, and a
 //! gradient penalty checked by finite differences.
 
+mod common;
+
+use common::close;
+
 use ndarray::{Array2, array};
 use tapegrad::check::{CheckOptions, gradcheck, gradgradcheck};
 use tapegrad::{BackwardOptions, ErrorKind, Tape, Tensor, functional};
-
-fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
-    a.dim() == b.dim()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
-}
 
 #[test]
 fn derivatives_of_sigmoid_to_third_order() {

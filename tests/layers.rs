@@ -2,6 +2,10 @@
 //! against finite differences and against attending sequence by sequence, embeddings and
 //! dropout in training and evaluation.
 
+mod common;
+
+use common::close;
+
 use ndarray::{Array2, Axis, array};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -16,13 +20,6 @@ use tapegrad::{Tape, Tensor};
 fn normal(shape: (usize, usize), seed: u64) -> Array2<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
     Array2::from_shape_simple_fn(shape, || StandardNormal.sample(&mut rng))
-}
-
-fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
-    a.dim() == b.dim()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 /// Layer norm written with seven ops: the composition the fused op replaces.

@@ -3,6 +3,10 @@
 //! oracle: central finite differences in f64 of first-order backward, or closed forms.
 //! The losses are closures that borrow the model, the data and the targets (no clone).
 
+mod common;
+
+use common::close;
+
 use ndarray::{Array2, array};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -73,13 +77,6 @@ fn gradient(m: &Sequential<f64>, x: &Array2<f64>, y: &Array2<f64>) -> Named<f64>
         .into_iter()
         .map(|(n, g)| (n, g.unwrap().clone()))
         .collect()
-}
-
-fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
-    a.dim() == b.dim()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 #[test]

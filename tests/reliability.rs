@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::close;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ndarray::{Array2, Axis, array, s};
@@ -13,13 +15,6 @@ use rand::rngs::StdRng;
 use tapegrad::nn::{Init, Linear, Module, Parameters, Sequential};
 use tapegrad::optim::{Adam, OptimError, Optimizer, Sgd, clip_grad_norm};
 use tapegrad::{ErrorKind, Missing, Tape, Tensor, io};
-
-fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
-    a.dim() == b.dim()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
-}
 
 /// Central differences of `loss` in every element of `w`.
 fn numeric_gradient(w: &Array2<f64>, loss: impl Fn(&Array2<f64>) -> f64) -> Array2<f64> {

@@ -389,3 +389,12 @@ pub fn layout_rs_panic_graph<'t>(tape: &'t tapegrad::Tape<'t, f64>) {
     let n8 = name(leaf(), 29);
     let _n9 = name(n8.mul(n4), 22);
 }
+
+/// Whether `a` and `b` have one shape and agree elementwise to `tol` relative to `b`
+/// (absolute near 0).
+pub fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
+    a.dim() == b.dim()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
