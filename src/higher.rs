@@ -150,6 +150,7 @@ impl<'t, F: Float> Tape<'t, F> {
         }
         let seed = self.scalar(F::one());
         self.grad_pass(y, seed, xs, location)
+            .map(|ds| self.zeros_where_unreached(ds, xs))
     }
 
     /// The vector-Jacobian product of `y` with `seed` (a tensor of `y`'s shape) with
@@ -189,6 +190,32 @@ impl<'t, F: Float> Tape<'t, F> {
             return Err(Error::new("grad", kind, location));
         }
         self.grad_pass(y, seed, xs, location)
+            .map(|ds| self.zeros_where_unreached(ds, xs))
+    }
+
+    /// [`Tape::grad_seeded`] with `None` for an `x` that `y` does not depend on (where
+    /// the public form gives zeros): a rule that back-propagates through a block of ops
+    /// passes nothing on for such an input, as the block written out would.
+    #[track_caller]
+    pub(crate) fn grad_seeded_reached(
+        &'t self,
+        y: Tensor<'t, F>,
+        seed: Tensor<'t, F>,
+        xs: &[Tensor<'t, F>],
+    ) -> Result<Vec<Option<Tensor<'t, F>>>> {
+        self.grad_pass(y, seed, xs, Location::caller())
+    }
+
+    /// The gradients of a pass, zeros of `x`'s shape where none reached `x`.
+    fn zeros_where_unreached(
+        &'t self,
+        ds: Vec<Option<Tensor<'t, F>>>,
+        xs: &[Tensor<'t, F>],
+    ) -> Vec<Tensor<'t, F>> {
+        xs.iter()
+            .zip(ds)
+            .map(|(x, g)| g.unwrap_or_else(|| self.constant(Array2::zeros(x.shape))))
+            .collect()
     }
 
     fn grad_pass(
@@ -197,7 +224,7 @@ impl<'t, F: Float> Tape<'t, F> {
         seed: Tensor<'t, F>,
         xs: &[Tensor<'t, F>],
         location: &'static Location<'static>,
-    ) -> Result<Vec<Tensor<'t, F>>> {
+    ) -> Result<Vec<Option<Tensor<'t, F>>>> {
         let fail = |kind| Err(Error::new("grad", kind, location));
         let ours = |t: &Tensor<'t, F>| std::ptr::eq(t.tape, self);
         if !ours(&y) || !ours(&seed) || !xs.iter().all(ours) {
@@ -255,10 +282,6 @@ impl<'t, F: Float> Tape<'t, F> {
             };
             rule.run(g, &mut ctx)?;
         }
-        Ok(xs
-            .iter()
-            .zip(found)
-            .map(|(x, g)| g.unwrap_or_else(|| self.constant(Array2::zeros(x.shape))))
-            .collect())
+        Ok(found)
     }
 }

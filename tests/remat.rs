@@ -162,3 +162,31 @@ fn recorded_gradients_through_a_block_are_right_inside_no_grad() {
         assert!((p - q).abs() <= 1e-14, "{a} vs {b}");
     }
 }
+
+/// An input the block's output does not depend on gets no gradient from the block, as
+/// when the block is written out: not a zero that then meets a NaN derivative upstream
+/// (here `tanh` at NaN), which would give NaN where the plain recording gives 0.
+#[test]
+fn an_input_the_block_ignores_gets_nothing_not_a_zero() {
+    let (x, w) = (array![[f64::NAN, 0.5]], array![[2.0, -1.0]]);
+    fn ignores<'s>(xs: &[Tensor<'s, f64>]) -> Result<Tensor<'s, f64>> {
+        Ok(xs[1].square())
+    }
+    for remat in [false, true] {
+        let tape = Tape::new();
+        let (xt, wt) = (tape.param(&x), tape.param(&w));
+        let a = xt.tanh();
+        let y = if remat {
+            tape.remat(&[a, wt], ignores).unwrap()
+        } else {
+            ignores(&[a, wt]).unwrap()
+        };
+        let loss = y.sum();
+        let recorded = tape.grad(loss, &[xt, wt]).unwrap();
+        assert_eq!(recorded[0].value(), array![[0.0, 0.0]], "remat {remat}");
+        assert_eq!(recorded[1].value(), array![[4.0, -2.0]], "remat {remat}");
+        let grads = tape.backward(loss).unwrap();
+        assert_eq!(grads.wrt(&x).unwrap(), array![[0.0, 0.0]], "remat {remat}");
+        assert_eq!(grads.wrt(&w).unwrap(), array![[4.0, -2.0]], "remat {remat}");
+    }
+}

@@ -308,6 +308,14 @@ impl<F: Float> Gradients<F> {
         self.index(t).map(|i| self.entries.remove(i).grad)
     }
 
+    /// [`Gradients::take`], `None` also for a leaf backward did not reach (whose gradient
+    /// is zeros).
+    pub(crate) fn take_reached(&mut self, t: Tensor<'_, F>) -> Option<Array2<F>> {
+        let i = self.index(t)?;
+        let entry = self.entries.remove(i);
+        entry.reached.then_some(entry.grad)
+    }
+
     /// Where the gradient of the parameter stored as `array` is: an entry, or the
     /// transposed copy of one.
     fn find<S: Data<Elem = F>>(&self, array: &ArrayBase<S, Ix2>) -> Option<Found> {

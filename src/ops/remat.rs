@@ -169,8 +169,9 @@ impl<F: Float> Backward<F> for Remat<F> {
         for (k, x) in xs.iter().enumerate() {
             if ctx.needs_grad(k) {
                 // an input given twice is (unless empty) one leaf of the block's tape: its
-                // gradient, summed over both uses, is taken once
-                if let Some(d) = grads.take(*x) {
+                // gradient, summed over both uses, is taken once; one the output does not
+                // depend on gets nothing, as in `backward_tensor`
+                if let Some(d) = grads.take_reached(*x) {
                     ctx.accumulate(k, d);
                 }
             }
@@ -189,9 +190,12 @@ impl<F: Float> Backward<F> for Remat<F> {
             let xs: Vec<Tensor<'t, F>> = inputs.iter().map(|x| x.mul_scalar(F::one())).collect();
             (self.block)(&xs).map(|y| (xs, y))
         })?;
-        let ds = tape.grad_seeded(y, g, &xs)?;
+        // an input the block's output does not depend on gets nothing (not zeros: a zero
+        // would still meet the NaN of a derivative upstream, which the ops written out
+        // never do)
+        let ds = tape.grad_seeded_reached(y, g, &xs)?;
         for (k, d) in ds.into_iter().enumerate() {
-            if ctx.needs_grad(k) {
+            if let Some(d) = d.filter(|_| ctx.needs_grad(k)) {
                 ctx.accumulate(k, d)?;
             }
         }

@@ -31,6 +31,12 @@ pub(crate) fn same_bits<F: Float>(a: &Array2<F>, b: &Array2<F>) -> bool {
 /// and finite elements within `tol` times the larger array's largest finite element
 /// (normwise: values computed by different formulas round differently).
 pub(crate) fn close<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64) -> bool {
+    close_within(a, b, tol, 0.0)
+}
+
+/// [`close`], and finite elements within `floor` of each other always: the rounding of
+/// the terms a gradient sums, where they cancel to a result much smaller than themselves.
+pub(crate) fn close_within<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64, floor: f64) -> bool {
     if a.dim() != b.dim() {
         return false;
     }
@@ -47,7 +53,7 @@ pub(crate) fn close<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64) -> bool {
         } else if x.is_infinite() || y.is_infinite() {
             x == y
         } else {
-            (x - y).abs() <= tol * scale.max(f64::MIN_POSITIVE)
+            (x - y).abs() <= (tol * scale.max(f64::MIN_POSITIVE)).max(floor)
         }
     })
 }
