@@ -286,3 +286,23 @@ fn an_evaluating_block_is_deterministic_and_differentiable() {
     );
     assert_eq!(grads.wrt(&b.gain).unwrap(), array![[8.0, 11.0]]);
 }
+
+/// The derive's `visit_torch_layout` lists the parameters of `visit`, in its order: the
+/// struct's own arrays as `Unknown` (it cannot know how PyTorch stores them), the layers'
+/// parameters as the layers say (a `Linear`'s weight transposed).
+#[test]
+fn the_torch_layouts_follow_the_fields() {
+    use tapegrad::nn::TorchLayout::{Same, Transposed, Unknown};
+    let layer = outer();
+    let mut said = Vec::new();
+    layer.visit_torch_layout(&mut |name, layout| said.push((name.to_string(), layout)));
+    let names: Vec<String> = said.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, names_of(&layer));
+    let layout = |name: &str| said.iter().find(|(n, _)| n == name).unwrap().1;
+    assert_eq!(layout("inner.first.weight"), Transposed);
+    assert_eq!(layout("inner.first.bias"), Same);
+    assert_eq!(layout("inner.gain"), Unknown);
+    assert_eq!(layout("inner.shift"), Unknown);
+    assert_eq!(layout("inner.extra.weight"), Transposed);
+    assert_eq!(layout("stack.0.weight"), Transposed);
+}

@@ -10,6 +10,12 @@
 //! model's dtype and shape, and nothing else may be; on any error the model is unchanged.
 //! Truncated or corrupted files are errors, never panics.
 //!
+//! Linear weights are inputs × outputs here (`y = x·W + b`) and outputs × inputs in
+//! PyTorch, under the same names: tapegrad writes its layout in the file's metadata,
+//! [`load`] refuses a file in PyTorch's layout or one that could be read either way, and
+//! [`load_torch`] reads a PyTorch state dict, transposing what PyTorch stores transposed
+//! ([`Parameters::visit_torch_layout`]).
+//!
 //! An optimizer's state (momentum buffers, Adam's moments, step counts, learning rate)
 //! goes in a file of its own beside the model's ([`save_optimizer`], [`load_optimizer`]),
 //! so that a resumed run is the run that was interrupted.
@@ -43,9 +49,11 @@ use crate::optim::OptimError;
 
 mod file;
 mod optimizer;
+mod torch;
 
 use file::{deserialize, read_checked};
 pub use optimizer::{load_optimizer, optimizer_from_bytes, optimizer_to_bytes, save_optimizer};
+pub use torch::{from_torch_bytes, load_torch};
 
 /// Why a checkpoint could not be written or read.
 #[non_exhaustive]
@@ -57,6 +65,12 @@ pub enum CheckpointError {
     Format(String),
     /// Two parameters of the model have the same name.
     DuplicateName {
+        /// The name.
+        name: String,
+    },
+    /// A parameter is named `__metadata__`, the key safetensors keeps for the file's
+    /// metadata: such a file could not be read back.
+    ReservedName {
         /// The name.
         name: String,
     },
@@ -91,6 +105,10 @@ pub enum CheckpointError {
     /// The optimizer refused the state in the file (another kind of optimizer, or
     /// another configuration).
     Optimizer(OptimError),
+    /// The file's layout is not the one the loader reads (a PyTorch state dict given to
+    /// [`load`], a tapegrad file to [`load_torch`]), or the file does not say its layout
+    /// and a parameter could be read either way: what happened and what to do.
+    Layout(String),
 }
 
 impl fmt::Display for CheckpointError {
@@ -101,6 +119,11 @@ impl fmt::Display for CheckpointError {
             CheckpointError::DuplicateName { name } => {
                 write!(f, "two parameters are named `{name}`")
             }
+            CheckpointError::ReservedName { name } => write!(
+                f,
+                "a parameter is named `{name}`, which safetensors keeps for the file's \
+                 metadata: rename it"
+            ),
             CheckpointError::MissingTensor { name } => {
                 write!(f, "parameter `{name}` is not in the checkpoint")
             }
@@ -128,9 +151,20 @@ impl fmt::Display for CheckpointError {
                 write!(
                     f,
                     "`{name}` has shape {found:?} in the checkpoint, the model needs {expected:?}"
-                )
+                )?;
+                if let ([r, c], [fr, fc]) = (&expected[..], &found[..]) {
+                    if (r, c) == (fc, fr) {
+                        write!(
+                            f,
+                            " (its transpose: PyTorch stores a linear weight as outputs × \
+                             inputs; load a PyTorch state dict with `io::load_torch`)"
+                        )?;
+                    }
+                }
+                Ok(())
             }
             CheckpointError::Optimizer(e) => write!(f, "the optimizer refused the state: {e}"),
+            CheckpointError::Layout(e) => write!(f, "{e}"),
         }
     }
 }
@@ -160,6 +194,9 @@ impl From<std::io::Error> for CheckpointError {
 fn format_error(e: SafeTensorError) -> CheckpointError {
     CheckpointError::Format(e.to_string())
 }
+
+/// The key of a safetensors header that holds the file's metadata, not a tensor.
+const RESERVED: &str = "__metadata__";
 
 /// The safetensors type of `F`.
 fn dtype<F: Float>() -> Dtype {
@@ -209,11 +246,14 @@ impl View for &Tensor {
     }
 }
 
-/// The model's parameters as a safetensors file, in memory.
+/// The model's parameters as a safetensors file, in memory, with the metadata
+/// `{"layout": "tapegrad"}` (linear weights as inputs × outputs; see [`from_bytes`]). The
+/// bytes depend on the model alone.
 ///
 /// # Errors
 ///
-/// [`CheckpointError::DuplicateName`] if two parameters share a name.
+/// [`CheckpointError::DuplicateName`] if two parameters share a name,
+/// [`CheckpointError::ReservedName`] for a parameter named `__metadata__`.
 pub fn to_bytes<F: Float>(model: &dyn Parameters<F>) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors = BTreeMap::new();
     let mut duplicate = None;
@@ -233,7 +273,12 @@ pub fn to_bytes<F: Float>(model: &dyn Parameters<F>) -> Result<Vec<u8>, Checkpoi
     if let Some(name) = duplicate {
         return Err(CheckpointError::DuplicateName { name });
     }
-    let metadata = [("producer".to_string(), "tapegrad".to_string())]
+    if let Some(name) = tensors.keys().find(|n| *n == RESERVED) {
+        return Err(CheckpointError::ReservedName { name: name.clone() });
+    }
+    // one key: safetensors writes the metadata in its map's order, which for two keys
+    // would change from run to run (files written before the key had `producer`)
+    let metadata = [(torch::LAYOUT_KEY.to_string(), torch::TAPEGRAD.to_string())]
         .into_iter()
         .collect();
     safetensors::tensor::serialize(tensors.iter(), Some(metadata)).map_err(format_error)
@@ -283,22 +328,69 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Sets the model's parameters from a safetensors file in memory: all of them, or none.
 ///
+/// The file must hold tapegrad's layout: a linear weight as inputs × outputs. Files
+/// tapegrad writes say so in their metadata (`"layout": "tapegrad"`); a file that says it
+/// holds a PyTorch state dict (`"format": "pt"`) is refused with a pointer to
+/// [`from_torch_bytes`], and so is a file that says nothing when the model has a square
+/// parameter that PyTorch could have stored transposed
+/// ([`TorchLayout`](crate::nn::TorchLayout)): such a file
+/// could load silently transposed, so it does not load at all.
+///
 /// # Errors
 ///
 /// [`CheckpointError::Format`] for bytes that are not a valid safetensors file;
-/// `MissingTensor`, `UnexpectedTensor`, `WrongDtype` or `WrongShape` when the file does not
-/// hold exactly the model's parameters; `DuplicateName` for a model with two parameters of
-/// one name. The model is unchanged on error.
+/// [`CheckpointError::Layout`] for a file in PyTorch's layout or one that does not say
+/// its layout where it matters; `MissingTensor`, `UnexpectedTensor`, `WrongDtype` or
+/// `WrongShape` when the file does not hold exactly the model's parameters;
+/// `DuplicateName` for a model with two parameters of one name. The model is unchanged on
+/// error.
 pub fn from_bytes<F: Float>(
     model: &mut dyn Parameters<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
     let file = deserialize(bytes)?;
-    // Both passes walk the model with `visit_mut` and match tensors by name, so a model
-    // whose `visit` and `visit_mut` list parameters in different orders still loads right.
+    torch::check_native_layout(&*model, bytes)?;
+    load_from(model, &file, &mut |name, (r, c), found| {
+        if found == [r, c] {
+            Ok(Read::AsIs)
+        } else {
+            Err(wrong_shape(name, &[r, c], found))
+        }
+    })
+}
+
+/// How to read a parameter (named, of the shape given) from a tensor of the shape given.
+type ReadHow<'a> = dyn FnMut(&str, (usize, usize), &[usize]) -> Result<Read, CheckpointError> + 'a;
+
+/// How a parameter is read from its tensor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Element for element, in row-major order.
+    AsIs,
+    /// The tensor is the parameter's transpose.
+    Transposed,
+}
+
+fn wrong_shape(name: &str, expected: &[usize], found: &[usize]) -> CheckpointError {
+    CheckpointError::WrongShape {
+        name: name.to_string(),
+        expected: expected.to_vec(),
+        found: found.to_vec(),
+    }
+}
+
+/// Sets the model's parameters from `file`, all or none: each from the tensor of its
+/// name, read as `how` says from the parameter's shape and the tensor's (or refused).
+/// Both passes walk the model with `visit_mut` and match tensors by name, so a model
+/// whose `visit` and `visit_mut` list parameters in different orders still loads right.
+fn load_from<F: Float>(
+    model: &mut dyn Parameters<F>,
+    file: &safetensors::SafeTensors<'_>,
+    how: &mut ReadHow<'_>,
+) -> Result<(), CheckpointError> {
     let mut params: Vec<(String, (usize, usize))> = Vec::new();
     model.visit_mut(&mut |name, p| params.push((name.to_string(), p.dim())));
-    let mut data: BTreeMap<&str, &[u8]> = BTreeMap::new();
+    let mut data: BTreeMap<&str, (Read, &[u8])> = BTreeMap::new();
     for (name, (r, c)) in &params {
         if data.contains_key(name.as_str()) {
             return Err(CheckpointError::DuplicateName { name: name.clone() });
@@ -311,20 +403,13 @@ pub fn from_bytes<F: Float>(
             Err(e) => return Err(format_error(e)),
         };
         check_dtype::<F>(name, &tensor)?;
-        if tensor.shape() != [*r, *c] {
-            let (expected, found) = (vec![*r, *c], tensor.shape().to_vec());
-            return Err(CheckpointError::WrongShape {
-                name: name.clone(),
-                expected,
-                found,
-            });
-        }
+        let read = how(name, (*r, *c), tensor.shape())?;
         if tensor.data().len() != r * c * std::mem::size_of::<F>() {
             return Err(CheckpointError::Format(format!(
                 "`{name}` has the wrong number of bytes"
             )));
         }
-        data.insert(name, tensor.data());
+        data.insert(name, (read, tensor.data()));
     }
     if let Some(extra) = file.names().into_iter().find(|n| !data.contains_key(n)) {
         return Err(CheckpointError::UnexpectedTensor {
@@ -332,10 +417,20 @@ pub fn from_bytes<F: Float>(
         });
     }
     model.visit_mut(&mut |name, p| {
-        let bytes = data[name];
-        p.iter_mut()
-            .zip(decode::<F>(bytes))
-            .for_each(|(x, v)| *x = v);
+        let (read, bytes) = data[name];
+        match read {
+            Read::AsIs => p
+                .iter_mut()
+                .zip(decode::<F>(bytes))
+                .for_each(|(x, v)| *x = v),
+            // the tensor's row j is the parameter's column j
+            Read::Transposed => p
+                .view_mut()
+                .reversed_axes()
+                .iter_mut()
+                .zip(decode::<F>(bytes))
+                .for_each(|(x, v)| *x = v),
+        }
     });
     Ok(())
 }

@@ -71,12 +71,11 @@ pub fn optimizer_to_bytes<F: Float>(
         "steps": state.steps,
         "params": params,
     });
-    let metadata = [
-        ("producer".to_string(), "tapegrad".to_string()),
-        (OPTIMIZER_KEY.to_string(), description.to_string()),
-    ]
-    .into_iter()
-    .collect();
+    // one key: safetensors writes the metadata in its map's order, which for two keys
+    // changes from run to run (the file's bytes did, when it had a `producer` too)
+    let metadata = [(OPTIMIZER_KEY.to_string(), description.to_string())]
+        .into_iter()
+        .collect();
     safetensors::tensor::serialize(tensors.iter(), Some(metadata)).map_err(format_error)
 }
 

@@ -4,7 +4,10 @@
 use ndarray::Array2;
 use rand::Rng;
 
-use super::{Init, Linear, Module, Parameters, forward_child, visit_child, visit_child_mut};
+use super::{
+    Init, Linear, Module, Parameters, TorchLayout, forward_child, visit_child, visit_child_mut,
+    visit_child_torch_layout,
+};
 use crate::error::shape_error;
 use crate::{Float, Result, Tensor};
 
@@ -132,6 +135,13 @@ impl<F: Float> Parameters<F> for MultiHeadAttention<F> {
         visit_child("o", &self.o, f);
     }
 
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        visit_child_torch_layout("q", &self.q, f);
+        visit_child_torch_layout("k", &self.k, f);
+        visit_child_torch_layout("v", &self.v, f);
+        visit_child_torch_layout("o", &self.o, f);
+    }
+
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {
         visit_child_mut("q", &mut self.q, f);
         visit_child_mut("k", &mut self.k, f);
@@ -175,6 +185,10 @@ impl<F: Float> SelfAttention<F> {
 impl<F: Float> Parameters<F> for SelfAttention<F> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
         self.0.visit(f);
+    }
+
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        self.0.visit_torch_layout(f);
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {

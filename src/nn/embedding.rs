@@ -4,7 +4,7 @@ use ndarray::Array2;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::Parameters;
+use super::{Parameters, TorchLayout};
 use crate::{Float, Result, Tape, Tensor};
 
 /// An embedding: one learned row of `dim` features per entry of a table (a word, a
@@ -54,6 +54,11 @@ impl<F: Float> Embedding<F> {
 impl<F: Float> Parameters<F> for Embedding<F> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
         f("weight", &self.weight);
+    }
+
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        // `nn.Embedding.weight` is entries × features too
+        f("weight", TorchLayout::Same);
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {

@@ -6,7 +6,7 @@ use rand_distr::{Distribution, Normal, Uniform};
 
 use std::panic::Location;
 
-use super::{Module, Parameters};
+use super::{Module, Parameters, TorchLayout};
 use crate::error::{check_size, or_panic};
 use crate::{Float, Result, Tensor};
 
@@ -130,6 +130,13 @@ impl<F: Float> Parameters<F> for Linear<F> {
         f("weight", &self.weight);
         if let Some(b) = &self.bias {
             f("bias", b);
+        }
+    }
+
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        f("weight", TorchLayout::Transposed);
+        if self.bias.is_some() {
+            f("bias", TorchLayout::Same);
         }
     }
 

@@ -144,6 +144,33 @@ pub trait Parameters<F: Float> {
         let _ = f;
     }
 
+    /// Calls `f` with the name of every parameter and how PyTorch stores the same
+    /// parameter ([`TorchLayout`]), in the order of [`Parameters::visit`]: what
+    /// [`io::load_torch`](crate::io::load_torch) reads a PyTorch state dict by, and what
+    /// tells [`io::load`](crate::io::load) that a file which does not say its layout could
+    /// be read transposed.
+    ///
+    /// The default says [`TorchLayout::Unknown`] of every parameter (a square one is then
+    /// refused from a file that does not say its layout, never guessed). The layers of
+    /// [`nn`](crate::nn) and the derive say it; a layer of your own holding layers forwards
+    /// it with [`visit_child_torch_layout`].
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use tapegrad::nn::{Linear, Parameters, TorchLayout};
+    ///
+    /// let layer = Linear { weight: array![[1.0, 2.0]], bias: Some(array![[0.0, 0.0]]) };
+    /// let mut layouts = Vec::new();
+    /// layer.visit_torch_layout(&mut |name, layout| layouts.push((name.to_string(), layout)));
+    /// assert_eq!(
+    ///     layouts,
+    ///     [("weight".to_string(), TorchLayout::Transposed), ("bias".to_string(), TorchLayout::Same)]
+    /// );
+    /// ```
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        self.visit(&mut |name, _| f(name, TorchLayout::Unknown));
+    }
+
     /// Every parameter with its name.
     fn parameters(&self) -> Vec<(String, &Array2<F>)> {
         let mut out = Vec::new();
@@ -379,6 +406,32 @@ pub fn visit_child<'a, F: Float>(
     f: &mut dyn FnMut(&str, &'a Array2<F>),
 ) {
     child.visit(&mut |name, p| with_joined(prefix, name, |full| f(full, p)));
+}
+
+/// How PyTorch stores a parameter, compared with tapegrad
+/// ([`Parameters::visit_torch_layout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TorchLayout {
+    /// The same matrix; a 1 × n row may also be PyTorch's 1-D vector of n (a bias, a
+    /// norm's scale).
+    Same,
+    /// The transpose: a linear layer's weight, which tapegrad holds as inputs × outputs
+    /// (`y = x·W + b`) and PyTorch's `nn.Linear` as outputs × inputs (`y = x·Wᵀ + b`).
+    Transposed,
+    /// Not said by the layer: read as it is where the shapes tell (not square), refused
+    /// where they cannot (square).
+    Unknown,
+}
+
+/// Visits `child`'s [`TorchLayout`]s as `prefix.name`: how a layer that holds others
+/// implements [`Parameters::visit_torch_layout`] (the twin of [`visit_child`]).
+pub fn visit_child_torch_layout<F: Float>(
+    prefix: &str,
+    child: &dyn Parameters<F>,
+    f: &mut dyn FnMut(&str, TorchLayout),
+) {
+    child.visit_torch_layout(&mut |name, layout| with_joined(prefix, name, |full| f(full, layout)));
 }
 
 /// The mutable twin of [`visit_child`].

@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 
-use super::{Module, Parameters};
+use super::{Module, Parameters, TorchLayout};
 use crate::{Float, Result, Tensor};
 
 /// Layer normalisation of each row with a learned affine map, `y = x̂ ∘ γ + β`, one fused
@@ -44,6 +44,12 @@ impl<F: Float> Parameters<F> for LayerNorm<F> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Array2<F>)) {
         f("weight", &self.weight);
         f("bias", &self.bias);
+    }
+
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        // `nn.LayerNorm`'s are vectors of the features
+        f("weight", TorchLayout::Same);
+        f("bias", TorchLayout::Same);
     }
 
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {

@@ -4,8 +4,8 @@ use ndarray::Array2;
 use rand::Rng;
 
 use super::{
-    Activation, ChildName, Init, Linear, Module, Parameters, run_child, visit_child,
-    visit_child_mut,
+    Activation, ChildName, Init, Linear, Module, Parameters, TorchLayout, run_child, visit_child,
+    visit_child_mut, visit_child_torch_layout,
 };
 use crate::{Float, Result, Tensor};
 
@@ -57,6 +57,13 @@ impl<F: Float> Parameters<F> for Sequential<F> {
         let mut digits = [0u8; 20];
         for (i, layer) in self.layers.iter().enumerate() {
             visit_child(decimal(i, &mut digits), layer.as_ref(), f);
+        }
+    }
+
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        let mut digits = [0u8; 20];
+        for (i, layer) in self.layers.iter().enumerate() {
+            visit_child_torch_layout(decimal(i, &mut digits), layer.as_ref(), f);
         }
     }
 

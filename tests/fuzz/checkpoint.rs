@@ -7,6 +7,13 @@
 //! `io::read_matrices` and `io::load` of a file; never a panic, in debug builds too. Now
 //! and then the file is read from `/dev/zero`, a named pipe, a directory, or a path that
 //! does not exist.
+//!
+//! Each parameter also says how PyTorch would store it (`TorchLayout`, drawn at random):
+//! the model written as a PyTorch state dict (transposed where it says so, rows as
+//! vectors, with `format: pt` or no metadata) loads back exactly through
+//! `io::from_torch_bytes` or is a layout error where a square parameter's layout is
+//! unknown; through `io::from_bytes` it never loads other values than the model's (never
+//! silently transposed). The mutated files go through `io::from_torch_bytes` too.
 
 use std::io::Write;
 
@@ -15,8 +22,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Map, Value, json};
 use tapegrad::Float;
-use tapegrad::io;
-use tapegrad::nn::Parameters;
+use tapegrad::io::{self, CheckpointError};
+use tapegrad::nn::{Parameters, TorchLayout};
 
 use crate::oracle::{randn, same_bits};
 use crate::{Family, catch, message};
@@ -33,10 +40,13 @@ fn describe(seed: u64) -> String {
     format!("{model:?}\nmutations: {mutations:?}\nspecial file: {special:?}")
 }
 
-/// A model of named parameters, in visit order.
+/// A model of named parameters, in visit order, with how PyTorch would store each one
+/// and whether its PyTorch file says `format: pt`.
 #[derive(Clone, Debug)]
 struct Model<F> {
     params: Vec<(String, Array2<F>)>,
+    layouts: Vec<TorchLayout>,
+    pt: bool,
 }
 
 impl<F: Float> Parameters<F> for Model<F> {
@@ -48,6 +58,11 @@ impl<F: Float> Parameters<F> for Model<F> {
     fn visit_mut<'a>(&'a mut self, f: &mut dyn FnMut(&str, &'a mut Array2<F>)) {
         for (n, p) in &mut self.params {
             f(n, p);
+        }
+    }
+    fn visit_torch_layout(&self, f: &mut dyn FnMut(&str, TorchLayout)) {
+        for ((n, _), l) in self.params.iter().zip(&self.layouts) {
+            f(n, *l);
         }
     }
 }
@@ -153,7 +168,11 @@ fn generate(seed: u64) -> (Model<f64>, Vec<Mutation>, Option<Special>) {
             (name(&mut rng, i), randn(shape, &mut rng))
         })
         .collect();
-    let model = Model { params };
+    let mut model = Model {
+        params,
+        layouts: Vec::new(),
+        pt: false,
+    };
     let byte = |rng: &mut StdRng| rng.random_range(0..=255u8);
     // positions: mostly in the header, which is where a parser can go wrong
     let at = |rng: &mut StdRng| {
@@ -261,7 +280,109 @@ fn generate(seed: u64) -> (Model<f64>, Vec<Mutation>, Option<Special>) {
             Special::Missing,
         ][rng.random_range(0..4)]
     });
+    // drawn last, so that the seeds of the families before them still give their files
+    let layouts = [
+        TorchLayout::Same,
+        TorchLayout::Transposed,
+        TorchLayout::Unknown,
+    ];
+    model.layouts = (0..model.params.len())
+        .map(|_| layouts[rng.random_range(0..3)])
+        .collect();
+    model.pt = rng.random_bool(0.5);
     (model, mutations, special)
+}
+
+/// The model as PyTorch would write it: each parameter transposed where its layout says
+/// so, a row as a vector every other time, `format: pt` in the metadata if `model.pt`.
+fn torch_file<F: Float>(model: &Model<F>) -> Vec<u8> {
+    let mut header = Map::new();
+    if model.pt {
+        header.insert("__metadata__".into(), json!({"format": "pt"}));
+    }
+    let mut data = Vec::new();
+    for (i, ((name, p), layout)) in model.params.iter().zip(&model.layouts).enumerate() {
+        let (r, c) = p.dim();
+        let (shape, stored) = match layout {
+            TorchLayout::Transposed => (vec![c, r], p.t().to_owned()),
+            _ if r == 1 && i % 2 == 0 => (vec![c], p.clone()),
+            _ => (vec![r, c], p.clone()),
+        };
+        let begin = data.len();
+        stored.iter().for_each(|v| v.write_le(&mut data));
+        let dtype = if std::mem::size_of::<F>() == 4 {
+            "F32"
+        } else {
+            "F64"
+        };
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&Value::Object(header)).expect("JSON");
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend(data);
+    bytes
+}
+
+/// The PyTorch form of the model through both loaders (see the module's docs).
+fn check_torch<F: Float>(model: &Model<F>, fresh: &dyn Fn() -> Model<F>) {
+    let bytes = torch_file(model);
+    let unknown_square =
+        model.params.iter().zip(&model.layouts).any(|((_, p), l)| {
+            *l == TorchLayout::Unknown && p.nrows() == p.ncols() && p.nrows() > 1
+        });
+    let mut target = fresh();
+    match catch(|| io::from_torch_bytes(&mut target, &bytes)) {
+        Ok(Ok(())) => {
+            assert!(
+                !unknown_square,
+                "io::from_torch_bytes guessed a square layout"
+            );
+            assert!(
+                same_as(&target, model),
+                "io::from_torch_bytes loaded other values"
+            );
+        }
+        Ok(Err(CheckpointError::Layout(_))) if unknown_square => {
+            assert!(
+                same_as(&target, &fresh()),
+                "io::from_torch_bytes failed but changed the model"
+            );
+        }
+        Ok(Err(e)) => panic!("io::from_torch_bytes of the model's PyTorch file: {e}"),
+        Err(e) => panic!("io::from_torch_bytes panicked: {}", message(&*e)),
+    }
+    let mut target = fresh();
+    match catch(|| io::from_bytes(&mut target, &bytes)) {
+        Ok(Ok(())) => {
+            assert!(
+                !model.pt,
+                "io::from_bytes loaded a file that says `format: pt`"
+            );
+            assert!(
+                same_as(&target, model),
+                "io::from_bytes loaded a PyTorch file with other values (transposed?)"
+            );
+        }
+        Ok(Err(_)) => {
+            assert!(
+                same_as(&target, &fresh()),
+                "io::from_bytes failed but changed the model"
+            );
+        }
+        Err(e) => panic!("io::from_bytes panicked: {}", message(&*e)),
+    }
+}
+
+/// Whether two models hold the same bits.
+fn same_as<F: Float>(a: &Model<F>, b: &Model<F>) -> bool {
+    a.params
+        .iter()
+        .zip(&b.params)
+        .all(|((_, x), (_, y))| same_bits(x, y))
 }
 
 /// The header of a safetensors file as JSON, and the data after it.
@@ -449,6 +570,8 @@ fn run(seed: u64) -> bool {
                 .iter()
                 .map(|(n, p)| (n.clone(), p.mapv(|v| v as f32)))
                 .collect(),
+            layouts: model.layouts.clone(),
+            pt: model.pt,
         };
         check(&model, &mutations, special);
     }
@@ -464,7 +587,8 @@ fn check<F: Float>(model: &Model<F>, mutations: &[Mutation], special: Option<Spe
     let bytes = match io::to_bytes(model) {
         Ok(b) => b,
         Err(e) => {
-            assert!(duplicate, "to_bytes: {e}");
+            let reserved = names.iter().any(|n| *n == "__metadata__");
+            assert!(duplicate || reserved, "to_bytes: {e}");
             return;
         }
     };
@@ -478,7 +602,9 @@ fn check<F: Float>(model: &Model<F>, mutations: &[Mutation], special: Option<Spe
             .iter()
             .map(|(n, p)| (n.clone(), Array2::<F>::zeros(p.dim())))
             .collect(),
+        ..model.clone()
     };
+    check_torch(model, &fresh);
     // from memory
     let mut target = fresh();
     match catch(|| io::from_bytes(&mut target, &bad)) {
@@ -504,6 +630,15 @@ fn check<F: Float>(model: &Model<F>, mutations: &[Mutation], special: Option<Spe
     }
     if let Err(e) = catch(|| io::read_matrices::<F>(&bad)) {
         panic!("io::read_matrices panicked: {}", message(&*e));
+    }
+    let mut target = fresh();
+    match catch(|| io::from_torch_bytes(&mut target, &bad)) {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => assert!(
+            same_as(&target, &fresh()),
+            "io::from_torch_bytes failed but changed the model"
+        ),
+        Err(e) => panic!("io::from_torch_bytes panicked: {}", message(&*e)),
     }
     // from a file
     let dir = std::env::temp_dir().join(format!("tapegrad-fuzz-{}", std::process::id()));

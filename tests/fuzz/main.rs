@@ -11,7 +11,7 @@
 //! | `huge` | `huge.rs` | linear algebra and growing ops on inputs whose working copy cannot be allocated, each in a child process under an address-space limit (an abort kills a process) |
 //! | `optim` | `optim.rs` | L-BFGS, SGD, Adam and gradient clipping on models whose visitors disagree in order, with NaN, wrong-shaped gradients and bad hyperparameters |
 //! | `model` | `model.rs` | `model_hvp`, `model_jvp` and `gradcheck_model` of random small MLPs (the empty one too) with directions missing a parameter, naming an extra one, wrong-shaped or NaN, wrong and empty inputs, a panicking loss; against finite differences of backward |
-//! | `checkpoint` | `checkpoint.rs` | mutations of a valid safetensors file (bytes and header), special files |
+//! | `checkpoint` | `checkpoint.rs` | mutations of a valid safetensors file (bytes and header), special files; the model as a PyTorch state dict through `io::from_torch_bytes` and `io::from_bytes` |
 //! | `inspect` | `inspect.rs` | `to_dot`, `to_svg` (well-formed XML) and `explain` of random graphs with hostile names |
 //!
 //! Each `programs` program runs on one of the paths of the elementwise kernels (AVX2 +

@@ -34,7 +34,7 @@ use rand::{RngExt, SeedableRng};
 use tapegrad::custom::{self, CustomOp, Grads, Saved, TensorGrads};
 use tapegrad::{BackwardOptions, ErrorKind, Float, Tape, Tensor, functional};
 
-use crate::oracle::{agree, central, close, close_within, dot, randn};
+use crate::oracle::{agree, central, close_within, dot, randn};
 use crate::{Family, catch, inject, injected, message, trace};
 
 pub(crate) const CUSTOM: Family = Family {

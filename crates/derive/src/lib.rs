@@ -1,13 +1,15 @@
 //! `#[derive(Parameters)]` for tapegrad's layers: use it through `tapegrad::nn::Parameters`
 //! (tapegrad's default feature `derive`), where it is documented with examples.
 //!
-//! The derive writes the three walks of `tapegrad::nn::Parameters` from the struct's
+//! The derive writes the four walks of `tapegrad::nn::Parameters` from the struct's
 //! fields, named after them:
 //!
 //! - `visit` and `visit_mut`: every `Array2` field is a parameter of its field's name,
 //!   an `Option<Array2>` one when it is `Some`; every other field is a layer whose
 //!   parameters are prefixed with the field's name (`tapegrad::nn::visit_child`), an
 //!   `Option` of a layer when it is `Some`;
+//! - `visit_torch_layout`: `Unknown` for the struct's own parameters (the derive cannot
+//!   know how PyTorch stores them), the layers' own answers for theirs;
 //! - `visit_layers_mut`: the layer fields, which `Module::set_training` walks.
 //!
 //! Fields of scalar types (`bool`, the integers, `f32`, `f64`, `String`, the float type
@@ -178,13 +180,16 @@ fn expand(mut input: DeriveInput) -> Result<TokenStream2> {
     let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
     let mut visit = Vec::new();
     let mut visit_mut = Vec::new();
+    let mut torch = Vec::new();
     let mut layers = Vec::new();
+    let unknown = quote!(::tapegrad::nn::TorchLayout::Unknown);
     for field in &collected {
         let (label, access, span) = (&field.name, &field.access, field.span);
         match field.role {
             Role::Parameter => {
                 visit.push(quote_spanned!(span=> f(#label, &self.#access);));
                 visit_mut.push(quote_spanned!(span=> f(#label, &mut self.#access);));
+                torch.push(quote_spanned!(span=> f(#label, #unknown);));
             }
             Role::OptionalParameter => {
                 visit.push(quote_spanned!(span=>
@@ -193,6 +198,9 @@ fn expand(mut input: DeriveInput) -> Result<TokenStream2> {
                 visit_mut.push(quote_spanned!(span=>
                     if let ::core::option::Option::Some(p) = &mut self.#access { f(#label, p); }
                 ));
+                torch.push(quote_spanned!(span=>
+                    if self.#access.is_some() { f(#label, #unknown); }
+                ));
             }
             Role::Layer => {
                 visit.push(quote_spanned!(span=>
@@ -200,6 +208,9 @@ fn expand(mut input: DeriveInput) -> Result<TokenStream2> {
                 ));
                 visit_mut.push(quote_spanned!(span=>
                     ::tapegrad::nn::visit_child_mut::<#float>(#label, &mut self.#access, f);
+                ));
+                torch.push(quote_spanned!(span=>
+                    ::tapegrad::nn::visit_child_torch_layout::<#float>(#label, &self.#access, f);
                 ));
                 layers.push(quote_spanned!(span=> f(#label, &mut self.#access);));
             }
@@ -212,6 +223,11 @@ fn expand(mut input: DeriveInput) -> Result<TokenStream2> {
                 visit_mut.push(quote_spanned!(span=>
                     if let ::core::option::Option::Some(c) = &mut self.#access {
                         ::tapegrad::nn::visit_child_mut::<#float>(#label, c, f);
+                    }
+                ));
+                torch.push(quote_spanned!(span=>
+                    if let ::core::option::Option::Some(c) = &self.#access {
+                        ::tapegrad::nn::visit_child_torch_layout::<#float>(#label, c, f);
                     }
                 ));
                 layers.push(quote_spanned!(span=>
@@ -246,6 +262,14 @@ fn expand(mut input: DeriveInput) -> Result<TokenStream2> {
                 ),
             ) {
                 #(#visit_mut)*
+            }
+
+            #[allow(unused_variables)]
+            fn visit_torch_layout(
+                &self,
+                f: &mut dyn ::core::ops::FnMut(&str, ::tapegrad::nn::TorchLayout),
+            ) {
+                #(#torch)*
             }
 
             #[allow(unused_variables)]
