@@ -4,14 +4,18 @@
 //! rules (first order by backward, second order by backward through [`Tape::grad`]), never
 //! finite differences.
 //!
-//! A function takes the inputs as tensors of a fresh tape and returns a tensor of it:
+//! A function takes the inputs as tensors of a fresh tape ([`Inputs`]: index it like a
+//! slice) and returns a tensor of it. It may be a `fn`, or a closure that borrows what it
+//! captures (a layer, data, targets: `xs.constant(&y)` puts a captured `&y` on the tape
+//! with no clone); a closure stored in a `let` goes through [`func`] first, a `fn`
+//! written for a `&[Tensor]` is passed as `|xs| f(&xs)`:
 //!
 //! ```
 //! use ndarray::array;
-//! use tapegrad::{functional, Tensor};
+//! use tapegrad::{functional, Inputs, Tensor};
 //!
 //! // f(x) = Σ x³: gradient 3x², Hessian diag(6x)
-//! fn cube<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+//! fn cube<'t>(x: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 //!     x[0].powi(3).sum()
 //! }
 //! let x = array![[1.0, 2.0]];
@@ -69,25 +73,18 @@ use std::panic::Location;
 
 use ndarray::{Array2, ArrayView2};
 
+mod inputs;
 pub(crate) mod model;
 
+pub use inputs::{Inputs, func};
 pub use model::{ModelHvp, Named, Scope, model_fn, model_hvp, model_jvp};
 
 use crate::error::{Error, ErrorKind, Result, shape_error};
 use crate::{BackwardOptions, Float, Tape, Tensor};
 
-/// `f` evaluated on `inputs` put on `tape` as parameters.
-fn record<'t, F: Float, Fun>(
-    tape: &'t Tape<'t, F>,
-    f: &Fun,
-    inputs: &[ArrayView2<'t, F>],
-) -> (Vec<Tensor<'t, F>>, Tensor<'t, F>)
-where
-    Fun: for<'s> Fn(&[Tensor<'s, F>]) -> Tensor<'s, F>,
-{
-    let xs: Vec<Tensor<'t, F>> = inputs.iter().map(|x| tape.param(*x)).collect();
-    let y = f(&xs);
-    (xs, y)
+/// `inputs` put on `tape` as parameters.
+fn params<'t, F: Float>(tape: &'t Tape<'t, F>, inputs: &[ArrayView2<'t, F>]) -> Vec<Tensor<'t, F>> {
+    inputs.iter().map(|x| tape.param(*x)).collect()
 }
 
 /// `Shape` unless each array of `given` has the shape of the matching input.
@@ -127,9 +124,9 @@ fn of_inputs<F: Float>(grads: &crate::Gradients<F>, xs: &[Tensor<'_, F>]) -> Vec
 ///
 /// ```
 /// use ndarray::array;
-/// use tapegrad::{functional, Tensor};
+/// use tapegrad::{functional, Inputs, Tensor};
 ///
-/// fn f<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+/// fn f<'t>(x: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 ///     x[0].matmul(x[1])
 /// }
 /// let (a, b) = (array![[1.0, 2.0]], array![[3.0], [4.0]]);
@@ -143,17 +140,18 @@ fn of_inputs<F: Float>(grads: &crate::Gradients<F>, xs: &[Tensor<'_, F>]) -> Vec
 ///
 /// `SeedShape` if `v` does not have `f`'s output shape.
 #[track_caller]
-pub fn vjp<F: Float, Fun>(
+pub fn vjp<'a, F: Float, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, F>],
     v: ArrayView2<'_, F>,
 ) -> Result<(Array2<F>, Vec<Array2<F>>)>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let location = Location::caller();
     let tape = Tape::new();
-    let (xs, y) = record(&tape, &f, inputs);
+    let xs = params(&tape, inputs);
+    let y = f(Inputs::new(&tape, &xs));
     let value = y.try_value()?;
     if y.shape() != v.dim() {
         let kind = ErrorKind::SeedShape {
@@ -175,9 +173,9 @@ where
 ///
 /// ```
 /// use ndarray::array;
-/// use tapegrad::{functional, Tensor};
+/// use tapegrad::{functional, Inputs, Tensor};
 ///
-/// fn f<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+/// fn f<'t>(x: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 ///     x[0].square() // elementwise: J = diag(2x)
 /// }
 /// let x = array![[1.0, -3.0]];
@@ -190,18 +188,19 @@ where
 ///
 /// `Shape` if the tangents do not match the inputs in number and shape.
 #[track_caller]
-pub fn jvp<F: Float, Fun>(
+pub fn jvp<'a, F: Float, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, F>],
     tangents: &[ArrayView2<'_, F>],
 ) -> Result<(Array2<F>, Array2<F>)>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let location = Location::caller();
     check_shapes("jvp", inputs, tangents, location)?;
     let tape = Tape::new();
-    let (xs, y) = record(&tape, &f, inputs);
+    let xs = params(&tape, inputs);
+    let y = f(Inputs::new(&tape, &xs));
     let value = y.try_value()?;
     if !y.requires_grad() {
         return Ok((value, Array2::zeros(y.shape())));
@@ -234,13 +233,13 @@ where
 ///
 /// `NotScalar` if `f` is not 1 × 1; `Shape` if `v` does not match the inputs.
 #[track_caller]
-pub fn hvp<F: Float, Fun>(
+pub fn hvp<'a, F: Float, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, F>],
     v: &[ArrayView2<'_, F>],
 ) -> Result<(F, Vec<Array2<F>>)>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let (value, _, hv) = hvp_with_grad(f, inputs, v)?;
     Ok((value, hv))
@@ -268,18 +267,19 @@ where
 /// `NotScalar` if `f` is not 1 × 1; `Shape` if `v` does not match the inputs.
 #[track_caller]
 #[allow(clippy::type_complexity)] // (value, gradient, H·v), as `hvp`'s pair
-pub fn hvp_with_grad<F: Float, Fun>(
+pub fn hvp_with_grad<'a, F: Float, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, F>],
     v: &[ArrayView2<'_, F>],
 ) -> Result<(F, Vec<Array2<F>>, Vec<Array2<F>>)>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let location = Location::caller();
     check_shapes("hvp", inputs, v, location)?;
     let tape = Tape::new();
-    let (xs, y) = record(&tape, &f, inputs);
+    let xs = params(&tape, inputs);
+    let y = f(Inputs::new(&tape, &xs));
     let value = y.try_item()?;
     let zeros = || xs.iter().map(|x| Array2::zeros(x.shape())).collect();
     if !y.requires_grad() {
@@ -314,9 +314,9 @@ where
 ///
 /// ```
 /// use ndarray::array;
-/// use tapegrad::{functional, Tensor};
+/// use tapegrad::{functional, Inputs, Tensor};
 ///
-/// fn f<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+/// fn f<'t>(x: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 ///     x[0].matmul(x[1]) // (1 × 2)·(2 × 1): df/dx = wᵀ, df/dw = xᵀ
 /// }
 /// let j = functional::jacobian(f, &[array![[1.0, 2.0]].view(), array![[3.0], [4.0]].view()]).unwrap();
@@ -326,12 +326,13 @@ where
 /// # Errors
 ///
 /// Only those of backward (none for a well-formed `f`).
-pub fn jacobian<F: Float, Fun>(f: Fun, inputs: &[ArrayView2<'_, F>]) -> Result<Array2<F>>
+pub fn jacobian<'a, F: Float, Fun>(f: Fun, inputs: &[ArrayView2<'_, F>]) -> Result<Array2<F>>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let tape = Tape::new();
-    let (xs, y) = record(&tape, &f, inputs);
+    let xs = params(&tape, inputs);
+    let y = f(Inputs::new(&tape, &xs));
     let n: usize = inputs.iter().map(|x| x.len()).sum();
     let (r, c) = y.shape();
     let mut jac = Array2::zeros((r * c, n));
@@ -364,12 +365,13 @@ where
 ///
 /// `NotScalar` if `f` is not 1 × 1.
 #[track_caller]
-pub fn hessian<F: Float, Fun>(f: Fun, inputs: &[ArrayView2<'_, F>]) -> Result<Array2<F>>
+pub fn hessian<'a, F: Float, Fun>(f: Fun, inputs: &[ArrayView2<'_, F>]) -> Result<Array2<F>>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, F>]) -> Tensor<'t, F>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, F>) -> Tensor<'t, F>,
 {
     let tape = Tape::new();
-    let (xs, y) = record(&tape, &f, inputs);
+    let xs = params(&tape, inputs);
+    let y = f(Inputs::new(&tape, &xs));
     y.try_item()?;
     let n: usize = inputs.iter().map(|x| x.len()).sum();
     let mut h = Array2::zeros((n, n));

@@ -236,6 +236,7 @@ pub use rand;
 pub use backward::BackwardOptions;
 pub use error::{AnomalySite, Error, ErrorKind, InLayer, NonFinite, Result};
 pub use float::Float;
+pub use functional::Inputs;
 pub use gradients::{Gradients, Missing};
 #[cfg(feature = "linalg")]
 pub use ops::LinalgFloat;

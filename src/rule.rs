@@ -150,13 +150,17 @@ impl<F: Float> TensorRule<F> {
     }
 }
 
-/// Which values a rule will read during backward: inputs by position (bits 0..7) and the
-/// op's own output (bit 7). The engine keeps exactly these alive until the rule has run.
+/// Which values a rule will read during backward: inputs by position (bits 0..14), every
+/// input (bit 14: a rematerialised block, whatever its number of inputs) and the op's own
+/// output (bit 15). The engine keeps exactly these alive until the rule has run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Saves(u8);
+pub(crate) struct Saves(u16);
 
 impl Saves {
-    const OUTPUT: u8 = 1 << 7;
+    /// The inputs that can be saved one by one.
+    pub(crate) const INPUTS: usize = 14;
+    const ALL_INPUTS: u16 = 1 << 14;
+    const OUTPUT: u16 = 1 << 15;
 
     /// Saves nothing (add, sum, transpose).
     pub(crate) const NONE: Saves = Saves(0);
@@ -164,6 +168,11 @@ impl Saves {
     /// Saves the op's output (sigmoid, tanh, exp, ...).
     pub(crate) const fn output() -> Saves {
         Saves(Self::OUTPUT)
+    }
+
+    /// Saves every input, however many.
+    pub(crate) const fn all_inputs() -> Saves {
+        Saves(Self::ALL_INPUTS)
     }
 
     /// Also saves the op's output when `cond` holds.
@@ -177,20 +186,28 @@ impl Saves {
 
     /// Also saves input `k` when `cond` holds (matmul saves X only if W needs a gradient).
     pub(crate) const fn input_if(self, k: usize, cond: bool) -> Saves {
-        assert!(k < 7, "a rule can save at most inputs 0..7");
+        assert!(
+            k < Self::INPUTS,
+            "a rule can save at most inputs 0..14 one by one"
+        );
         if cond { Saves(self.0 | (1 << k)) } else { self }
     }
 
     /// The node ids saved, given the node and its inputs.
     pub(crate) fn ids(self, node: NodeId, inputs: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
-        let mut bits = self.0;
-        std::iter::from_fn(move || {
+        let all = if self.0 & Self::ALL_INPUTS != 0 {
+            inputs
+        } else {
+            &[]
+        };
+        let mut bits = self.0 & !Self::ALL_INPUTS;
+        all.iter().copied().chain(std::iter::from_fn(move || {
             if bits == 0 {
                 return None;
             }
             let k = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            Some(if k == 7 { node } else { inputs[k] })
-        })
+            Some(if k == 15 { node } else { inputs[k] })
+        }))
     }
 }

@@ -334,7 +334,7 @@ fn remat_keeps_the_boundaries_and_gives_bitwise_the_same_gradients() {
         for (w, b) in net.ws.iter().zip(&net.bs) {
             let (w, b) = (tape.param(w), tape.param(b));
             h = if remat {
-                tape.remat(&[h, w, b], common::layer).unwrap()
+                tape.remat(&[h, w, b], |xs| common::layer(&xs)).unwrap()
             } else {
                 h.linear(w, b).sigmoid()
             };

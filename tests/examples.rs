@@ -168,10 +168,20 @@ fn the_custom_ops_pass_their_gradient_checks() {
     let x = array![[0.5, -1.0, 2.0], [1.5, 0.3, -30.0]];
     let w = array![[0.2, -0.4], [1.0, 0.1], [-0.3, 0.8]];
     let opts = CheckOptions::default();
-    gradcheck(custom_op::softplus_layer, &[x.view(), w.view()], &opts).unwrap();
-    gradgradcheck(custom_op::softplus_layer, &[x.view(), w.view()], &opts).unwrap();
-    gradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).unwrap();
-    assert!(gradgradcheck(custom_op::ln_gamma_of_square, &[x.view()], &opts).is_err());
+    gradcheck(
+        |xs| custom_op::softplus_layer(&xs),
+        &[x.view(), w.view()],
+        &opts,
+    )
+    .unwrap();
+    gradgradcheck(
+        |xs| custom_op::softplus_layer(&xs),
+        &[x.view(), w.view()],
+        &opts,
+    )
+    .unwrap();
+    gradcheck(|xs| custom_op::ln_gamma_of_square(&xs), &[x.view()], &opts).unwrap();
+    assert!(gradgradcheck(|xs| custom_op::ln_gamma_of_square(&xs), &[x.view()], &opts).is_err());
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn quadratic_form<'t>(x: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
 fn the_hessian_of_a_quadratic_form_is_a_plus_a_transpose() {
     let a = array![[2.0, -1.0, 0.5], [3.0, 1.0, 0.0], [-2.0, 4.0, 1.5]];
     let x = array![[0.3], [-1.2], [2.0]];
-    let h = functional::hessian(quadratic_form, &[x.view()]).unwrap();
+    let h = functional::hessian(|xs| quadratic_form(&xs), &[x.view()]).unwrap();
     assert_eq!(
         h,
         &a + &a.t(),
@@ -51,7 +51,7 @@ fn the_hessian_of_a_quadratic_form_is_a_plus_a_transpose() {
     );
     // H·v by one pass, against the full matrix
     let v = array![[1.0], [2.0], [-0.5]];
-    let (value, hv) = functional::hvp(quadratic_form, &[x.view()], &[v.view()]).unwrap();
+    let (value, hv) = functional::hvp(|xs| quadratic_form(&xs), &[x.view()], &[v.view()]).unwrap();
     assert!((value - x.t().dot(&a.dot(&x))[[0, 0]]).abs() < 1e-14);
     assert!(close(&hv[0], &(&a + &a.t()).dot(&v), 1e-14));
 }
@@ -77,7 +77,7 @@ fn the_hessian_of_softmax_cross_entropy_is_diag_p_minus_p_p_transpose() {
     let p = &e / e.sum();
     let expected = Array2::from_diag(&p.row(0)) - p.t().dot(&p);
     for f in [cross_entropy, cross_entropy_one_hot, log_softmax_nll] {
-        let h = functional::hessian(f, &[z.view()]).unwrap();
+        let h = functional::hessian(|xs| f(&xs), &[z.view()]).unwrap();
         assert!(close(&h, &expected, 1e-14), "{h} vs {expected}");
     }
 }
@@ -94,19 +94,24 @@ fn jacobian_vector_products_match_the_jacobian_and_the_closed_form() {
         array![[1.0, 0.5, -1.0], [0.0, 2.0, 1.0]],
         array![[0.3, 0.1], [-0.2, 0.4], [1.0, -1.0]],
     );
-    let (y, ju) = functional::jvp(layer, &[x.view(), w.view()], &[u.view(), uw.view()]).unwrap();
+    let (y, ju) = functional::jvp(
+        |xs| layer(&xs),
+        &[x.view(), w.view()],
+        &[u.view(), uw.view()],
+    )
+    .unwrap();
     // d tanh(XW) = (1 − Y²) ∘ (U·W + X·U_W)
     let expected = (1.0 - &y * &y) * (u.dot(&w) + x.dot(&uw));
     assert!(close(&ju, &expected, 1e-14), "{ju} vs {expected}");
     // the same from the full Jacobian (rows: y row-major; columns: x then w row-major)
-    let j = functional::jacobian(layer, &[x.view(), w.view()]).unwrap();
+    let j = functional::jacobian(|xs| layer(&xs), &[x.view(), w.view()]).unwrap();
     let flat: Vec<f64> = u.iter().chain(uw.iter()).copied().collect();
     let tangent = Array2::from_shape_vec((flat.len(), 1), flat).unwrap();
     let from_j = j.dot(&tangent).into_shape_with_order((2, 2)).unwrap();
     assert!(close(&from_j, &ju, 1e-14));
     // vector-Jacobian products are the Jacobian's transpose
     let v = array![[1.0, -2.0], [0.5, 3.0]];
-    let (_, vjp) = functional::vjp(layer, &[x.view(), w.view()], v.view()).unwrap();
+    let (_, vjp) = functional::vjp(|xs| layer(&xs), &[x.view(), w.view()], v.view()).unwrap();
     let vflat = Array2::from_shape_vec((1, 4), v.iter().copied().collect()).unwrap();
     let vj = vflat.dot(&j);
     let got: Vec<f64> = vjp[0].iter().chain(vjp[1].iter()).copied().collect();
@@ -122,13 +127,14 @@ fn hessian_vector_products_match_the_hessian_for_several_inputs() {
     }
     let a = array![[0.5, -1.0], [1.5, 0.3]];
     let b = array![[0.2, -0.4], [1.0, 0.1]];
-    let h = functional::hessian(f, &[a.view(), b.view()]).unwrap();
+    let h = functional::hessian(|xs| f(&xs), &[a.view(), b.view()]).unwrap();
     assert!(close(&h, &h.t().to_owned(), 1e-13), "symmetric");
     let (va, vb) = (
         array![[1.0, 0.0], [-1.0, 2.0]],
         array![[0.5, 0.5], [0.0, -1.0]],
     );
-    let (_, hv) = functional::hvp(f, &[a.view(), b.view()], &[va.view(), vb.view()]).unwrap();
+    let (_, hv) =
+        functional::hvp(|xs| f(&xs), &[a.view(), b.view()], &[va.view(), vb.view()]).unwrap();
     let v: Vec<f64> = va.iter().chain(vb.iter()).copied().collect();
     let hv_full = h.dot(&Array2::from_shape_vec((8, 1), v).unwrap());
     let got: Vec<f64> = hv[0].iter().chain(hv[1].iter()).copied().collect();
@@ -153,9 +159,9 @@ fn a_gradient_penalty_is_differentiated_right() {
     let w1 = array![[0.3, -0.5, 0.8], [1.1, 0.2, -0.4]];
     let w2 = array![[0.7], [-1.2], [0.5]];
     let opts = CheckOptions::default();
-    gradcheck(penalty, &[w1.view(), w2.view()], &opts).unwrap();
+    gradcheck(|xs| penalty(&xs), &[w1.view(), w2.view()], &opts).unwrap();
     // third derivatives of the network, through the recorded first
-    gradgradcheck(penalty, &[w1.view(), w2.view()], &opts).unwrap();
+    gradgradcheck(|xs| penalty(&xs), &[w1.view(), w2.view()], &opts).unwrap();
 }
 
 #[test]
@@ -195,12 +201,16 @@ fn grad_with_respect_to_intermediates_and_its_errors() {
 #[test]
 fn functional_errors_are_typed() {
     let x = array![[1.0, 2.0]];
-    let err =
-        functional::hvp(quadratic_form_row, &[x.view()], &[array![[1.0]].view()]).unwrap_err();
+    let err = functional::hvp(
+        |xs| quadratic_form_row(&xs),
+        &[x.view()],
+        &[array![[1.0]].view()],
+    )
+    .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Shape { .. }), "{err}");
-    let err = functional::hessian(layer_one, &[x.view()]).unwrap_err();
+    let err = functional::hessian(|xs| layer_one(&xs), &[x.view()]).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::NotScalar { .. }), "{err}");
-    let err = functional::vjp(layer_one, &[x.view()], array![[1.0]].view()).unwrap_err();
+    let err = functional::vjp(|xs| layer_one(&xs), &[x.view()], array![[1.0]].view()).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::SeedShape { .. }), "{err}");
 }
 

@@ -281,16 +281,24 @@ mod linalg {
         for n in 2..=5 {
             let (u, w) = (normal((n, 1), n as u64), normal((n, n - 2), 50 + n as u64));
             let (du, dw) = (normal((n, 1), 60), normal((n, n - 2), 61));
-            let (value, hv) = hvp(repeated, &[u.view(), w.view()], &[du.view(), dw.view()])
-                .unwrap_or_else(|e| panic!("n = {n}: {e}"));
+            let (value, hv) = hvp(
+                |xs| repeated(&xs),
+                &[u.view(), w.view()],
+                &[du.view(), dw.view()],
+            )
+            .unwrap_or_else(|e| panic!("n = {n}: {e}"));
             assert!(value.abs() < 1e-12, "{value}");
             for h in &hv {
                 assert!(max_abs(h) < 1e-12, "n = {n}: det([u u W]) has Hessian {h}");
             }
             let v = normal((n, 1), 70 + n as u64);
             let dv = normal((n, 1), 80);
-            let (_, hv) = hvp(outer, &[u.view(), v.view()], &[du.view(), dv.view()])
-                .unwrap_or_else(|e| panic!("n = {n}: {e}"));
+            let (_, hv) = hvp(
+                |xs| outer(&xs),
+                &[u.view(), v.view()],
+                &[du.view(), dv.view()],
+            )
+            .unwrap_or_else(|e| panic!("n = {n}: {e}"));
             for h in &hv {
                 assert!(max_abs(h) < 1e-12, "n = {n}: det(u vᵀ) has Hessian {h}");
             }

@@ -306,13 +306,12 @@ fn backward_after_a_panicking_rule_is_an_error_not_zeros() {
     );
     assert!(tape.grad(loss, &[wt]).is_err());
 
-    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
-    let counter = std::rc::Rc::clone(&calls);
+    // the block borrows its counter (declared before the tape, so it outlives it)
+    let calls = std::cell::Cell::new(0);
     let tape = Tape::new();
     let wt = tape.param(&w);
     let loss = tape
-        .remat(&[wt], move |x| {
-            let calls = &counter;
+        .remat(&[wt], |x| {
             calls.set(calls.get() + 1);
             assert!(calls.get() < 2, "the block panics when it runs again");
             Ok(x[0].tanh())
@@ -371,15 +370,14 @@ fn a_step_after_an_error_or_a_panic_in_a_rule_gives_the_same_gradients() {
     assert_eq!(step(), reference, "after a backward error");
     // a panic in a rule during backward (a remat block that panics when run again)
     {
-        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
-        let counter = std::rc::Rc::clone(&calls);
+        let calls = std::cell::Cell::new(0);
         let tape = Tape::new();
         let wt = tape.param(&w1);
         let h = tape.constant(&x).matmul(wt).exp();
         let loss = tape
-            .remat(&[h], move |v| {
-                counter.set(counter.get() + 1);
-                assert!(counter.get() < 2, "the block panics when it runs again");
+            .remat(&[h], |v| {
+                calls.set(calls.get() + 1);
+                assert!(calls.get() < 2, "the block panics when it runs again");
                 Ok(v[0].tanh().mul_scalar(5.0))
             })
             .unwrap()

@@ -169,7 +169,7 @@ impl TapeTrainer {
                     Path::Plain => (h.matmul(tape.param(w)) + tape.param(b)).sigmoid(),
                     Path::Linear | Path::Reuse => h.linear(tape.param(w), tape.param(b)).sigmoid(),
                     Path::Remat => tape
-                        .remat(&[h, tape.param(w), tape.param(b)], layer)
+                        .remat(&[h, tape.param(w), tape.param(b)], |xs| layer(&xs))
                         .expect("shapes fit"),
                 };
             }

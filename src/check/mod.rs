@@ -22,11 +22,11 @@
 //!
 //! ```
 //! use ndarray::array;
-//! use tapegrad::Tensor;
+//! use tapegrad::{Inputs, Tensor};
 //! use tapegrad::check::{gradcheck, vjp_dot_test, CheckOptions};
 //!
 //! // Your composition, as a function of its inputs.
-//! fn layer<'t>(xs: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+//! fn layer<'t>(xs: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 //!     xs[0].matmul(xs[1]).tanh()
 //! }
 //!
@@ -35,7 +35,17 @@
 //! let opts = CheckOptions::default();
 //! gradcheck(layer, &[x.view(), w.view()], &opts).unwrap();
 //! vjp_dot_test(layer, &[x.view(), w.view()], &opts).unwrap();
+//!
+//! // or a closure, which may borrow what it captures (a layer, a bias): no clone
+//! let b = array![[0.1, -0.1]];
+//! gradcheck(|xs| xs[0].matmul(xs[1]).add(xs.constant(&b)).tanh(), &[x.view(), w.view()], &opts)
+//!     .unwrap();
 //! ```
+//!
+//! Every function these checks (and [`crate::functional`]) take gets its tensors as
+//! [`Inputs`](crate::Inputs): index it like a slice; a `fn` written for a `&[Tensor]` is
+//! passed as `|xs| f(&xs)`; a closure stored in a `let` first goes through
+//! [`functional::func`](crate::functional::func).
 
 use std::fmt;
 
@@ -44,6 +54,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::functional::Inputs;
 use crate::{BackwardOptions, Error, Tape, Tensor};
 
 mod model;
@@ -245,13 +256,13 @@ impl From<Error> for CheckError {
 ///
 /// [`CheckError::Mismatch`] for the first element outside the tolerance;
 /// [`CheckError::Tape`] if recording or backward fails.
-pub fn gradcheck<Fun>(
+pub fn gradcheck<'a, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, f64>],
     opts: &CheckOptions,
 ) -> Result<CheckReport, CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let (v, analytic) = vjp(&f, inputs, &mut rng)?;
@@ -293,13 +304,13 @@ where
 ///
 /// [`CheckError::DotProduct`] if the two sides differ by more than
 /// `atol + rtol·max(|lhs|, |rhs|)`; [`CheckError::Tape`] if recording or backward fails.
-pub fn vjp_dot_test<Fun>(
+pub fn vjp_dot_test<'a, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, f64>],
     opts: &CheckOptions,
 ) -> Result<CheckReport, CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let (v, analytic) = vjp(&f, inputs, &mut rng)?;
@@ -336,13 +347,13 @@ pub(super) fn dot(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 
 /// A random cotangent `V` for `f`'s output and the VJP of every input, by backward on the
 /// inputs as given (their own strides).
-pub(super) fn vjp<Fun>(
+pub(super) fn vjp<'a, Fun>(
     f: &Fun,
     inputs: &[ArrayView2<'_, f64>],
     rng: &mut StdRng,
 ) -> Result<(Array2<f64>, Vec<Array2<f64>>), CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let v = normal(output_shape(f, inputs), rng);
     let gs = vjp_at(f, inputs, &v)?;
@@ -355,28 +366,28 @@ pub(super) fn views(arrays: &[Array2<f64>]) -> Vec<ArrayView2<'_, f64>> {
 }
 
 /// The shape of `f`'s output at `inputs`.
-pub(super) fn output_shape<Fun>(f: &Fun, inputs: &[ArrayView2<'_, f64>]) -> (usize, usize)
+pub(super) fn output_shape<'a, Fun>(f: &Fun, inputs: &[ArrayView2<'_, f64>]) -> (usize, usize)
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let tape = Tape::new();
     let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.constant(x.view())).collect();
-    f(&xs).shape()
+    f(Inputs::new(&tape, &xs)).shape()
 }
 
 /// The VJP of every input of `f` at `inputs` with cotangent `v`, by first-order backward
 /// (the array forms of the rules).
-pub(super) fn vjp_at<Fun>(
+pub(super) fn vjp_at<'a, Fun>(
     f: &Fun,
     inputs: &[ArrayView2<'_, f64>],
     v: &Array2<f64>,
 ) -> Result<Vec<Array2<f64>>, CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let tape = Tape::new();
     let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.param(x.view())).collect();
-    let y = f(&xs);
+    let y = f(Inputs::new(&tape, &xs));
     if !y.requires_grad() {
         // `f` ignores its inputs: the gradient is zero.
         return Ok(inputs.iter().map(|x| Array2::zeros(x.dim())).collect());
@@ -402,12 +413,12 @@ pub(super) fn of_inputs(
 
 /// `f` at `inputs`, given as constants. (Not inside `no_grad`: a function that computes a
 /// gradient itself, such as a gradient penalty with `Tape::grad`, needs its own rules.)
-pub(super) fn forward<Fun>(f: &Fun, inputs: &[Array2<f64>]) -> Result<Array2<f64>, CheckError>
+pub(super) fn forward<'a, Fun>(f: &Fun, inputs: &[Array2<f64>]) -> Result<Array2<f64>, CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let tape = Tape::new();
     let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.constant(x)).collect();
-    let y = f(&xs);
+    let y = f(Inputs::new(&tape, &xs));
     Ok(y.try_value()?)
 }

@@ -6,6 +6,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{CheckError, CheckOptions, CheckReport, dot, normal, of_inputs, views, vjp, vjp_at};
+use crate::functional::Inputs;
 use crate::{BackwardOptions, Tape, Tensor};
 
 /// Checks the second derivatives of `f` at `inputs`, and its first derivatives a second
@@ -25,10 +26,10 @@ use crate::{BackwardOptions, Tape, Tensor};
 ///
 /// ```
 /// use ndarray::array;
-/// use tapegrad::Tensor;
+/// use tapegrad::{Inputs, Tensor};
 /// use tapegrad::check::{gradgradcheck, CheckOptions};
 ///
-/// fn layer<'t>(xs: &[Tensor<'t, f64>]) -> Tensor<'t, f64> {
+/// fn layer<'t>(xs: Inputs<'_, 't, '_, f64>) -> Tensor<'t, f64> {
 ///     xs[0].matmul(xs[1]).tanh()
 /// }
 /// let x = array![[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]];
@@ -41,13 +42,13 @@ use crate::{BackwardOptions, Tape, Tensor};
 /// [`CheckError::FormsDiffer`], [`CheckError::HessianMismatch`] or
 /// [`CheckError::Asymmetric`] for the first check that fails; [`CheckError::Tape`] if
 /// recording or backward fails.
-pub fn gradgradcheck<Fun>(
+pub fn gradgradcheck<'a, Fun>(
     f: Fun,
     inputs: &[ArrayView2<'_, f64>],
     opts: &CheckOptions,
 ) -> Result<CheckReport, CheckError>
 where
-    Fun: for<'t> Fn(&[Tensor<'t, f64>]) -> Tensor<'t, f64>,
+    Fun: for<'s, 't> Fn(Inputs<'s, 't, 'a, f64>) -> Tensor<'t, f64>,
 {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let (v, fast) = vjp(&f, inputs, &mut rng)?;
@@ -61,7 +62,7 @@ where
     let (hu, hw) = {
         let tape = Tape::new();
         let xs: Vec<Tensor<'_, f64>> = inputs.iter().map(|x| tape.param(x.view())).collect();
-        let y = f(&xs);
+        let y = f(Inputs::new(&tape, &xs));
         if !y.requires_grad() {
             return Ok(report);
         }
@@ -200,7 +201,12 @@ mod tests {
     #[test]
     fn a_tensor_form_with_a_wrong_value_is_caught() {
         let x = array![[0.5, -1.5], [2.0, 0.25]];
-        let err = gradgradcheck(broken_value, &[x.view()], &CheckOptions::default()).unwrap_err();
+        let err = gradgradcheck(
+            |xs| broken_value(&xs),
+            &[x.view()],
+            &CheckOptions::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, CheckError::FormsDiffer { .. }), "{err}");
     }
 
@@ -208,9 +214,9 @@ mod tests {
     fn a_tensor_form_with_a_wrong_second_derivative_is_caught() {
         let x = array![[0.5, -1.5], [2.0, 0.25]];
         let opts = CheckOptions::default();
-        let err = gradgradcheck(broken_dependence, &[x.view()], &opts).unwrap_err();
+        let err = gradgradcheck(|xs| broken_dependence(&xs), &[x.view()], &opts).unwrap_err();
         assert!(matches!(err, CheckError::HessianMismatch { .. }), "{err}");
         // and the right rule passes
-        gradgradcheck(right, &[x.view()], &opts).unwrap();
+        gradgradcheck(|xs| right(&xs), &[x.view()], &opts).unwrap();
     }
 }

@@ -93,6 +93,11 @@ struct ParamLeaf {
 }
 
 impl Params {
+    /// How many parameters are on the tape.
+    pub(crate) fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
     /// The leaf already holding `key`'s storage, and whether `key` is its transpose (which
     /// is then remembered, so that the transposed view finds the gradient too).
     pub(crate) fn find(&mut self, key: ViewKey) -> Option<(NodeId, bool)> {

@@ -180,5 +180,3 @@ mod softmax;
 #[cfg(feature = "linalg")]
 mod solve;
 mod unary;
-
-pub use remat::MAX_INPUTS as REMAT_MAX_INPUTS;

@@ -11,83 +11,89 @@
 //! live at a time, during its backward. Cost: one more forward of each block.
 
 use std::panic::Location;
-use std::rc::Rc;
+use std::ptr::NonNull;
 
 use ndarray::Array2;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::functional::Inputs;
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::rule::{Backward, Rule, Saves};
 use crate::tape::{NodeId, view_of};
 use crate::{BackwardOptions, Float, Tape, Tensor};
 
-/// The most inputs a rematerialised block takes ([`Tape::remat`]).
-pub const MAX_INPUTS: usize = 7;
+/// A block, borrowing data for `'a`.
+type Block<'a, F> = dyn for<'s, 'u> Fn(Inputs<'s, 'u, 'a, F>) -> Result<Tensor<'u, F>> + 'a;
 
-/// A block: a function of its input tensors on any tape.
-type Block<F> = dyn for<'s> Fn(&[Tensor<'s, F>]) -> Result<Tensor<'s, F>>;
+/// A block as the rule keeps it: its data's lifetime erased ([`Remat::new`]).
+type Erased<F> = Block<'static, F>;
 
 impl<'t, F: Float> Tape<'t, F> {
     /// Records `f(inputs)` as one node whose intermediates are recomputed during backward
     /// instead of kept (gradient checkpointing; PyTorch's `torch.utils.checkpoint`, JAX's
-    /// `remat`). Every tensor the block reads, parameters included, is one of `inputs`
-    /// (at most [`MAX_INPUTS`]); the block is a function of them alone (`'static`: it
-    /// captures no borrowed data) and must compute the same thing each time it is called.
+    /// `remat`). The tensors of the tape the block reads are its `inputs` (any number);
+    /// it may borrow anything else it needs (a model, data) for as long as the tape lives,
+    /// and must compute the same thing each time it is called.
     ///
     /// The gradients are bitwise those of writing `f(inputs)` out on the tape, at the cost
     /// of running `f` twice; the tape keeps only the block's inputs and output. The
     /// result is differentiable to any order ([`Tape::grad`] re-runs the block on this
     /// tape).
     ///
-    /// The block is a closure written at the call, or a `fn` (a closure stored in a
-    /// variable first does not get the signature for any tape that the call needs):
+    /// The block is a closure that borrows what it captures (so it is `Copy`: capture a
+    /// reference to owned data, not the data), or a `fn`:
     ///
     /// ```
     /// use ndarray::Array2;
-    /// use tapegrad::{Result, Tape, Tensor};
+    /// use tapegrad::{Inputs, Result, Tape, Tensor};
     ///
-    /// fn layer<'s>(xs: &[Tensor<'s, f64>]) -> Result<Tensor<'s, f64>> {
+    /// fn layer<'t>(xs: Inputs<'_, 't, '_, f64>) -> Result<Tensor<'t, f64>> {
     ///     Ok(xs[0].try_linear(xs[1], xs[2])?.tanh())
     /// }
     ///
     /// let x = Array2::from_shape_fn((4, 3), |(i, j)| (i + j) as f64 / 10.0);
     /// let w = Array2::from_shape_fn((3, 3), |(i, j)| (i * j) as f64 / 10.0 - 0.2);
     /// let b = Array2::from_elem((1, 3), 0.1);
+    /// let target = Array2::from_elem((4, 3), 0.5);
     ///
     /// let tape = Tape::new();
     /// let (wt, bt) = (tape.param(&w), tape.param(&b));
     /// let h = tape.remat(&[tape.constant(&x), wt, bt], layer).unwrap();
-    /// let h = tape.remat(&[h, wt, bt], |xs| Ok(xs[0].try_linear(xs[1], xs[2])?.tanh())).unwrap();
-    /// let grads = tape.backward(h.sum()).unwrap();
+    /// // a closure: the weights come in as inputs, the target it borrows (no clone)
+    /// let loss = tape
+    ///     .remat(&[h, wt, bt], |xs| {
+    ///         Ok(xs[0].try_linear(xs[1], xs[2])?.tanh().try_sub(xs.constant(&target))?.square().sum())
+    ///     })
+    ///     .unwrap();
+    /// let grads = tape.backward(loss).unwrap();
     ///
     /// let plain = Tape::new();
     /// let (wp, bp) = (plain.param(&w), plain.param(&b));
     /// let h = plain.constant(&x).linear(wp, bp).tanh().linear(wp, bp).tanh();
-    /// let expected = plain.backward(h.sum()).unwrap();
+    /// let loss = h.sub(plain.constant(&target)).square().sum();
+    /// let expected = plain.backward(loss).unwrap();
     /// assert_eq!(grads.wrt(&w), expected.wrt(&w)); // bitwise
     /// assert_eq!(grads.wrt(&b), expected.wrt(&b));
     /// ```
     ///
+    /// A parameter is an input: a block that puts one on its own tape (`tape.param`, a
+    /// layer's forward) is refused with an error, since that parameter's gradient would
+    /// stay on the block's tape. Pass the weights in `inputs` (as `w` and `b` above) and
+    /// compute with them there.
+    ///
     /// # Errors
     ///
-    /// `Parameter` for more than [`MAX_INPUTS`] inputs, `ForeignTensor` for an input from
-    /// another tape, and any error of `f`.
+    /// `ForeignTensor` for an input from another tape; `Parameter` for a block that puts a
+    /// parameter on its own tape; any error of `f`.
     #[doc(alias = "checkpoint")]
     #[track_caller]
-    pub fn remat<B>(&'t self, inputs: &[Tensor<'t, F>], f: B) -> Result<Tensor<'t, F>>
+    pub fn remat<'a, B>(&'t self, inputs: &[Tensor<'t, F>], f: B) -> Result<Tensor<'t, F>>
     where
-        B: for<'s> Fn(&[Tensor<'s, F>]) -> Result<Tensor<'s, F>> + 'static,
+        'a: 't,
+        B: for<'s, 'u> Fn(Inputs<'s, 'u, 'a, F>) -> Result<Tensor<'u, F>> + Copy + 'a,
     {
         let location = Location::caller();
-        if inputs.len() > MAX_INPUTS {
-            let kind = ErrorKind::Parameter {
-                name: "inputs",
-                value: inputs.len().to_string(),
-                rule: "a block takes at most 7 tensors",
-            };
-            return Err(Error::new("remat", kind, location));
-        }
         if inputs.iter().any(|t| !std::ptr::eq(t.tape, self)) {
             return Err(Error::new("remat", ErrorKind::ForeignTensor, location));
         }
@@ -100,7 +106,12 @@ impl<'t, F: Float> Tape<'t, F> {
             views.map(|views| {
                 let block = Tape::unobserved();
                 let xs: Vec<Tensor<'_, F>> = views.into_iter().map(|v| block.constant(v)).collect();
-                f(&xs).map(|y| block.take_value(y))
+                let y = f(Inputs::new(&block, &xs))?;
+                let params = block.inner.borrow().params.len();
+                if params > 0 {
+                    return Err(hidden_parameters(params, location));
+                }
+                Ok(block.take_value(y))
             })
         };
         let value = match value {
@@ -118,21 +129,72 @@ impl<'t, F: Float> Tape<'t, F> {
                     .iter()
                     .map(|t| block.constant(Array2::zeros(t.shape)))
                     .collect();
-                f(&xs)?.shape
+                f(Inputs::new(&block, &xs))?.shape
             }
         };
-        let rule = self.track(inputs).then(|| {
-            let saves = (0..inputs.len()).fold(Saves::NONE, |s, k| s.input_if(k, true));
-            let block: Rc<Block<F>> = Rc::new(f);
-            (saves, Rule::boxed(Remat { block }))
-        });
+        let rule = self
+            .track(inputs)
+            .then(|| (Saves::all_inputs(), Rule::boxed(Remat::new(f))));
         Ok(self.record("remat", value, shape, inputs, rule, location))
     }
 }
 
+/// The error for a block that put `n` parameters on its own tape (`tape.param`, a layer's
+/// forward): their gradients would stay on the block's tape, so the main tape's would be
+/// missing, silently.
+fn hidden_parameters(n: usize, location: &'static Location<'static>) -> Error {
+    let kind = ErrorKind::Parameter {
+        name: "f",
+        value: format!("a block that puts {n} parameter(s) on its own tape"),
+        rule: "a block reads what it differentiates as its inputs: pass each parameter \
+               (a layer's weights) in `inputs` and use it from there (on the block's own tape \
+               it would get no gradient); data the block only reads goes on as constants",
+    };
+    Error::new("remat", kind, location)
+}
+
 /// The rule of a block: run it again and back-propagate through it.
 struct Remat<F: Float> {
-    block: Rc<Block<F>>,
+    /// The block, boxed, with the lifetime of the data it borrows erased: a rule must be
+    /// `'static` to sit on the tape, while the block borrows data for `'a` (which outlives
+    /// the tape).
+    block: NonNull<Erased<F>>,
+}
+
+impl<F: Float> Remat<F> {
+    fn new<'a, B>(f: B) -> Self
+    where
+        B: for<'s, 'u> Fn(Inputs<'s, 'u, 'a, F>) -> Result<Tensor<'u, F>> + Copy + 'a,
+    {
+        let boxed: Box<Block<'a, F>> = Box::new(f);
+        let raw = Box::into_raw(boxed);
+        // SAFETY: only the lifetime `'a` changes (to `'static`), so the fat pointer's
+        // layout and vtable are the same. What makes the erasure sound:
+        // - the block is called only by this rule, which only the tape's backward and
+        //   `Tape::grad` run, and they run while the tape is used, that is within its
+        //   lifetime `'t`, which `'a` outlives: the data the block borrows is alive;
+        // - dropping it (when the tape drops its rules, maybe after `'a` ended) runs no
+        //   code of the block: `B: Copy` has no drop glue, so only the box's memory is
+        //   freed.
+        let erased: *mut Erased<F> = unsafe { std::mem::transmute(raw) };
+        Remat {
+            block: NonNull::new(erased).expect("a box is not null"),
+        }
+    }
+
+    /// Runs the block on `xs`, tensors of `tape`.
+    fn run<'u>(&self, tape: &'u Tape<'u, F>, xs: &[Tensor<'u, F>]) -> Result<Tensor<'u, F>> {
+        // SAFETY: the box lives until `self` drops it; see `new` for its data.
+        let block = unsafe { self.block.as_ref() };
+        block(Inputs::new(tape, xs))
+    }
+}
+
+impl<F: Float> Drop for Remat<F> {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::into_raw` in `new`, dropped once, here.
+        drop(unsafe { Box::from_raw(self.block.as_ptr()) });
+    }
 }
 
 impl<F: Float> Backward<F> for Remat<F> {
@@ -148,7 +210,7 @@ impl<F: Float> Backward<F> for Remat<F> {
         let xs: Vec<Tensor<'_, F>> = (0..n)
             .map(|k| block.leaf(ctx.input(k), ctx.needs_grad(k)))
             .collect();
-        let y = (self.block)(&xs)?;
+        let y = self.run(&block, &xs)?;
         if !y.requires_grad {
             // the block's result depends on no input that wants a gradient (it ignores
             // them, or cuts the graph inside): nothing flows back
@@ -188,7 +250,7 @@ impl<F: Float> Backward<F> for Remat<F> {
         // recorded even inside `no_grad`: the VJP is found through these rules
         let (xs, y) = tape.with_grad_enabled(true, || {
             let xs: Vec<Tensor<'t, F>> = inputs.iter().map(|x| x.mul_scalar(F::one())).collect();
-            (self.block)(&xs).map(|y| (xs, y))
+            self.run(tape, &xs).map(|y| (xs, y))
         })?;
         // an input the block's output does not depend on gets nothing (not zeros: a zero
         // would still meet the NaN of a derivative upstream, which the ops written out

@@ -1233,7 +1233,7 @@ fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
     let used: Vec<bool> = (0..p.arrays.len())
         .map(|k| rec.leaves.iter().any(|l| l.1 == k))
         .collect();
-    match functional::hvp(|xs| replay(p, &constants, xs), &views, &uv) {
+    match functional::hvp(|xs| replay(p, &constants, &xs), &views, &uv) {
         Ok((_, hvp)) => {
             for (k, (a, b)) in hvp.iter().zip(&hu).enumerate() {
                 assert!(
@@ -1245,7 +1245,7 @@ fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
         Err(e) if undefined(&e) => {}
         Err(e) => panic!("functional::hvp: {e}"),
     }
-    match functional::jvp(|xs| replay(p, &constants, xs), &views, &vv) {
+    match functional::jvp(|xs| replay(p, &constants, &xs), &views, &vv) {
         // (∞·0 where an empty array meets a derivative that is infinite at 0)
         Ok((_, jv)) if jv.len() == 1 && !jv[[0, 0]].is_finite() => {}
         Ok((_, jv)) if jv.len() == 1 => agree("functional::jvp", jv[[0, 0]], first, 1e-7),

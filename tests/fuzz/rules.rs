@@ -26,7 +26,6 @@
 //!   right.
 
 use std::cell::Cell;
-use std::rc::Rc;
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 use rand::rngs::StdRng;
@@ -412,6 +411,12 @@ enum Node {
         spec: Spec,
         /// The call of the block that panics (1: the forward; 2: the first pass; ...).
         panic_on: Option<usize>,
+        /// `spec` without its fault: what the block of the clean program holds (kept here,
+        /// beside the counter of calls, because a block borrows what it reads for as long
+        /// as the tape lives).
+        clean: Spec,
+        /// The block's calls so far, in the program being built.
+        calls: Cell<usize>,
     },
 }
 
@@ -517,11 +522,14 @@ fn generate(seed: u64, kind: Kind) -> Program {
                 Block::Nested,
                 Block::HoldsCustom,
             ];
+            let spec = legal_spec(&mut rng, 2);
             Node::Remat {
                 block: blocks[rng.random_range(0..blocks.len())],
                 args: [rng.random_range(0..n), rng.random_range(0..n)],
-                spec: legal_spec(&mut rng, 2),
+                clean: spec.clean(),
+                spec,
                 panic_on: None,
+                calls: Cell::new(0),
             }
         };
         let shape = match &node {
@@ -596,6 +604,11 @@ fn generate(seed: u64, kind: Kind) -> Program {
                     Vjp::Index(rng.random_range(0..2))
                 };
             }
+        }
+    }
+    for node in &mut nodes {
+        if let Node::Remat { spec, clean, .. } = node {
+            *clean = spec.clean();
         }
     }
     let pass = |rng: &mut StdRng| {
@@ -682,8 +695,8 @@ struct Built<'t, F: Float> {
 
 /// Records program `p` on the parameters `xs`: `clean` without its fault, `plain` with
 /// the remat blocks written out.
-fn build<'t, F: Float>(
-    p: &Program,
+fn build<'t, 'p: 't, F: Float>(
+    p: &'p Program,
     xs: &[Tensor<'t, F>],
     clean: bool,
     plain: bool,
@@ -703,13 +716,16 @@ fn build<'t, F: Float>(
                 let args: Vec<Tensor<'t, F>> = args.iter().map(|&a| regs[a]).collect();
                 custom::try_apply(Fuzzed(spec), &args)?
             }
-            &Node::Remat {
+            Node::Remat {
                 block: kind,
                 args,
-                ref spec,
+                spec,
                 panic_on,
+                clean: clean_spec,
+                calls,
             } => {
-                let spec = if clean { spec.clean() } else { spec.clone() };
+                let (kind, panic_on) = (*kind, *panic_on);
+                let spec = if clean { clean_spec } else { spec };
                 let args = [regs[args[0]], regs[args[1]]];
                 // what stands for a block whose forward panics
                 let instead = || {
@@ -719,17 +735,17 @@ fn build<'t, F: Float>(
                 if clean && panic_on == Some(1) {
                     instead()?
                 } else if plain {
-                    block(kind, &spec, &args)?
+                    block(kind, spec, &args)?
                 } else {
                     let panic_on = if clean { None } else { panic_on };
-                    let calls = Rc::new(Cell::new(0usize));
+                    calls.set(0);
                     let made = catch(|| {
                         tape.remat(&args, move |x| {
                             calls.set(calls.get() + 1);
                             if Some(calls.get()) == panic_on {
                                 inject();
                             }
-                            block(kind, &spec, x)
+                            block(kind, spec, &x)
                         })
                     });
                     match made {
@@ -973,7 +989,7 @@ fn numeric(p: &Program) -> bool {
         return true;
     }
     let (_, hvp) = functional::hvp(
-        |x| build(p, x, true, false).expect("records").loss,
+        |x| build(p, &x, true, false).expect("records").loss,
         &views,
         &uv,
     )
@@ -988,7 +1004,7 @@ fn numeric(p: &Program) -> bool {
         );
     }
     let (_, jv) = functional::jvp(
-        |x| build(p, x, true, false).expect("records").loss,
+        |x| build(p, &x, true, false).expect("records").loss,
         &views,
         &vv,
     )
