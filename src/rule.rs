@@ -170,9 +170,14 @@ impl Saves {
         Saves(Self::OUTPUT)
     }
 
-    /// Saves every input, however many.
-    pub(crate) const fn all_inputs() -> Saves {
-        Saves(Self::ALL_INPUTS)
+    /// Saves every input of `n`, however many.
+    pub(crate) const fn all_inputs(n: usize) -> Saves {
+        if n <= Self::INPUTS {
+            // one bit each, as any rule's
+            Saves(((1u32 << n) - 1) as u16)
+        } else {
+            Saves(Self::ALL_INPUTS)
+        }
     }
 
     /// Also saves the op's output when `cond` holds.
@@ -195,19 +200,22 @@ impl Saves {
 
     /// The node ids saved, given the node and its inputs.
     pub(crate) fn ids(self, node: NodeId, inputs: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
-        let all = if self.0 & Self::ALL_INPUTS != 0 {
+        let mut bits = self.0 & !Self::ALL_INPUTS;
+        // every input, after the bits (a block of more inputs than there are bits)
+        let mut rest: &[NodeId] = if self.0 & Self::ALL_INPUTS != 0 {
             inputs
         } else {
             &[]
         };
-        let mut bits = self.0 & !Self::ALL_INPUTS;
-        all.iter().copied().chain(std::iter::from_fn(move || {
-            if bits == 0 {
-                return None;
+        std::iter::from_fn(move || {
+            if bits != 0 {
+                let k = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                return Some(if k == 15 { node } else { inputs[k] });
             }
-            let k = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            Some(if k == 15 { node } else { inputs[k] })
-        }))
+            let (&first, tail) = rest.split_first()?;
+            rest = tail;
+            Some(first)
+        })
     }
 }

@@ -186,14 +186,14 @@ fn an_input_the_block_ignores_gets_nothing_not_a_zero() {
     }
 }
 
-/// A block of any number of inputs (once at most 7; here 14) that borrows data it reads
+/// A block of any number of inputs (once at most 7; here 20) that borrows data it reads
 /// beside them: the gradients are those of the plain recording, by backward and by
 /// `Tape::grad`. A block that puts a parameter on its own tape (a layer's forward) is an
 /// error: that parameter's gradient would be lost.
 #[test]
 fn blocks_take_any_number_of_inputs_and_borrow_what_they_capture() {
     use tapegrad::nn::Linear;
-    let ws: Vec<Array2<f64>> = (0..12)
+    let ws: Vec<Array2<f64>> = (0..18)
         .map(|k| Array2::from_shape_fn((1, 3), |(_, j)| 0.1 * (k as f64) - 0.05 * j as f64))
         .collect();
     let head = Linear {
@@ -238,7 +238,7 @@ fn blocks_take_any_number_of_inputs_and_borrow_what_they_capture() {
     let (remat_grad, remat_backward) = run(true);
     assert_eq!(
         remat_backward, plain_backward,
-        "backward through a 12-input block"
+        "backward through a 20-input block"
     );
     for (a, b) in remat_grad.iter().zip(&plain_grad) {
         for (p, q) in a.iter().zip(b) {

@@ -134,7 +134,7 @@ impl<'t, F: Float> Tape<'t, F> {
         };
         let rule = self
             .track(inputs)
-            .then(|| (Saves::all_inputs(), Rule::boxed(Remat::new(f))));
+            .then(|| (Saves::all_inputs(inputs.len()), Rule::boxed(Remat::new(f))));
         Ok(self.record("remat", value, shape, inputs, rule, location))
     }
 }

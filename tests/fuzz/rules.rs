@@ -368,7 +368,7 @@ pub(crate) fn program_op<'t, F: Float>(
     custom::try_apply(Fuzzed(spec), &[x[0], x[1]])
 }
 
-/// A remat block of two inputs.
+/// A remat block of two inputs (`Wide`: of the two given eight times each).
 #[derive(Clone, Copy, Debug)]
 enum Block {
     /// `tanh(x₀∘x₁)`
@@ -379,6 +379,19 @@ enum Block {
     Nested,
     /// `tanh(custom(x₀, x₁))`: a custom op inside a block
     HoldsCustom,
+    /// `Σₖ tanh(cₖ·xₖ)` over sixteen inputs, `x₀` and `x₁` in turn: more inputs than a
+    /// rule saves one by one, each given several times
+    Wide,
+}
+
+impl Block {
+    /// The tensors the block takes, given its two arguments.
+    fn inputs<'t, F: Float>(self, args: [Tensor<'t, F>; 2]) -> Vec<Tensor<'t, F>> {
+        match self {
+            Block::Wide => (0..16).map(|k| args[k % 2]).collect(),
+            _ => args.to_vec(),
+        }
+    }
 }
 
 fn block<'s, F: Float>(
@@ -396,6 +409,13 @@ fn block<'s, F: Float>(
             inner.try_mul(x[0])
         }
         Block::HoldsCustom => Ok(custom::try_apply(Fuzzed(spec.clone()), &[x[0], x[1]])?.tanh()),
+        Block::Wide => {
+            let mut sum = x[0].mul_scalar(F::cast(0.125)).tanh();
+            for (k, xk) in x.iter().enumerate().skip(1) {
+                sum = sum.try_add(xk.mul_scalar(F::cast((k + 1) as f64 / 8.0)).tanh())?;
+            }
+            Ok(sum)
+        }
     }
 }
 
@@ -521,6 +541,7 @@ fn generate(seed: u64, kind: Kind) -> Program {
                 Block::MulSigmoid,
                 Block::Nested,
                 Block::HoldsCustom,
+                Block::Wide,
             ];
             let spec = legal_spec(&mut rng, 2);
             Node::Remat {
@@ -735,12 +756,12 @@ fn build<'t, 'p: 't, F: Float>(
                 if clean && panic_on == Some(1) {
                     instead()?
                 } else if plain {
-                    block(kind, spec, &args)?
+                    block(kind, spec, &kind.inputs(args))?
                 } else {
                     let panic_on = if clean { None } else { panic_on };
                     calls.set(0);
                     let made = catch(|| {
-                        tape.remat(&args, move |x| {
+                        tape.remat(&kind.inputs(args), move |x| {
                             calls.set(calls.get() + 1);
                             if Some(calls.get()) == panic_on {
                                 inject();
