@@ -25,6 +25,9 @@ mod gradient_penalty;
 #[path = "../examples/iris.rs"]
 #[allow(dead_code)]
 mod iris;
+#[path = "../examples/model_level.rs"]
+#[allow(dead_code)]
+mod model_level;
 #[path = "../examples/newton.rs"]
 #[allow(dead_code)]
 mod newton;
@@ -325,4 +328,24 @@ fn gp_co2_prints_kernels_as_scikit_learn_does() {
         gp_co2::kernel_string(&gp_co2::Gp::initial().theta),
         line.trim_start_matches("# initial kernel: ")
     );
+}
+
+/// The model-level example's figures, each against its independent check.
+#[test]
+fn model_level_derivatives_agree_with_their_checks() {
+    let s = model_level::run(500).unwrap();
+    assert!(s.loss < 2e-3, "training loss {}", s.loss);
+    assert!(s.gradcheck.0 < 1e-8, "gradcheck_model: {:?}", s.gradcheck);
+    assert!(s.curvature.0 > 0.0, "vᵀHv = {}", s.curvature.0);
+    assert!(
+        s.curvature.1 < 1e-5,
+        "H·v vs finite differences: {}",
+        s.curvature.1
+    );
+    assert!(
+        s.input_hessian.0 < 1e-12 && s.input_hessian.1 < 1e-12,
+        "{:?}",
+        s.input_hessian
+    );
+    assert!(s.remat_bitwise);
 }
