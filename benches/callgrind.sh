@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 features=${1:-openblas}
 workloads=${2:-W0 W1}
 command -v valgrind >/dev/null || { echo "callgrind.sh needs valgrind (apt-get install valgrind)"; exit 1; }
-cargo bench --features "$features" --bench instructions --no-run 2>/dev/null
+cargo bench -p tapegrad-benches --features "$features" --bench instructions --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -n 1)
 count() {
     OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$@" 2>&1 \

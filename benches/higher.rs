@@ -3,7 +3,7 @@
 //! in the same criterion group:
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench higher
+//! OPENBLAS_NUM_THREADS=1 cargo bench -p tapegrad-benches --features openblas --bench higher
 //! ```
 //!
 //! `gradient` is one forward pass and first-order backward, the gradient of every weight

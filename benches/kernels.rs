@@ -2,8 +2,8 @@
 //! they replace, per element, at 4096 and 65536 elements, f32 and f64:
 //!
 //! ```text
-//! cargo bench --bench kernels                 # every kernel
-//! cargo bench --bench kernels -- gelu/f32     # some
+//! cargo bench -p tapegrad-benches --bench kernels                 # every kernel
+//! cargo bench -p tapegrad-benches --bench kernels -- gelu/f32     # some
 //! ```
 //!
 //! `std` is the loop the ops ran before (one call of std or `libm` per element),

@@ -2,7 +2,7 @@
 //! criterion group (`linalg/<op>`, benches `forward/n` and `vjp/n`):
 //!
 //! ```text
-//! cargo bench --features openblas --bench linalg
+//! cargo bench -p tapegrad-benches --features openblas --bench linalg
 //! ```
 //!
 //! `forward` records the op on a new tape: the LAPACK call and the copy it works on.

@@ -2,7 +2,7 @@
 //! transposed view reaches GEMM as fast as a pre-transposed owned copy.
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench matmul
+//! OPENBLAS_NUM_THREADS=1 cargo bench -p tapegrad-benches --features openblas --bench matmul
 //! ```
 //!
 //! - `matmul/vjp/X512x1024-W1024x1024`: `Y = X·W`, then `dX = G·Wᵀ`, `dW = Xᵀ·G` for a given

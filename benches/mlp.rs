@@ -2,8 +2,8 @@
 //! through the tape and as the hand-written ndarray backprop, in the same group:
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench mlp
-//! cargo bench --bench mlp            # pure Rust: matrixmultiply for both sides
+//! OPENBLAS_NUM_THREADS=1 cargo bench -p tapegrad-benches --features openblas --bench mlp
+//! cargo bench -p tapegrad-benches --bench mlp            # pure Rust: matrixmultiply for both sides
 //! ```
 //!
 //! Groups are named `mlp/step/<workload>`; compare `tape` with `hand`, and for W2

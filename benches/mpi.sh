@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ranks=${*:-1 2}
-cargo bench --features "openblas mpi" --bench mpi --no-run 2>/dev/null
+cargo bench -p tapegrad-benches --features "openblas mpi" --bench mpi --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/mpi-* | grep -v '\.d$' | head -n 1)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 export TAPEGRAD_W2_ROWS=${TAPEGRAD_W2_ROWS:-256}

@@ -8,9 +8,9 @@
 //! BLAS threads count too) are printed beside each ratio.
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench paired
-//! OPENBLAS_NUM_THREADS=2 cargo bench --features openblas --bench paired
-//! cargo bench --features openblas --bench paired -- W1 W2    # some workloads only
+//! OPENBLAS_NUM_THREADS=1 cargo bench -p tapegrad-benches --features openblas --bench paired
+//! OPENBLAS_NUM_THREADS=2 cargo bench -p tapegrad-benches --features openblas --bench paired
+//! cargo bench -p tapegrad-benches --features openblas --bench paired -- W1 W2    # some workloads only
 //! ```
 //!
 //! Paths: `plain` (`sigmoid(h.matmul(w) + b)`, a new `Gradients` every step), `linear`

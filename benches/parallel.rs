@@ -3,7 +3,7 @@
 //! BLAS at 1 thread, in paired rounds (median of per-round ratios).
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=2 cargo bench --features openblas --bench parallel
+//! OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=2 cargo bench -p tapegrad-benches --features openblas --bench parallel
 //! ```
 
 mod common;

@@ -3,7 +3,7 @@
 //! differentiated by hand with the same array operations.
 //!
 //! ```text
-//! cargo bench --bench tape
+//! cargo bench -p tapegrad-benches --bench tape
 //! ```
 //!
 //! `(tape − hand) / 100` is the tape's cost per recorded op and its rule.

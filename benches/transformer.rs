@@ -3,7 +3,7 @@
 //! composing many small ops costs:
 //!
 //! ```text
-//! OPENBLAS_NUM_THREADS=1 cargo bench --features openblas --bench transformer
+//! OPENBLAS_NUM_THREADS=1 cargo bench -p tapegrad-benches --features openblas --bench transformer
 //! ```
 //!
 //! It prints the number of ops a step records; `benches/callgrind.sh` gives the tape's own

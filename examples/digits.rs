@@ -15,10 +15,9 @@ mod common;
 
 use std::error::Error;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::Dataset;
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Axis;
 use plotters::prelude::*;
 use rand::SeedableRng;
@@ -164,20 +163,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     if profiling {
         profile::start();
     }
-    let bar = ProgressBar::new(EPOCHS as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "{bar:40} epoch {pos}/{len}  {msg}",
-    )?);
-    bar.enable_steady_tick(Duration::from_millis(100));
+    let mut done = 0;
     let run = train(EPOCHS, SEED, |_, e| {
-        bar.set_message(format!(
-            "loss {:.4}  test accuracy {:.1}%",
-            e.loss,
-            100.0 * e.test_accuracy
-        ));
-        bar.inc(1);
+        done += 1;
+        common::progress(done, EPOCHS, f64::from(e.loss), e.test_accuracy);
     })?;
-    bar.finish();
     if profiling {
         println!("{}", profile::finish());
     }

@@ -14,11 +14,33 @@ pub struct Dataset {
     pub classes: usize,
 }
 
+/// One line of progress for epoch `done` of `epochs`, rewritten in place on a terminal
+/// (standard error), ended after the last epoch.
+pub fn progress(done: usize, epochs: usize, loss: f64, test_accuracy: f64) {
+    use std::io::Write;
+    let width = 40 * done / epochs.max(1);
+    let bar: String = "#".repeat(width) + &"-".repeat(40 - width);
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r{bar} epoch {done}/{epochs}  loss {loss:.4}  test accuracy {:.1}%",
+        100.0 * test_accuracy
+    );
+    if done >= epochs {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
+
 fn data_file(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join("data")
-        .join(name)
+    // the repository's root: this package's, or its parent for the benches' package
+    // (benches/Cargo.toml), which includes this file too
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = match manifest.parent() {
+        Some(parent) if !manifest.join("examples").is_dir() => parent,
+        _ => manifest,
+    };
+    root.join("examples").join("data").join(name)
 }
 
 /// Fisher's Iris (UCI, CC BY 4.0): 150 samples, 4 features, 3 classes. The first line of

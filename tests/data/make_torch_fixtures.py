@@ -1,4 +1,4 @@
-"""Writes PyTorch state dicts as PyTorch writes them, for tests/torch_checkpoint.rs: the
+"""Writes PyTorch state dicts as PyTorch writes them, for tests/api/torch_checkpoint.rs: the
 tensors of `nn.Sequential(nn.Linear(3, n), nn.Tanh(), nn.Linear(n, 2))`, each linear
 weight as PyTorch stores it (outputs x inputs), each bias as a vector, in float64.
 

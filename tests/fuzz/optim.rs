@@ -13,12 +13,18 @@
 //! - `clip_grad_norm`: each gradient is scaled by one factor in [0, 1], to a total norm of
 //!   at most `max_norm` (a negative `max_norm` may panic, documented, but never turns a
 //!   gradient around).
+//! - An optimizer's state through its file (`io::optimizer_to_bytes`,
+//!   `io::optimizer_from_bytes`, `Optimizer::load_state`): a resumed Adam or SGD with
+//!   momentum takes bitwise the step the original takes (the visitors may disagree); a
+//!   corrupted or cut file loads or is an error that leaves the optimizer as it was; another
+//!   kind of optimizer refuses the file.
 
 use std::cell::Cell;
 
 use ndarray::Array2;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use tapegrad::io;
 use tapegrad::nn::Parameters;
 use tapegrad::optim::{Adam, Lbfgs, Optimizer, Sgd, clip_grad_norm};
 use tapegrad::{Gradients, Tape};
@@ -263,8 +269,91 @@ impl Program {
 
 fn run(seed: u64) -> bool {
     let p = generate(seed);
-    crate::all(vec![Box::new(|| lbfgs(&p)), Box::new(|| steps(&p))]);
+    crate::all(vec![
+        Box::new(|| lbfgs(&p)),
+        Box::new(|| steps(&p)),
+        Box::new(|| state(&p)),
+    ]);
     true
+}
+
+/// An optimizer's state through its file (see the module's docs).
+fn state(p: &Program) {
+    if p.fault != Fault::Nothing {
+        return;
+    }
+    let mut model = p.model(&p.order);
+    let (evaluation, reshaped) = (Cell::new(usize::MAX), Cell::new(false));
+    let Ok((_, grads)) = p.objective(&model, &evaluation, &reshaped) else {
+        return;
+    };
+    let same = |a: &[Array2<f64>], b: &[Array2<f64>]| {
+        a.iter().zip(b).all(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .all(|(u, v)| u.to_bits() == v.to_bits() || u.is_nan() && v.is_nan())
+        })
+    };
+    type Make = fn(f64) -> Box<dyn Optimizer<f64>>;
+    let kinds: [Make; 2] = [
+        |lr| Box::new(Adam::new(lr)),
+        |lr| Box::new(Sgd::new(lr).momentum(0.9)),
+    ];
+    let mut files = Vec::new();
+    for (k, make) in kinds.iter().enumerate() {
+        let mut original = make(p.lr);
+        // a step, so that there is state (moments, step counts, velocities)
+        if original.step(&mut model, &grads).is_err() {
+            return;
+        }
+        let bytes = io::optimizer_to_bytes(&*original).expect("an optimizer's state saves");
+        let mut resumed = make(p.lr);
+        io::optimizer_from_bytes(&mut *resumed, &bytes).expect("its own state loads");
+        // (the optimizers find the gradients by the arrays: the model's own storage is
+        // stepped, and put back in place between them)
+        let at = model.params.clone();
+        let restore = |model: &mut Model| {
+            for (x, x0) in model.params.iter_mut().zip(&at) {
+                x.assign(x0);
+            }
+        };
+        original.step(&mut model, &grads).expect("a second step");
+        let by_original = model.params.clone();
+        restore(&mut model);
+        resumed.step(&mut model, &grads).expect("the resumed step");
+        assert!(
+            same(&model.params, &by_original),
+            "optimizer {k}: the resumed step gives {:?}, the original {by_original:?} (visit_mut \
+             order {:?})",
+            model.params,
+            p.order
+        );
+        restore(&mut model);
+        // a corrupted file, a cut one: loaded, or an error that changes nothing
+        let bits = p.lr.to_bits() as usize;
+        let mut flipped = bytes.clone();
+        flipped[bits % bytes.len()] ^= 1 << (bits % 8);
+        for bad in [&flipped[..], &bytes[..bytes.len() / 2]] {
+            let mut fresh = make(p.lr);
+            let before = io::optimizer_to_bytes(&*fresh).expect("a fresh state saves");
+            match catch(|| io::optimizer_from_bytes(&mut *fresh, bad)) {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => assert_eq!(
+                    io::optimizer_to_bytes(&*fresh).expect("saves"),
+                    before,
+                    "optimizer {k}: a refused file changed the state"
+                ),
+                Err(e) => panic!("io::optimizer_from_bytes panicked: {}", message(&*e)),
+            }
+        }
+        files.push(bytes);
+    }
+    // each kind refuses the other's file
+    for (k, make) in kinds.iter().enumerate() {
+        let mut other = make(p.lr);
+        let r = io::optimizer_from_bytes(&mut *other, &files[1 - k]);
+        assert!(r.is_err(), "optimizer {k} loaded the other kind's state");
+    }
 }
 
 fn lbfgs(p: &Program) {

@@ -473,8 +473,52 @@ fn on_kink<F: Elem>(op: &str, operands: &[Tensor<'_, F>]) -> bool {
         "max" | "min" | "max_axis" | "min_axis" => duplicates(&operands[0]),
         #[cfg(feature = "linalg")]
         "eigh" => close_eigenvalues(&operands[0]),
+        #[cfg(feature = "linalg")]
+        "inv" | "solve" | "solve_triangular" | "cho_solve" | "det" | "slogdet" | "logdet"
+        | "cholesky" => ill_conditioned(&operands[0]),
         _ => false,
     }
+}
+
+/// Whether the matrix a linear-algebra op reads (`X·Xᵀ` for a Gram form's `X`; its
+/// triangles too, which the triangular ops read) has a condition number past what `F`
+/// compares at: there two formulas of one gradient (backward and `Tape::grad`) differ
+/// by `cond·ε` times the gradient, as any two implementations would (the `linalg` family
+/// checks such matrices against its own oracles).
+#[cfg(feature = "linalg")]
+fn ill_conditioned<F: Elem>(t: &Tensor<'_, F>) -> bool {
+    let Ok(v) = t.try_value() else { return false };
+    let a = v.mapv(|x| x.as_f64());
+    if a.len() > 1 << 12 || a.iter().any(|x| !x.is_finite()) {
+        return false;
+    }
+    let a = if a.nrows() == a.ncols() {
+        a
+    } else {
+        a.dot(&a.t())
+    };
+    let limit = if std::mem::size_of::<F>() == 4 {
+        1e3
+    } else {
+        1e6
+    };
+    let norm = |m: &Array2<f64>| {
+        m.rows()
+            .into_iter()
+            .map(|r| r.iter().map(|x| x.abs()).sum::<f64>())
+            .fold(0.0, f64::max)
+    };
+    let cond = |m: Array2<f64>| {
+        let tape = Tape::new();
+        match tape.constant(&m).try_inv() {
+            Ok(inv) => norm(&m) * norm(&inv.value()),
+            Err(_) => f64::INFINITY,
+        }
+    };
+    let n = a.nrows();
+    let lower = Array2::from_shape_fn((n, n), |(i, j)| if i >= j { a[[i, j]] } else { 0.0 });
+    let upper = Array2::from_shape_fn((n, n), |(i, j)| if i <= j { a[[i, j]] } else { 0.0 });
+    [a, lower, upper].into_iter().any(|m| !(cond(m) < limit))
 }
 
 /// Whether the symmetric part of `t` has two eigenvalues within `10⁻⁴` of each other

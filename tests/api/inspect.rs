@@ -1,7 +1,7 @@
 //! Seeing what a tape does (`tapegrad::inspect`): the graph as DOT and SVG, explain mode,
 //! anomaly detection, the profile, the report of what got no gradient.
 
-mod common;
+use crate::common;
 
 use ndarray::Array2;
 use tapegrad::inspect::SVG_MAX_NODES;
@@ -43,7 +43,7 @@ fn the_seed_001_network_as_dot() {
     let first_matmul = nodes.iter().find(|l| l.contains("matmul #3")).unwrap();
     assert!(first_matmul.contains(r"150 × 2\n"), "{first_matmul}");
     assert!(
-        first_matmul.contains(&format!("tests/inspect.rs:{line}")),
+        first_matmul.contains(&format!("tests/api/inspect.rs:{line}")),
         "{first_matmul}"
     );
     // X is a constant, so the first matmul reads only X (for dW1)
@@ -199,7 +199,7 @@ fn explain_reads_seed_001_line_by_line() {
             .lines()
             .nth(2)
             .unwrap()
-            .contains(&format!("matmul at tests/inspect.rs:{}", first + 1))
+            .contains(&format!("matmul at tests/api/inspect.rs:{}", first + 1))
     );
     // after a backward that released the graph there is nothing left to explain
     tape.backward(loss).unwrap();
@@ -434,7 +434,7 @@ fn anomaly_detection_names_the_op_that_made_a_non_finite_value() {
         err.to_string(),
         format!(
             "log: anomaly in the forward pass: the result (1 × 3) holds -inf at [0, 1], \
-             computed from finite inputs, called at tests/inspect.rs:{line}:{}",
+             computed from finite inputs, called at tests/api/inspect.rs:{line}:{}",
             err.location().column()
         )
     );
@@ -564,7 +564,7 @@ fn the_profile_counts_calls_and_bytes_per_call_site() {
             && table.contains("tape overhead")
     );
     assert!(
-        table.contains(&format!("tests/inspect.rs:{line}")),
+        table.contains(&format!("tests/api/inspect.rs:{line}")),
         "{table}"
     );
     // finished: new tapes are not profiled

@@ -2,7 +2,7 @@
 //! op, both shapes and the caller's line; the panicking forms say the same; backward and
 //! value reads fail with typed errors; NaN and infinities propagate without a panic.
 
-mod common;
+use crate::common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -3,7 +3,7 @@
 //! vector-Jacobian products against the full matrices and against closed forms, and a
 //! gradient penalty checked by finite differences.
 
-mod common;
+use crate::common;
 
 use common::close;
 

@@ -2,7 +2,7 @@
 //! against finite differences and against attending sequence by sequence, embeddings and
 //! dropout in training and evaluation.
 
-mod common;
+use crate::common;
 
 use common::close;
 

@@ -3,7 +3,7 @@
 //! several uses, gradient checks of both orders, and a clear error where it is first order
 //! only.
 
-#[path = "../examples/custom_op.rs"]
+#[path = "../../examples/custom_op.rs"]
 #[allow(dead_code)]
 mod custom_op;
 

@@ -3,7 +3,7 @@
 //! oracle: central finite differences in f64 of first-order backward, or closed forms.
 //! The losses are closures that borrow the model, the data and the targets (no clone).
 
-mod common;
+use crate::common;
 
 use common::close;
 
