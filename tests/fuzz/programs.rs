@@ -519,7 +519,10 @@ fn ill_conditioned<F: Elem>(t: &Tensor<'_, F>) -> bool {
     let n = a.nrows();
     let lower = Array2::from_shape_fn((n, n), |(i, j)| if i >= j { a[[i, j]] } else { 0.0 });
     let upper = Array2::from_shape_fn((n, n), |(i, j)| if i <= j { a[[i, j]] } else { 0.0 });
-    [a, lower, upper].into_iter().any(|m| !(cond(m) < limit))
+    [a, lower, upper].into_iter().any(|m| {
+        let c = cond(m);
+        c.is_nan() || c >= limit
+    })
 }
 
 /// Whether the symmetric part of `t` has two eigenvalues within `10⁻⁴` of each other
