@@ -43,7 +43,7 @@
 //! ```
 //!
 //! Every function these checks (and [`crate::functional`]) take gets its tensors as
-//! [`Inputs`](crate::Inputs): index it like a slice; a `fn` written for a `&[Tensor]` is
+//! [`Inputs`]: index it like a slice; a `fn` written for a `&[Tensor]` is
 //! passed as `|xs| f(&xs)`; a closure stored in a `let` first goes through
 //! [`functional::func`](crate::functional::func).
 
