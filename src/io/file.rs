@@ -11,15 +11,27 @@ use super::{CheckpointError, format_error};
 /// safetensors' own limit on the header's length.
 const MAX_HEADER: u64 = 100_000_000;
 
-/// The bytes as safetensors reads them, once [`check_file`] found them well formed.
-pub(super) fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>, CheckpointError> {
-    check_file(bytes)?;
-    SafeTensors::deserialize(bytes).map_err(format_error)
+/// A file's metadata (the header's `__metadata__`; empty without one), as the header
+/// check read it.
+pub(super) type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// The bytes as safetensors reads them, once [`check_file`] found them well formed, and
+/// their metadata.
+pub(super) fn deserialize(bytes: &[u8]) -> Result<(SafeTensors<'_>, Metadata), CheckpointError> {
+    let metadata = check_file(bytes)?;
+    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    Ok((file, metadata))
+}
+
+/// The text of `key` in a file's metadata.
+pub(super) fn text<'m>(metadata: &'m Metadata, key: &str) -> Option<&'m str> {
+    metadata.get(key).and_then(serde_json::Value::as_str)
 }
 
 /// Checks a whole safetensors file in memory: the header's length, the header
 /// ([`check_header`]), and that the data is exactly as long as the header declares.
-fn check_file(bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Returns the header's metadata.
+fn check_file(bytes: &[u8]) -> Result<Metadata, CheckpointError> {
     let Some(prefix) = bytes.first_chunk::<8>() else {
         return Err(CheckpointError::Format(format!(
             "{} bytes are too few for the 8-byte header length",
@@ -34,32 +46,37 @@ fn check_file(bytes: &[u8]) -> Result<(), CheckpointError> {
             bytes.len()
         )));
     }
-    let data = check_header(&bytes[8..8 + n as usize])?;
+    let (data, metadata) = check_header(&bytes[8..8 + n as usize])?;
     if data != rest - n {
         return Err(CheckpointError::Format(format!(
             "the header declares {data} bytes of data, the file holds {}",
             rest - n
         )));
     }
-    Ok(())
+    Ok(metadata)
 }
 
 /// Checks a safetensors header (the JSON after the length) as the format requires, with
-/// checked arithmetic, and returns the length of the data it declares. Every tensor's
+/// checked arithmetic, and returns the length of the data it declares and its metadata
+/// (`__metadata__`, which safetensors then checks holds text only). Every tensor's
 /// dtype is known, its shape's product times the dtype's size is whole bytes and is its
 /// data's length (`end − begin`, with `begin ≤ end`), and the tensors, sorted by offset,
 /// tile the data from 0 without gap or overlap. safetensors 0.8 checks most of this, but
 /// adds the declared data length to the header's without checking: a header declaring
 /// nearly 2⁶⁴ bytes made it panic in builds with overflow checks.
-fn check_header(header: &[u8]) -> Result<u64, CheckpointError> {
+fn check_header(header: &[u8]) -> Result<(u64, Metadata), CheckpointError> {
     let bad = |what: String| CheckpointError::Format(format!("invalid header: {what}"));
     let json: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
     let tensors = json
         .as_object()
         .ok_or_else(|| bad("not a JSON object".into()))?;
     let mut spans = Vec::with_capacity(tensors.len());
+    let mut metadata = Metadata::new();
     for (name, info) in tensors {
         if name == "__metadata__" {
+            if let Some(map) = info.as_object() {
+                metadata = map.clone();
+            }
             continue;
         }
         let field = |key: &str| {
@@ -107,7 +124,7 @@ fn check_header(header: &[u8]) -> Result<u64, CheckpointError> {
         }
         at = end;
     }
-    Ok(at)
+    Ok((at, metadata))
 }
 
 /// Reads a safetensors file after checking, from its header alone, that it holds what
@@ -142,7 +159,7 @@ pub(super) fn read_checked(path: &Path) -> Result<Vec<u8>, CheckpointError> {
             "the file ends inside its header of {n} bytes"
         )));
     }
-    let data = check_header(&bytes[8..])?;
+    let (data, _) = check_header(&bytes[8..])?;
     let declared = data.saturating_add(8 + n);
     match len {
         Some(len) if declared != len => {

@@ -348,8 +348,8 @@ pub fn from_bytes<F: Float>(
     model: &mut dyn Parameters<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
-    let file = deserialize(bytes)?;
-    torch::check_native_layout(&*model, bytes)?;
+    let (file, metadata) = deserialize(bytes)?;
+    torch::check_native_layout(&*model, &metadata)?;
     load_from(model, &file, &mut |name, (r, c), found| {
         if found == [r, c] {
             Ok(Read::AsIs)
@@ -464,7 +464,7 @@ pub fn load<F: Float>(
 pub fn read_matrices<F: Float>(
     bytes: &[u8],
 ) -> Result<BTreeMap<String, Array2<F>>, CheckpointError> {
-    let file = deserialize(bytes)?;
+    let (file, _) = deserialize(bytes)?;
     let mut out = BTreeMap::new();
     for (name, tensor) in file.tensors() {
         check_dtype::<F>(&name, &tensor)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ndarray::Array2;
 
-use super::file::{deserialize, read_checked};
+use super::file::{deserialize, read_checked, text};
 use super::{CheckpointError, Tensor, check_dtype, decode, dtype, format_error, write_atomically};
 use crate::Float;
 use crate::optim::{Optimizer, OptimizerState, ParamRecord};
@@ -94,17 +94,12 @@ pub fn optimizer_from_bytes<F: Float>(
     optimizer: &mut dyn Optimizer<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
-    let file = deserialize(bytes)?;
+    let (file, metadata) = deserialize(bytes)?;
     let bad = |what: &str| CheckpointError::Format(format!("not an optimizer's state: {what}"));
-    // check_file passed: the header length is in range
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(&e.to_string()))?;
-    let text = header["__metadata__"][OPTIMIZER_KEY]
-        .as_str()
+    let description = text(&metadata, OPTIMIZER_KEY)
         .ok_or_else(|| bad(&format!("no `{OPTIMIZER_KEY}` in the metadata")))?;
     let description: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+        serde_json::from_str(description).map_err(|e| bad(&e.to_string()))?;
     let kind = description["kind"].as_str().ok_or_else(|| bad("no kind"))?;
     let lr: f64 = description["lr"]
         .as_str()

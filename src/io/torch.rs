@@ -9,12 +9,10 @@
 //! PyTorch stores its parameters ([`Parameters::visit_torch_layout`]); and a file that
 //! cannot be told apart is refused, with what to do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::SafeTensors;
-
-use super::file::{deserialize, read_checked};
+use super::file::{Metadata, deserialize, read_checked, text};
 use super::{CheckpointError, Read, load_from, wrong_shape};
 use crate::Float;
 use crate::nn::{Parameters, TorchLayout};
@@ -34,11 +32,8 @@ enum Declared {
     Nothing,
 }
 
-fn declared(bytes: &[u8]) -> Result<Declared, CheckpointError> {
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(super::format_error)?;
-    let empty = HashMap::new();
-    let meta = metadata.metadata().as_ref().unwrap_or(&empty);
-    let get = |key: &str| meta.get(key).map(String::as_str);
+fn declared(metadata: &Metadata) -> Result<Declared, CheckpointError> {
+    let get = |key: &str| text(metadata, key);
     match (get(LAYOUT_KEY), get("format"), get("producer")) {
         (Some(TAPEGRAD), _, _) => Ok(Declared::Tapegrad),
         (Some("torch" | "pytorch"), _, _) => Ok(Declared::Torch),
@@ -66,9 +61,9 @@ fn layouts<F: Float>(model: &dyn Parameters<F>) -> BTreeMap<String, TorchLayout>
 /// not said where no parameter could be read either way.
 pub(super) fn check_native_layout<F: Float>(
     model: &dyn Parameters<F>,
-    bytes: &[u8],
+    metadata: &Metadata,
 ) -> Result<(), CheckpointError> {
-    match declared(bytes)? {
+    match declared(metadata)? {
         Declared::Tapegrad => Ok(()),
         Declared::Torch => Err(CheckpointError::Layout(
             "the file says it holds a PyTorch state dict (linear weights as outputs × \
@@ -137,8 +132,8 @@ pub fn from_torch_bytes<F: Float>(
     model: &mut dyn Parameters<F>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
-    let file = deserialize(bytes)?;
-    if declared(bytes)? == Declared::Tapegrad {
+    let (file, metadata) = deserialize(bytes)?;
+    if declared(&metadata)? == Declared::Tapegrad {
         return Err(CheckpointError::Layout(
             "the file says it holds tapegrad's layout (linear weights as inputs × \
              outputs): load it with `io::load` (or `io::from_bytes`)"

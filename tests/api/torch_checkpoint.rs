@@ -98,17 +98,22 @@ fn load_refuses_a_pytorch_file_and_says_what_to_do() {
     );
 }
 
+/// A safetensors file of `header` (JSON) and the `f64` data `values`.
+fn file(header: &str, values: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
 /// `nn.Linear(2, 3)` as PyTorch writes it, without metadata (`weight` 3 × 2, `bias` 3).
 fn torch_linear_2_3(metadata: &str) -> Vec<u8> {
     let header = format!(
         r#"{{{metadata}"weight":{{"dtype":"F64","shape":[3,2],"data_offsets":[0,48]}},"bias":{{"dtype":"F64","shape":[3],"data_offsets":[48,72]}}}}"#
     );
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    for v in [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0, 0.1, 0.2, 0.3] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    bytes
+    file(&header, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.1, 0.2, 0.3])
 }
 
 #[test]
@@ -170,11 +175,7 @@ impl Parameters<f64> for Bilinear {
 #[test]
 fn a_square_parameter_of_unknown_layout_is_refused_never_guessed() {
     let header = r#"{"square":{"dtype":"F64","shape":[2,2],"data_offsets":[0,32]},"row":{"dtype":"F64","shape":[2],"data_offsets":[32,48]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    for v in [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
+    let bytes = file(header, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let mut layer = Bilinear {
         square: Array2::zeros((2, 2)),
         row: Array2::zeros((1, 2)),
@@ -218,11 +219,7 @@ fn layers_say_how_pytorch_stores_their_parameters() {
     assert_eq!(said, expected);
     // a LayerNorm's vectors load from PyTorch's 1-D tensors
     let header = r#"{"0.weight":{"dtype":"F64","shape":[2,2],"data_offsets":[0,32]},"0.bias":{"dtype":"F64","shape":[2],"data_offsets":[32,48]},"1.weight":{"dtype":"F64","shape":[2],"data_offsets":[48,64]},"1.bias":{"dtype":"F64","shape":[2],"data_offsets":[64,80]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    for v in 1..=10 {
-        bytes.extend_from_slice(&f64::from(v).to_le_bytes());
-    }
+    let bytes = file(header, (1..=10).map(f64::from));
     io::from_torch_bytes(&mut model, &bytes).unwrap();
     let got: Vec<Array2<f64>> = values(&model);
     assert_eq!(got[0], array![[1.0, 3.0], [2.0, 4.0]]);
