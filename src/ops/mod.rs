@@ -87,7 +87,7 @@
 //! | `softmax_cross_entropy_indices(Z, y)` | `−Σᵢ log softmax(Z)[i, yᵢ] / m` (1 × 1) | `dZ = G (softmax(Z) − onehot(y)) / m` | `softmax(Z)`, `y` (owned) | recomputes `softmax(Z)`; `onehot(y)` a constant |
 //! | `nll_loss(X, y)` | `−Σᵢ X[i, yᵢ] / m` from log-probabilities | `dX = −G onehot(y) / m` | `y` (owned) | `onehot(y)` a constant |
 //! | `dropout(X, p, rng)` | `X ∘ M / (1 − p)`, `M` drawn from `rng` | `dX = G ∘ M / (1 − p)` | `M / (1 − p)` (owned) | the mask a constant |
-//! | `remat(inputs, f)`, a method of the tape | `f(inputs)` on a tape of its own; only the result is kept | `f` run again on the saved inputs, then backward through it with seed `G` | the inputs | `f` run again on this tape, its VJP recorded (`grad_seeded`) |
+//! | `remat(inputs, f)`, a method of the tape | `f(inputs)` on a tape of its own; only the result is kept | `f` run again on the saved inputs, then backward through it with seed `G`; nothing to an input `f`'s output does not depend on | the inputs | `f` run again on this tape, its VJP recorded (`grad_seeded`), nothing to such an input |
 //! | `trace(A)` | `Σᵢ aᵢᵢ` (1 × 1) | `dA = g·I`: `g` added to the diagonal (no identity is built) | nothing | `diag_embed(broadcast_to(g))`, padded by `embed` |
 //! | `diag(A)` | the main diagonal, a column | `dA = diag_embed(G)`: `G` added to the diagonal | nothing | `diag_embed(G)`, padded by `embed` |
 //! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
