@@ -73,7 +73,7 @@
 //! | `clamp(X, lo, hi)` | `min(max(X, lo), hi)` | `dX = G ∘ [lo ≤ X ≤ hi]` | `X` | `G ∘ M`, `M` a constant |
 //! | `maximum(A, B)` | `max(A, B)` elementwise (broadcast) | `dA = sum_to(G ∘ W) ; dB = sum_to(G ∘ (1 − W))`, `W = [A > B] + [A = B]/2` | `A`, `B` | `W` a constant |
 //! | `minimum(A, B)` | `min(A, B)` elementwise (broadcast) | as `maximum`, `W = [A < B] + [A = B]/2` | `A`, `B` | `W` a constant |
-//! | `where_(M, A, B)` | `A` where `M`, else `B` (broadcast) | `dA = sum_to(G ∘ M) ; dB = sum_to(G ∘ ¬M)` | the mask (owned) | the mask a constant |
+//! | `where_(M, A, B)` | `A` where `M`, else `B` (broadcast) | `dA = sum_to(where_(M, G, 0)) ; dB = sum_to(where_(M, 0, G))` (selected: 0 where `G` is ±∞) | the mask (owned) | `where_` recorded |
 //! | `broadcast_to(X, shape)` | `X` repeated to `shape` | `dX = sum_to(G)` | nothing | the VJP, recorded |
 //! | `softmax(X, a)` | `Y = exp(X − lse_a(X))` | `dX = Y ∘ (G − Σ_a(G ∘ Y))` | `Y` | the VJP, recorded |
 //! | `log_softmax(X, a)` | `Y = X − lse_a(X)` | `dX = G − exp(Y) ∘ Σ_a G` | `Y` | the VJP, recorded |
@@ -100,8 +100,8 @@
 //! | `det(A)` | `y = ±∏ uᵢᵢ` from the LU (`getrf`) | `dA = g·adj(A)ᵀ`: `g·det(A)·A⁻ᵀ` from the LU (each element scaled once: no under- or overflow of `det A` on the way), or from the SVD at a singular or ill-conditioned `A` (PyTorch) | the LU (owned), or the cofactors (owned) | `cofactor(A)·g`, `cofactor` an op whose derivatives are computed in the SVD's frame (exact at every rank; the third recorded by `Tape::grad` through `A⁻¹`, an `IllConditioned` error where `1/κ₁(A) ≤ ε^¼`) |
 //! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A` | the LU (owned) | `g·inv(A)ᵀ` |
 //! | `logdet(A)` | `ln det A` (NaN if `det A < 0`) | as `slogdet` | the LU (owned) | as `slogdet` |
-//! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·L̄)` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
-//! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX) | `λ`, `V` | the VJP, recorded |
+//! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·tril(L̄))` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
+//! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX); a tiny `A` (below 2⁻⁵¹¹) decomposed as `2ˢ·A`, `F` from its gaps, scaled back once | `λ`, `V` (and `2ˢ·λ`, `s` for a tiny `A`) | the VJP, recorded |
 //!
 //! The rows from `inv` on need the `linalg` feature and a LAPACK provider (see the
 //! crate docs); `Φ(X)` is `X`'s lower triangle with its diagonal halved. `cholesky` and

@@ -6,7 +6,9 @@
 //! - `Y = maximum(A, B)`: `dA = G ∘ [A > B]`, `dB = G ∘ [B > A]`, and where `A = B` each
 //!   gets `G / 2` (ties share the gradient equally: JAX's convention, and PyTorch's for
 //!   `amax`). Saves A and B. `minimum` is the same with the comparisons turned.
-//! - `Y = where_(M, A, B)` (`M` boolean): `dA = G ∘ M`, `dB = G ∘ ¬M`. Saves the mask.
+//! - `Y = where_(M, A, B)` (`M` boolean): `dA = where_(M, G, 0)`, `dB = where_(M, 0, G)`:
+//!   selected, so that the side not taken gets exactly 0 where `G` is ±∞ or NaN (`G ∘ M`
+//!   would be NaN there). Saves the mask.
 //!
 //! The tensor forms multiply `G` by the same weights as constants: the weights are
 //! piecewise constant, so their own derivative is 0 wherever it exists.
@@ -94,21 +96,33 @@ struct WhereBackward<F> {
 
 impl<F: Float> Backward<F> for WhereBackward<F> {
     fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        // selected, not multiplied by the mask: the side not taken gets exactly 0, also
+        // where `g` is ±∞ or NaN (as PyTorch's `where(c, g, 0)`)
+        let zero = F::zero();
         if ctx.needs_grad(1) {
-            ctx.accumulate_map_view(1, g.view(), self.mask.view(), |g, m| g * (F::one() - m));
+            ctx.accumulate_map_view(1, g.view(), self.mask.view(), |g, m| {
+                if m == zero { g } else { zero }
+            });
         }
         if ctx.needs_grad(0) {
-            ctx.accumulate_map(0, g, self.mask.view(), |g, m| g * m);
+            ctx.accumulate_map(
+                0,
+                g,
+                self.mask.view(),
+                |g, m| if m == zero { zero } else { g },
+            );
         }
     }
 
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        let mask = self.mask.mapv(|m| m != F::zero());
+        let zero = ctx.constant(Array2::zeros((1, 1)));
         if ctx.needs_grad(1) {
-            let rest = ctx.constant(self.mask.mapv(|m| F::one() - m));
-            ctx.accumulate(1, g.try_mul(rest)?)?;
+            let rest = mask.mapv(|m| !m);
+            ctx.accumulate(1, Tensor::try_where_(rest.view(), g, zero)?)?;
         }
         if ctx.needs_grad(0) {
-            ctx.accumulate(0, g.try_mul(ctx.constant(self.mask.clone()))?)?;
+            ctx.accumulate(0, Tensor::try_where_(mask.view(), g, zero)?)?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! retain_graph, no_grad, detach, gradient look-up, f32 and f64.
 
 use ndarray::{Array2, array};
-use tapegrad::{BackwardOptions, ErrorKind, Tape};
+use tapegrad::{BackwardOptions, ErrorKind, Tape, Tensor};
 
 fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
     a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
@@ -387,4 +387,28 @@ fn a_step_after_an_error_or_a_panic_in_a_rule_gives_the_same_gradients() {
     }
     assert_eq!(step(), reference, "after a panic in a rule");
     pool::trim();
+}
+
+/// `where_` selects its gradient: the side not taken gets exactly 0, also where the
+/// gradient that reaches the choice is infinite (`sqrt` at 0 of the side taken), in
+/// backward and in the recorded rule (`Tape::grad`). (The mask was a multiplier: ∞·0 =
+/// NaN in the gradient of the input not taken.)
+#[test]
+fn where_gives_the_side_not_taken_zero_even_past_an_infinite_gradient() {
+    let tape = Tape::new();
+    let a = tape.param(array![[4.0, 9.0]]);
+    let b = tape.param(array![[0.0, 1.0]]);
+    let mask = array![[false, true]];
+    let loss = Tensor::where_(mask.view(), a, b).sqrt().sum();
+    let recorded = tape.grad(loss, &[a, b]).unwrap();
+    let (ra, rb) = (recorded[0].value(), recorded[1].value());
+    let grads = tape.backward(loss).unwrap();
+    for (ga, gb) in [
+        (grads.get(a).unwrap().clone(), grads.get(b).unwrap().clone()),
+        (ra, rb),
+    ] {
+        // a: only its second element is taken, d√9 = 1/6; b: its first, d√0 = ∞
+        assert_eq!(ga, array![[0.0, 1.0 / 6.0]]);
+        assert_eq!(gb, array![[f64::INFINITY, 0.0]]);
+    }
 }
