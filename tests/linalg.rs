@@ -346,6 +346,42 @@ fn the_sign_of_slogdet_has_no_gradient() {
     assert_eq!(e.kind(), &ErrorKind::NoGradient);
 }
 
+/// The zeros above the diagonal of a Cholesky factor are not functions of `A`: a loss that
+/// reaches them with an infinite derivative (`sqrt` at 0) leaves `A`'s gradient finite, in
+/// the recorded rule (`Tape::grad`, so `hvp`) as in backward. (The recorded rule multiplied
+/// the ∞ by L's zeros: NaN; found by the fuzzer's `programs` family, seed 328083.)
+#[test]
+fn cholesky_ignores_what_reaches_the_zeros_above_its_diagonal_in_both_rule_forms() {
+    let tape = Tape::new();
+    let a = tape.param(array![[4.0, 2.0], [2.0, 5.0]]);
+    let loss = a.cholesky().sqrt().sum();
+    let recorded = tape.grad(loss, &[a]).unwrap()[0].value();
+    let grads = tape.backward(loss).unwrap();
+    let backward = grads.get(a).unwrap();
+    // L = [[2, 0], [1, 2]]; by hand: d/dA of √l₀₀ + √l₁₀ + √l₁₁
+    let l = |a: &Array2<f64>| {
+        let l00 = a[[0, 0]].sqrt();
+        let l10 = (a[[1, 0]] + a[[0, 1]]) / 2.0 / l00;
+        let l11 = (a[[1, 1]] - l10 * l10).sqrt();
+        l00.sqrt() + l10.sqrt() + l11.sqrt()
+    };
+    let x = array![[4.0, 2.0], [2.0, 5.0]];
+    let h = 1e-6;
+    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let mut e = Array2::zeros((2, 2));
+        e[[i, j]] = h;
+        let fd = (l(&(&x + &e)) - l(&(&x - &e))) / (2.0 * h);
+        assert!(
+            (backward[[i, j]] - fd).abs() < 1e-8,
+            "{backward} vs {fd} at {i},{j}"
+        );
+        assert!(
+            (recorded[[i, j]] - fd).abs() < 1e-8,
+            "{recorded} vs {fd} at {i},{j}"
+        );
+    }
+}
+
 #[test]
 fn eigh_at_repeated_eigenvalues_keeps_the_eigenvalue_gradient_finite() {
     // A = I + 2·e₃e₃ᵀ: eigenvalues 1, 1, 3; the sum of the eigenvalues is the trace, whose

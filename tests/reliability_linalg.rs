@@ -551,6 +551,152 @@ mod linalg {
         );
     }
 
+    /// Solutions that fit, of systems whose matrix is subnormal: `solve` scaled the right-
+    /// hand side by `R` (as large as 2¹⁰³⁰) before the solve, which overflowed where the
+    /// solution does not; `solve_triangular` divided by subnormal diagonal elements
+    /// (OpenBLAS's trsm takes their reciprocals: ∞). Both gave NaN. (Found by the fuzzer's
+    /// `linalg` family in strict mode: seeds 1683 and 1290.)
+    #[test]
+    fn solutions_that_fit_come_out_of_subnormal_systems_not_nan() {
+        let t = 2f64.powi(-1030);
+        let tape = Tape::<f64>::new();
+        // A = 2⁻¹⁰³⁰·[[1.5, 1.5], [1.5, −1.5]], x = [0.9, 0.9]·10³⁰⁸: A·x = [2.7·10³⁰⁸·2⁻¹⁰³⁰, 0]
+        let a = tape.param(array![[1.5, 1.5], [1.5, -1.5]] * t);
+        let b = tape.constant(array![[0.9e308 * t * 3.0], [0.0]]);
+        let x = a.solve(b).value();
+        let want = array![[0.9e308], [0.9e308]];
+        assert!(
+            x.iter()
+                .zip(&want)
+                .all(|(x, w)| ((x - w) / w).abs() < 1e-14),
+            "{x}"
+        );
+        // T = 2⁻¹⁰³⁰·[[2, 0], [1, 4]], b = 2⁻²⁰·[1, 1]: x = 2¹⁰¹⁰·[1/2, 1/8]
+        let tri = tape.param(array![[2.0, 0.0], [1.0, 4.0]] * t);
+        let b = tape.constant(array![[1.0], [1.0]] * 2f64.powi(-20));
+        let x = tri.solve_triangular(b, true, false).value();
+        assert_eq!(x, array![[0.5], [0.125]] * 2f64.powi(1010));
+        let xt = tri.solve_triangular(b, true, true).value();
+        // Tᵀ = 2⁻¹⁰³⁰·[[2, 1], [0, 4]]: x₂ = 2¹⁰¹⁰/4, x₁ = (2¹⁰¹⁰ − x₂)/2
+        let x2 = 2f64.powi(1010) / 4.0;
+        assert_eq!(xt, array![[(2f64.powi(1010) - x2) / 2.0], [x2]]);
+        // cho_solve with L = T: (T·Tᵀ)⁻¹·b, in two solves, by 2²⁰⁴⁰ in all: overflows
+        let c = tri.cho_solve(b).value();
+        assert!(c.iter().all(|v| v.is_infinite()), "{c}");
+    }
+
+    /// `eigh` of a tiny matrix: its eigenvalues and their gaps fell into the subnormal range
+    /// (or their squares did), where the rules divided by gaps that had lost their digits
+    /// or vanished: the gradient of a loss of the eigenvectors at a subnormal matrix was
+    /// NaN, and its second derivative at a diagonal one of 10⁻¹⁶⁹ too. The derivatives are
+    /// those at the matrix scaled by 2ᵏ, scaled back by the powers of two homogeneity says
+    /// (a loss of the eigenvectors has degree 0: its gradient scales by 2ᵏ, its second
+    /// derivative by 2²ᵏ).
+    #[test]
+    fn eigh_of_a_tiny_matrix_has_the_derivatives_of_the_matrix_scaled() {
+        let b = array![[2.0, 1.0, 0.5], [1.0, 3.0, -0.25], [0.5, -0.25, -1.0]];
+        let w = array![[0.3, -1.2, 0.7], [1.1, 0.4, -0.6], [-0.9, 0.2, 1.3]];
+        let u = array![[0.5, 0.1, -0.3], [0.1, -0.7, 0.2], [-0.3, 0.2, 0.9]];
+        // the gradient and H·u of ⟨W, V∘V⟩ at `a`, with W scaled by `scale`
+        let at = |a: Array2<f64>, scale: f64| {
+            let tape = Tape::<f64>::new();
+            let x = tape.param(a);
+            let (_, v) = x.eigh();
+            let loss = v.square().mul(tape.constant(&w * scale)).sum();
+            let g = tape.grad(loss, &[x]).unwrap()[0];
+            let hu = tape.grad(g.mul(tape.constant(&u)).sum(), &[x]).unwrap()[0].value();
+            let backward = tape.backward(loss).unwrap().get(x).unwrap().clone();
+            (backward, g.value(), hu)
+        };
+        let (g0, r0, h0) = at(b.clone(), 1.0);
+        let close = |got: &Array2<f64>, want: &Array2<f64>, what: &str| {
+            let big = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let err = max_diff(got, want);
+            assert!(err <= 1e-12 * big, "{what}: {got} against {want}");
+        };
+        // 2⁻¹⁰³⁰·B (subnormal), W·2⁻¹⁰⁰: the gradient is 2⁹³⁰ times B's
+        let (g, r, _) = at(&b * 2f64.powi(-1030), 2f64.powi(-100));
+        close(&g, &(&g0 * 2f64.powi(930)), "backward at 2⁻¹⁰³⁰·B");
+        close(&r, &(&r0 * 2f64.powi(930)), "Tape::grad at 2⁻¹⁰³⁰·B");
+        // 2⁻⁶⁰⁰·B, W·2⁻⁷⁰⁰: H·u is 2⁵⁰⁰ times B's
+        let (g, _, h) = at(&b * 2f64.powi(-600), 2f64.powi(-700));
+        close(&g, &(&g0 * 2f64.powi(-100)), "backward at 2⁻⁶⁰⁰·B");
+        close(&h, &(&h0 * 2f64.powi(500)), "H·u at 2⁻⁶⁰⁰·B");
+
+        // the matrices the fuzzer's `linalg` family found (strict mode), where the rules
+        // gave NaN: seed 650, a rank-2 matrix of subnormals, whose gradient is 2¹⁰²⁸ times
+        // the one at 2¹⁰²⁸·A (up to 1.1·10³⁰⁸); seed 1434, diag(−1.38, 3.75)·10⁻¹⁶⁹, whose
+        // H·u is 0 (the gaps' squares underflowed: 0/0)
+        let a650 = array![
+            [
+                1.6541959590477e-311,
+                1.68368194358e-312,
+                8.566592618088e-311
+            ],
+            [
+                1.68368194358e-312,
+                -6.378031116254e-311,
+                -1.11826638476596e-310
+            ],
+            [
+                8.566592618088e-311,
+                -1.11826638476596e-310,
+                -7.38940627682e-312
+            ]
+        ];
+        let w650 = array![
+            [0.22874219411581953, 0.759631612812858, 1.3002486490496197],
+            [
+                0.9381569048154503,
+                -0.07406845358121819,
+                -0.6849084263020975
+            ],
+            [-0.8358794201084059, -1.728542763322912, 0.36043899415593533]
+        ];
+        let grad = |a: &Array2<f64>| {
+            let tape = Tape::<f64>::new();
+            let x = tape.param(a);
+            let loss = x.eigh().1.square().mul(tape.constant(&w650)).sum();
+            let recorded = tape.grad(loss, &[x]).unwrap()[0].value();
+            (
+                tape.backward(loss).unwrap().get(x).unwrap().clone(),
+                recorded,
+            )
+        };
+        let (want, _) = grad(&(&a650 * 2f64.powi(1000) * 2f64.powi(28)));
+        let want = want.mapv(|v| v * 2f64.powi(1000) * 2f64.powi(28));
+        for got in <[Array2<f64>; 2]>::from(grad(&a650)) {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(!g.is_nan(), "NaN at seed 650's matrix: {got}");
+                if w.is_finite() {
+                    assert!(
+                        (g - w).abs() <= 1e-9 * w.abs().max(1e300),
+                        "{got:e} against {want:e} (backward, then Tape::grad)"
+                    );
+                }
+            }
+        }
+        let w = array![
+            [-0.569151920275583, -0.49447512286352824],
+            [-1.7530244026119082, -0.2525699116303726]
+        ];
+        let hu = |a: Array2<f64>| {
+            let tape = Tape::<f64>::new();
+            let x = tape.param(a);
+            let loss = x.eigh().1.square().mul(tape.constant(&w)).sum();
+            let g = tape.grad(loss, &[x]).unwrap()[0];
+            let u = array![[0.5, 0.1], [0.1, -0.7]];
+            tape.grad(g.mul(tape.constant(u)).sum(), &[x]).unwrap()[0].value()
+        };
+        let a1434 = array![
+            [-1.378457434415693e-169, 0.0],
+            [0.0, 3.7531217119947215e-169]
+        ];
+        // at 2⁵⁵⁸·A: 0 on the diagonal, and off it a value that 2¹¹¹⁶ takes past overflow
+        let want = hu(&a1434 * 2f64.powi(558)).mapv(|v| v * 2f64.powi(558) * 2f64.powi(558));
+        assert_eq!(hu(a1434), want, "H·u at seed 1434's matrix");
+    }
+
     #[test]
     fn a_determinant_that_fits_survives_a_product_that_overflows_on_the_way() {
         // pivots 1e200, 1e200, 1e-200: the running product was ∞ before the last one

@@ -27,14 +27,14 @@
 use std::panic::Location;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ShapeBuilder, Zip, s};
+use ndarray::{Array2, ArrayView1, ArrayView2, ShapeBuilder, Zip, s};
 
-use super::lapack::{self, LinalgFloat, computed, square, triangular_solve};
+use super::lapack::{self, EighScale, LinalgFloat, computed, scale_by, square, triangular_solve};
 use crate::error::{Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::ops::diag::triangle_inplace;
-use crate::rule::{Rule, Saves};
+use crate::rule::{Backward, Rule, Saves};
 use crate::{Float, Tensor};
 
 /// Columns per block of the blocked Cholesky backward.
@@ -147,7 +147,10 @@ fn cholesky_tensor<'t, F: LinalgFloat>(
     let n = l.rows();
     let mut mask = Array2::ones((n, n));
     phi(&mut mask);
-    let p = l.t().try_matmul(g)?.try_mul(ctx.constant(mask))?;
+    // L's upper triangle is zeros whatever A is: what reaches it of the gradient is
+    // dropped before the product, as the array form drops it (an ∞ there, from `sqrt` at
+    // those zeros, would otherwise meet a zero of L and make NaN)
+    let p = l.t().try_matmul(g.tril(0))?.try_mul(ctx.constant(mask))?;
     let s = p.try_add(p.t())?;
     let x = l.try_solve_triangular(s, true, true)?; // L⁻ᵀ·S
     let y = l.try_solve_triangular(x.t(), true, true)?; // L⁻ᵀ·S·L⁻¹ (S symmetric)
@@ -160,14 +163,25 @@ fn cholesky_tensor<'t, F: LinalgFloat>(
 fn eigh_backward<F: LinalgFloat>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
     let y = ctx.output();
     let (lam, v) = (y.column(0), y.slice(s![.., 1..]));
-    let (glam, gv) = (g.column(0), g.slice(s![.., 1..]));
-    let x = v.t().dot(&gv);
+    let m = rotation(&g, v, lam, Some(g.column(0)));
+    let vm = v.dot(&m);
+    ctx.accumulate_gemm(0, vm.view(), v.t());
+}
+
+/// `F ∘ K` (`Fᵢⱼ = 1/(λⱼ − λᵢ)` off the diagonal, a term 0 where `Kᵢⱼ` is 0) from the
+/// gradient `g` of `[λ V]`, with `diag` on its diagonal (zeros if `None`).
+fn rotation<F: LinalgFloat>(
+    g: &Array2<F>,
+    v: ArrayView2<'_, F>,
+    lam: ArrayView1<'_, F>,
+    diag: Option<ArrayView1<'_, F>>,
+) -> Array2<F> {
+    let x = v.t().dot(&g.slice(s![.., 1..]));
     let half = F::cast(0.5);
-    let n = lam.len();
-    let mut m = Array2::zeros((n, n));
+    let mut m = Array2::zeros((lam.len(), lam.len()));
     for ((i, j), m) in m.indexed_iter_mut() {
         *m = if i == j {
-            glam[i]
+            diag.map_or(F::zero(), |d| d[i])
         } else {
             let k = (x[[i, j]] - x[[j, i]]) * half;
             if k == F::zero() {
@@ -177,8 +191,7 @@ fn eigh_backward<F: LinalgFloat>(_: F, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
             }
         };
     }
-    let vm = v.dot(&m);
-    ctx.accumulate_gemm(0, vm.view(), v.t());
+    m
 }
 
 /// `dA = V·(diag(λ̄) + K / (E + I + Z))·Vᵀ`, `Eᵢⱼ = λⱼ − λᵢ`, recorded; `Z` (a constant)
@@ -188,13 +201,34 @@ fn eigh_tensor<'t, F: LinalgFloat>(
     g: Tensor<'t, F>,
     ctx: &mut TensorCtx<'_, 't, F>,
 ) -> Result<()> {
+    eigh_recorded(g, ctx, None)
+}
+
+/// [`eigh_tensor`], for a matrix decomposed scaled (`Some`): the gaps are those of the
+/// scaled eigenvalues `λ̃ = 2ˢ·λ` in value (exactly) and `2ˢ·(λⱼ − λᵢ)` in derivative,
+/// and the rotation term is scaled back by `2ˢ` at the end.
+fn eigh_recorded<'t, F: LinalgFloat>(
+    g: Tensor<'t, F>,
+    ctx: &mut TensorCtx<'_, 't, F>,
+    scale: Option<&EighScale<F>>,
+) -> Result<()> {
     let y = ctx.output();
     let n = y.rows();
     let (lam, v) = (y.try_slice(.., ..1)?, y.try_slice(.., 1..)?);
     let (glam, gv) = (g.try_slice(.., ..1)?, g.try_slice(.., 1..)?);
     let x = v.t().try_matmul(gv)?;
     let k = x.try_sub(x.t())?.mul_scalar(F::cast(0.5));
-    let e = lam.t().try_sub(lam)?;
+    let mut e = lam.t().try_sub(lam)?;
+    // 2ˢ in two factors, each representable (s ≤ 1074 + 1)
+    let halves = scale.map(|s| {
+        let first = s.exponent / 2;
+        [first, s.exponent - first].map(|p| F::cast(2f64.powi(p)))
+    });
+    if let (Some(scale), Some([p, q])) = (scale, halves) {
+        let gaps = e.mul_scalar(p).mul_scalar(q);
+        let exact = Array2::from_shape_fn((n, n), |(i, j)| scale.scaled[j] - scale.scaled[i]);
+        e = gaps.try_add(ctx.constant(exact - gaps.try_value()?))?;
+    }
     let (kv, ev) = (k.try_value()?, e.try_value()?);
     let mut fix = Array2::zeros((n, n));
     for ((i, j), z) in fix.indexed_iter_mut() {
@@ -203,8 +237,52 @@ fn eigh_tensor<'t, F: LinalgFloat>(
         }
     }
     let m = k.try_div(e.try_add(ctx.constant(fix))?)?;
-    let m = m.try_add(glam.try_diag_embed()?)?;
-    ctx.accumulate(0, v.try_matmul(m)?.try_matmul(v.t())?)
+    let m = match halves {
+        None => m.try_add(glam.try_diag_embed()?)?,
+        Some(_) => m,
+    };
+    let da = match halves {
+        None => v.try_matmul(m)?.try_matmul(v.t())?,
+        // (2ˢ after the products, whose terms can overflow where their sum does not; in
+        // reverse, past s > 1023, a cotangent times 2ˢ overflows before it meets the zeros
+        // it would cancel against: the second derivative at a subnormal matrix can be NaN)
+        Some([p, q]) => {
+            let d = glam.try_diag_embed()?;
+            // (m's diagonal is 0, but the cotangent that reaches it would meet k's +x − x
+            // there: selected out, it is exactly 0)
+            let off = Array2::from_shape_fn((n, n), |(i, j)| i != j);
+            let zero = ctx.constant(Array2::zeros((1, 1)));
+            let m = Tensor::try_where_(off.view(), m, zero)?;
+            let rotation = v.try_matmul(m)?.try_matmul(v.t())?;
+            let rotation = rotation.mul_scalar(p).mul_scalar(q);
+            rotation.try_add(v.try_matmul(d)?.try_matmul(v.t())?)?
+        }
+    };
+    ctx.accumulate(0, da)
+}
+
+/// The rule of `eigh` at a tiny matrix, decomposed scaled ([`EighScale`]): the array
+/// form as [`eigh_backward`] with the gaps `2ˢ/(λ̃ⱼ − λ̃ᵢ)`, the rotation term
+/// `V·(F̃ ∘ K)·Vᵀ` scaled by `2ˢ` once, elementwise, after the products (so that it
+/// overflows only where the gradient does, and a zero term stays zero).
+struct ScaledEigh<F>(EighScale<F>);
+
+impl<F: LinalgFloat> Backward<F> for ScaledEigh<F> {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let y = ctx.output();
+        let v = y.slice(s![.., 1..]);
+        let scaled = ArrayView1::from(&self.0.scaled[..]);
+        let m = rotation(&g, v, scaled, None);
+        let mut da = v.dot(&m).dot(&v.t());
+        da.mapv_inplace(|x| scale_by(x, self.0.exponent));
+        let d = Array2::from_diag(&g.column(0));
+        da += &v.dot(&d).dot(&v.t());
+        ctx.accumulate(0, da);
+    }
+
+    fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
+        eigh_recorded(g, ctx, Some(&self.0))
+    }
 }
 
 /// # Linear algebra: decompositions
@@ -316,10 +394,17 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let tape = self.tape;
         // packed: [λ V], column-major, so that both are contiguous views
         let y = tape.read1(self.id, lapack::eigh_packed);
-        let y = computed(y, "eigh", location)?;
-        let rule = tape
-            .track(&[self])
-            .then(|| (Saves::output(), Rule::new(eigh_backward, eigh_tensor)));
+        let (y, scale) = match computed(y, "eigh", location)? {
+            Ok((y, scale)) => (Ok(y), scale),
+            Err(lost) => (Err(lost), None),
+        };
+        let rule = tape.track(&[self]).then(|| {
+            let rule = match scale {
+                None => Rule::new(eigh_backward, eigh_tensor),
+                Some(scale) => Rule::boxed(ScaledEigh(scale)),
+            };
+            (Saves::output(), rule)
+        });
         let packed = tape.record("eigh", y, (n, n + 1), &[self], rule, location);
         Ok((packed.try_slice(.., ..1)?, packed.try_slice(.., 1..)?))
     }

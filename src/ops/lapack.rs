@@ -220,6 +220,19 @@ pub(crate) fn triangular_solves<F: LinalgFloat>(
     if n == 0 || x.ncols() == 0 {
         return Ok(x);
     }
+    // a triangle of tiny entries (below 2⁻⁵¹¹ in f64, subnormal ones among them) is solved as
+    // 2ˢ·T with its largest entry in [1, 2), exactly, and X scaled by 2^(s·solves) after,
+    // once: the partial results of trsm (bᵢ/tᵢᵢ, ...) overflowed where X does not, and
+    // ∞ − ∞ made NaN (a unit diagonal is not scaled with the rest: not for it)
+    let tiny = (!unit).then(|| tiny_exponent(data, n, lower)).flatten();
+    let scaled_copy;
+    let data = match tiny {
+        Some(s) => {
+            scaled_copy = data.iter().map(|&v| scale_by(v, s)).collect::<Vec<F>>();
+            &scaled_copy[..]
+        }
+        None => data,
+    };
     let (ni, nrhs, mut info) = (dim(n), dim(x.ncols()), 0);
     let uplo = flag(if lower { b'L' } else { b'U' });
     let diag = flag(if unit { b'U' } else { b'N' });
@@ -248,7 +261,30 @@ pub(crate) fn triangular_solves<F: LinalgFloat>(
         }
         assert_eq!(info, 0, "trtrs's arguments are valid");
     }
+    if let Some(s) = tiny {
+        let e = s * solves.len() as i32;
+        x.mapv_inplace(|v| scale_by(v, e));
+    }
     Ok(x)
+}
+
+/// `x·2^e`, rounded once (exact unless the result over- or underflows).
+pub(crate) fn scale_by<F: Float>(x: F, e: i32) -> F {
+    F::cast(libm::scalbn(x.as_f64(), e))
+}
+
+/// For a triangle (column-major n × n `data`, `lower` or upper) whose largest entry is
+/// nonzero and below √(smallest normal) (2⁻⁵¹¹ in f64, 2⁻⁶³ in f32: products of two
+/// entries underflow): the power of two that brings it into [1, 2).
+fn tiny_exponent<F: Float>(data: &[F], n: usize, lower: bool) -> Option<i32> {
+    let mut big = F::zero();
+    for j in 0..n {
+        let rows = if lower { j..n } else { 0..j + 1 };
+        for v in &data[j * n + rows.start..j * n + rows.end] {
+            big = big.max(v.abs());
+        }
+    }
+    (big != F::zero() && big < F::min_positive_value().sqrt()).then(|| -libm::ilogb(big.as_f64()))
 }
 
 /// `X = op(A)⁻¹·B` for the triangle of `a`: one [`triangular_solves`].
@@ -295,13 +331,27 @@ pub(crate) fn cholesky<F: LinalgFloat>(
     Ok(l)
 }
 
+/// What [`eigh_packed`] computed on a tiny matrix, scaled: `2ˢ·A` with its largest
+/// entry in [1, 2), and the eigenvalues `λ̃ = 2ˢ·λ` of that, which `λ` may have lost
+/// digits of (subnormal) or all of them (0).
+pub(crate) struct EighScale<F> {
+    pub(crate) exponent: i32,
+    pub(crate) scaled: Vec<F>,
+}
+
 /// The eigenvalues (ascending) and eigenvectors of `(A + Aᵀ)/2` (LAPACK `syev`), packed
 /// as the n × (n + 1) column-major `[λ V]`: the eigenvectors are computed in place in
 /// the last n columns. `Lapack { routine: "syev", info }` if the iteration does not
 /// converge.
+///
+/// A tiny matrix (largest entry nonzero and below √(smallest normal), 2⁻⁵¹¹ in f64) is
+/// decomposed as `2ˢ·A`, exactly: `syev` scales it itself, by a factor that is no power
+/// of two, and its eigenvalues and their gaps, the rule's denominators, fall into the
+/// subnormal range, where they lose digits or vanish (and the rule's `K/(λⱼ − λᵢ)`
+/// overflows). The scaled eigenvalues come back for the rule.
 pub(crate) fn eigh_packed<F: LinalgFloat>(
     a: ArrayView2<'_, F>,
-) -> std::result::Result<Array2<F>, ErrorKind> {
+) -> std::result::Result<(Array2<F>, Option<EighScale<F>>), ErrorKind> {
     let n = a.nrows();
     let mut packed = uninit_f((n, n + 1))?;
     packed.column_mut(0).fill(MaybeUninit::new(F::zero()));
@@ -318,7 +368,13 @@ pub(crate) fn eigh_packed<F: LinalgFloat>(
         return Err(ErrorKind::NotFinite { shape: (n, n) });
     }
     if n == 0 {
-        return Ok(packed);
+        return Ok((packed, None));
+    }
+    let tiny = tiny_exponent(&data(&packed)[n..], n, true);
+    if let Some(e) = tiny {
+        data_mut(&mut packed)[n..]
+            .iter_mut()
+            .for_each(|v| *v = scale_by(*v, e));
     }
     let mut w = filled(n, F::zero(), (n, 1))?;
     let (ni, mut info) = (dim(n), 0);
@@ -362,12 +418,17 @@ pub(crate) fn eigh_packed<F: LinalgFloat>(
         });
     }
     assert_eq!(info, 0, "syev's arguments are valid");
+    let e = tiny.unwrap_or(0);
     packed
         .column_mut(0)
         .iter_mut()
         .zip(&w)
-        .for_each(|(p, &w)| *p = w);
-    Ok(packed)
+        .for_each(|(p, &w)| *p = scale_by(w, -e));
+    let scale = tiny.map(|exponent| EighScale {
+        exponent,
+        scaled: w,
+    });
+    Ok((packed, scale))
 }
 
 /// The factors of a singular value decomposition: `U`, the singular values, `Vᵀ`.

@@ -18,7 +18,9 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::lapack::{LinalgFloat, data, data_mut, dim, filled, finite, flag, fortran, workspace};
+use super::lapack::{
+    LinalgFloat, data, data_mut, dim, filled, finite, flag, fortran, scale_by, workspace,
+};
 use crate::Float;
 use crate::error::ErrorKind;
 
@@ -34,11 +36,6 @@ pub(crate) struct Lu<F> {
     scale: Option<(Vec<i32>, Vec<i32>)>,
     /// `‖A'‖₁`, if asked for ([`Lu::with_norm`]): what LAPACK's condition estimate needs.
     norm: Option<F>,
-}
-
-/// `x·2^e`, rounded once (exact unless the result over- or underflows).
-fn scaled<F: Float>(x: F, e: i32) -> F {
-    F::cast(libm::scalbn(x.as_f64(), e))
 }
 
 /// The exponent of `x`'s leading bit, `⌊log₂ |x|⌋`, for `x ≠ 0` (subnormals too).
@@ -86,7 +83,7 @@ fn equilibrate<F: Float>(a: ArrayView2<'_, F>, out: &mut Array2<F>) -> (Vec<i32>
     let power = |m: F| if m == F::zero() { 0 } else { -exponent(m) };
     let r: Vec<i32> = out.rows().into_iter().map(|row| power(big(row))).collect();
     for (mut row, &e) in out.rows_mut().into_iter().zip(&r) {
-        row.mapv_inplace(|x| scaled(x, e));
+        row.mapv_inplace(|x| scale_by(x, e));
     }
     let c: Vec<i32> = out
         .columns()
@@ -94,7 +91,7 @@ fn equilibrate<F: Float>(a: ArrayView2<'_, F>, out: &mut Array2<F>) -> (Vec<i32>
         .map(|col| power(big(col)))
         .collect();
     for (mut col, &e) in out.columns_mut().into_iter().zip(&c) {
-        col.mapv_inplace(|x| scaled(x, e));
+        col.mapv_inplace(|x| scale_by(x, e));
     }
     (r, c)
 }
@@ -211,14 +208,33 @@ impl<F: LinalgFloat> Lu<F> {
             Some((r, c)) => (Some(r), Some(c)),
             None => (None, None),
         };
-        let scale_rows = |x: &mut Array2<F>, e: Option<&Vec<i32>>| {
+        let scale_rows = |x: &mut Array2<F>, e: Option<&Vec<i32>>, shift: i32| {
             if let Some(e) = e {
                 for (mut row, &e) in x.rows_mut().into_iter().zip(e) {
-                    row.mapv_inplace(|v| scaled(v, e));
+                    row.mapv_inplace(|v| scale_by(v, e + shift));
                 }
             }
         };
-        scale_rows(&mut x, before);
+        // R·B can overflow where X does not (R scales the rows of a tiny A up by as much as
+        // 2¹⁰⁷⁴), and B can be tiny itself: B is scaled by 2^(rᵢ + shift) before the
+        // solve, the shift bringing its largest element into [1, 2), and X by
+        // 2^(cⱼ − shift) after, so that X overflows only where its true value does
+        let shift = before.map_or(0, |e| {
+            let top = e.iter().copied().max().unwrap_or(0);
+            let largest = x
+                .rows()
+                .into_iter()
+                .zip(e)
+                .flat_map(|(row, &e)| row.into_iter().map(move |&v| scale_by(v, e - top)))
+                .fold(F::zero(), |m, v| m.max(v.abs()));
+            let to_one = if largest > F::zero() && largest.is_finite() {
+                -libm::ilogb(largest.as_f64())
+            } else {
+                0
+            };
+            to_one - top
+        });
+        scale_rows(&mut x, before, shift);
         let (ni, nrhs, mut info) = (dim(n), dim(x.ncols()), 0);
         let trans = flag(if transpose { b'T' } else { b'N' });
         // SAFETY: the factors are n × n (lda = n), `x` n × nrhs (ldb = n), `piv` n.
@@ -236,7 +252,7 @@ impl<F: LinalgFloat> Lu<F> {
             )
         };
         assert_eq!(info, 0, "getrs's arguments are valid");
-        scale_rows(&mut x, after);
+        scale_rows(&mut x, after, -shift);
         Ok(x)
     }
 
@@ -260,7 +276,7 @@ impl<F: LinalgFloat> Lu<F> {
     fn unscale_inverse(&self, inv: &mut Array2<F>) {
         if let Some((r, c)) = &self.scale {
             for ((i, j), v) in inv.indexed_iter_mut() {
-                *v = scaled(*v, c[i] + r[j]);
+                *v = scale_by(*v, c[i] + r[j]);
             }
         }
     }
@@ -352,7 +368,7 @@ impl<F: LinalgFloat> Lu<F> {
     /// overflows).
     pub(crate) fn det(&self) -> F {
         let (m, e) = self.det_parts();
-        self.sign() * scaled(m, e.saturating_add(self.det_exponent()))
+        self.sign() * scale_by(m, e.saturating_add(self.det_exponent()))
     }
 
     /// The cofactor matrix `det A · A⁻ᵀ`, each element `m·(A'⁻¹)ⱼᵢ` (`m` the mantissa of
@@ -367,7 +383,7 @@ impl<F: LinalgFloat> Lu<F> {
         // element (p, q) of A'⁻¹ is (q, p) of the result, whose power of two is c_p + r_q
         for ((p, q), v) in inv.indexed_iter_mut() {
             let k = self.scale.as_ref().map_or(0, |(r, c)| c[p] + r[q]);
-            *v = sign * scaled(m * *v, e.saturating_add(k));
+            *v = sign * scale_by(m * *v, e.saturating_add(k));
         }
         Ok(inv.reversed_axes())
     }
