@@ -19,7 +19,7 @@ use rand::{RngExt, SeedableRng};
 use tapegrad::{ErrorKind, Tape, Tensor};
 
 use crate::Family;
-use crate::oracle::{agree, central, close, dot, randn};
+use crate::oracle::{agree, central, close, close_within, dot, randn};
 
 pub(crate) const FAMILY: Family = Family {
     name: "linalg",
@@ -356,18 +356,19 @@ fn run(seed: u64) -> bool {
     let (smin, smax) = singular_range(&normal);
     // the reference, moved back to A's scale: value, gradient, H·u
     let n_i = n as i32;
+    // the power of two that moves the reference's derivative of `order` to A's scale: d/dA
+    // of a function of degree d has degree d − 1, the second derivative d − 2
+    let power = |order: i32| match (op.scaling)(n) {
+        Scaling::Degree(d) => -k * (d - order),
+        Scaling::Half(d) => -(k / 2) * d + k * order,
+        Scaling::Log => k * order,
+    };
     let back = |x: &Array2<f64>, order: i32| -> Array2<f64> {
-        // d/dA of a function of degree d has degree d − 1, the second derivative d − 2
-        let e = match (op.scaling)(n) {
-            Scaling::Degree(d) => -k * (d - order),
-            Scaling::Half(d) => -(k / 2) * d + k * order,
-            Scaling::Log => k * order,
-        };
         let shift = match ((op.scaling)(n), order) {
             (Scaling::Log, 0) => -(n_i as f64) * k as f64 * std::f64::consts::LN_2,
             _ => 0.0,
         };
-        x.mapv(|v| scale(v, e) + shift)
+        x.mapv(|v| scale(v, power(order)) + shift)
     };
     // the distance to where the op is singular (the smallest singular value; for eigh the
     // smallest gap between eigenvalues); det is a polynomial
@@ -379,6 +380,17 @@ fn run(seed: u64) -> bool {
             l.windows(2).fold(1.0f64, |m, w| m.min(w[1] - w[0]))
         }
         _ => smin,
+    };
+    // eigh's eigenvectors are right to ε·‖Ã‖/gap (absolutely) in any backward-stable
+    // solver, so that two of them (the one at A, scaled by LAPACK, and the one at Ã) give
+    // eigenvector derivatives that differ by that over the gap again: an absolute floor for
+    // the comparison at Ã's scale (‖Ã‖ < n, |W| and |u| below 6)
+    let eigh_rounding = |order: i32| -> f64 {
+        if op.name != "eigh" {
+            return 0.0;
+        }
+        let eps = 64.0 * f64::EPSILON * n as f64;
+        eps * 6f64.powi(order.min(2)) / reach.powi(order + 1)
     };
     let scaled = || {
         if let Some(here) = &here {
@@ -396,17 +408,29 @@ fn run(seed: u64) -> bool {
                 ("gradient", &here.grad, &reference.grad, 1),
                 ("H·u", &here.hu, &reference.hu, 2),
             ];
+            // the reference means something only where the matrix is not singular to
+            // working precision for the op: at eigenvalues apart by rounding only, or a
+            // singular matrix, NaN is an answer the docs allow (a repeated eigenvalue, a
+            // singular matrix) and the reference's finite value is rounding noise (its
+            // sign, for logdet). (`singular_range` takes the roots of AᵀA's eigenvalues,
+            // so that it resolves smin down to about √ε·smax only: 10⁻⁶ keeps clear of it.)
+            let posed = match op.name {
+                "det" => true,
+                "eigh" => reach > 1e-12,
+                _ => smin > 1e-6 * smax,
+            };
             for (what, got, want, order) in pairs {
                 let (Some(got), Some(want)) = (got, want) else {
                     continue;
                 };
+                let floor = scale(eigh_rounding(order), power(order));
                 let want = back(want, order);
                 if open_defect(op.name, what, p.exponent) {
                     continue;
                 }
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
-                        !g.is_nan() || !w.is_finite(),
+                        !g.is_nan() || !w.is_finite() || !posed,
                         "{}: the {what} at A is NaN where the same op at 2^{k}·A gives {w:e} (A = {})",
                         op.name,
                         p.a
@@ -419,7 +443,7 @@ fn run(seed: u64) -> bool {
                     .all(|v| v.is_finite() && (*v == 0.0 || v.abs() > 1e-290 && v.abs() < 1e290));
                 if in_range && tol.is_finite() {
                     assert!(
-                        close(got, &want, tol),
+                        close_within(got, &want, tol, floor),
                         "{}: the {what} at A is {got}, the same op at 2^{k}·A gives {want} (A = {})",
                         op.name,
                         p.a
@@ -453,7 +477,11 @@ fn run(seed: u64) -> bool {
             return false;
         };
         // (the two forms round differently, by up to the condition number squared)
-        let condition = smax / smin;
+        // (cho_solve solves with L·Lᵀ: its condition number is L's squared)
+        let condition = match op.name {
+            "cho_solve" => (smax / smin).powi(2),
+            _ => smax / smin,
+        };
         let tol = (1e-13 * condition * condition).max(1e-8);
         if let (Some(recorded), true) = (&reference.recorded, tol < 1e-2) {
             assert!(
@@ -502,11 +530,15 @@ fn run(seed: u64) -> bool {
                     .iter()
                     .find_map(|&h| central(h, &mut |e| grad_at(&moved(e)).map(|g| dot(&g, &u))))
                 {
+                    // the rules of the second order round by up to the condition number
+                    // squared, as the two forms of the first order do (above): seeds
+                    // 80541, 138795, 282253 agree with finite differences to 2·10⁻⁵ to
+                    // 6·10⁻⁵ at condition numbers of 10⁴ to 10⁵, stable under the step
                     agree(
                         &format!("{}: second order (Tape::grad twice) at {normal}", op.name),
                         second,
                         fd,
-                        fd_tol,
+                        fd_tol.max(tol),
                     );
                     compared = true;
                 }
@@ -532,24 +564,14 @@ fn strict() -> bool {
 /// not fixed yet): skipped unless `TAPEGRAD_FUZZ_STRICT=1`, so that the default run guards
 /// everything else.
 ///
-/// - eigh's gradient and H·u at tiny matrices (entries below 2^-500, whose squares
-///   underflow; subnormal ones included) are NaN (its rules divide by eigenvalue gaps
-///   that underflow);
-/// - solve's and solve_triangular's values at subnormal matrices are NaN (their LAPACK
-///   calls are not scaled as LU's are).
+/// - eigh's H·u at subnormal matrices (entries below 2⁻¹⁰²²) is NaN where its true value
+///   is 0 or near overflow: the rules work on the matrix scaled by 2ˢ and scale back, and
+///   past s > 1023 the cotangent times 2ˢ overflows before it meets the zeros it would
+///   cancel against (∞·0); the value and the gradient there are right.
 ///
 /// And, in `singular` above: at a matrix that is exactly singular in floating point (two
 /// equal columns), LU's rounding leaves a tiny nonzero pivot, so inv, solve, logdet and
 /// log|det| give finite (huge) first and second derivatives instead of an error.
 fn open_defect(op: &str, what: &str, exponent: i32) -> bool {
-    if strict() {
-        return false;
-    }
-    let subnormal = exponent <= -1000;
-    match op {
-        // (from 2^-500 down, the squares of the entries underflow)
-        "eigh" => exponent <= -500 && what != "value",
-        "solve" | "solve_triangular" => subnormal && what == "value",
-        _ => false,
-    }
+    !strict() && op == "eigh" && what == "H·u" && exponent <= -1000
 }

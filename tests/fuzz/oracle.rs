@@ -61,6 +61,11 @@ pub(crate) fn close_within<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64, flo
 /// The derivative of `f` at 0 by central differences at steps `h` and `h / 10`: `None`
 /// where either fails, is not finite, or the two disagree (a kink, a tie, a step that
 /// changes the path, or a function too steep for `h`).
+///
+/// Where they agree, their Richardson extrapolation `(100·fine − coarse)/99`: the error of
+/// a central difference is `c·h²` to leading order, which the two steps let it cancel (at
+/// a nearly singular matrix `c` is large, and the fine step alone is off by up to 10⁻⁴
+/// relative, which the two steps accept).
 pub(crate) fn central(h: f64, f: &mut dyn FnMut(f64) -> Option<f64>) -> Option<f64> {
     let mut at = |eps: f64| -> Option<f64> { Some((f(eps)? - f(-eps)?) / (2.0 * eps)) };
     let (coarse, fine) = (at(h)?, at(h / 10.0)?);
@@ -68,7 +73,7 @@ pub(crate) fn central(h: f64, f: &mut dyn FnMut(f64) -> Option<f64>) -> Option<f
     if !(coarse.is_finite() && fine.is_finite()) || (coarse - fine).abs() > 1e-4 * scale {
         return None;
     }
-    Some(fine)
+    Some(fine + (fine - coarse) / 99.0)
 }
 
 /// Panics with `what` unless `analytic` is within `tol` (relative to 1 + |numeric|) of
