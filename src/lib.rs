@@ -223,6 +223,27 @@ pub mod bench_kernels {
             other => panic!("no kernel {other}"),
         }
     }
+
+    /// `C = A·B` through the unrolled loops tapegrad uses for tiny products (`small`
+    /// true) or through ndarray's product (BLAS or matrixmultiply): for the benches that
+    /// measure one against the other.
+    ///
+    /// # Panics
+    ///
+    /// If the shapes disagree, or `small` is asked of a product the loops do not take
+    /// (two of m, k, n at most 4, n among them, and `m·n·k` ≤ 16,384).
+    pub fn gemm<F: crate::Float>(
+        small: bool,
+        a: ndarray::ArrayView2<'_, F>,
+        b: ndarray::ArrayView2<'_, F>,
+        c: &mut ndarray::Array2<F>,
+    ) {
+        if small {
+            crate::kernels::small::gemm(a, b, false, c.view_mut());
+        } else {
+            ndarray::linalg::general_mat_mul(F::one(), &a, &b, F::zero(), c);
+        }
+    }
 }
 
 /// The `ndarray` tapegrad is built on (0.17): arrays go in and gradients come out as its

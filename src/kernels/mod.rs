@@ -10,6 +10,8 @@
 //! (`tests/blas_path.rs` proves it with a call-recording `cblas_sgemm`). Views with other
 //! strides (a step-2 slice) and products with every dimension ≤ 7 go to matrixmultiply,
 //! which reads any strides in place. Without `blas`, every product goes to matrixmultiply.
+//! Tiny products (two of m, k, n at most 4, `m·n·k` ≤ 16,384: a narrow layer's) go to
+//! neither: unrolled loops (`small.rs`) do them in a fraction of either's cost per call.
 
 use std::mem::MaybeUninit;
 
@@ -23,6 +25,7 @@ mod accuracy;
 mod coefficients;
 pub(crate) mod math;
 pub(crate) mod real;
+pub(crate) mod small;
 pub(crate) mod vector;
 
 /// `A·B` in a new array (GEMM with beta = 0), in a recycled buffer where the pool has one.
@@ -30,6 +33,11 @@ pub(crate) mod vector;
 pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
     match pool::take_array((a.nrows(), b.ncols())) {
         Some(mut c) => {
+            gemm_into(a, b, &mut c);
+            c
+        }
+        None if small::fits(a, b) => {
+            let mut c = Array2::zeros((a.nrows(), b.ncols()));
             gemm_into(a, b, &mut c);
             c
         }
@@ -180,6 +188,9 @@ pub(crate) fn try_gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> 
 /// `C = A·B` into an existing buffer (GEMM with beta = 0: C's old contents are not read).
 #[inline]
 pub(crate) fn gemm_into<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c: &mut Array2<F>) {
+    if small::fits(a, b) {
+        return small::gemm(a, b, false, c.view_mut());
+    }
     general_mat_mul(F::one(), &a, &b, F::zero(), c);
 }
 
@@ -224,6 +235,9 @@ pub(crate) fn repeat_row<F: Float>(b: ArrayView2<'_, F>, m: usize) -> Option<Arr
 /// buffer already exists.
 #[inline]
 pub(crate) fn gemm_acc<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, c: &mut Array2<F>) {
+    if small::fits(a, b) {
+        return small::gemm(a, b, true, c.view_mut());
+    }
     general_mat_mul(F::one(), &a, &b, F::one(), c);
 }
 
