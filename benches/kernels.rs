@@ -74,7 +74,9 @@ fn products(c: &mut Criterion) {
     }
     let m =
         |r: usize, k: usize| Array2::from_shape_fn((r, k), |(i, j)| ((i * 3 + j) % 7) as f32 * 0.1);
-    let mut cases: Vec<(String, Array2<f32>, Array2<f32>, bool, bool)> = vec![
+    // name, A, B, and whether each is used transposed
+    type Case = (String, Array2<f32>, Array2<f32>, bool, bool);
+    let mut cases: Vec<Case> = vec![
         ("XW/150x4x2".into(), m(150, 4), m(4, 2), false, false),
         ("HW/150x2x3".into(), m(150, 2), m(2, 3), false, false),
         ("GWt/150x3x2".into(), m(150, 3), m(2, 3), false, true),

@@ -29,13 +29,9 @@ pub(crate) fn same_bits<F: Float>(a: &Array2<F>, b: &Array2<F>) -> bool {
 
 /// Whether `a` and `b` have the same shape, NaN in the same places, the same infinities,
 /// and finite elements within `tol` times the larger array's largest finite element
-/// (normwise: values computed by different formulas round differently).
-pub(crate) fn close<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64) -> bool {
-    close_within(a, b, tol, 0.0)
-}
-
-/// [`close`], and finite elements within `floor` of each other always: the rounding of
-/// the terms a gradient sums, where they cancel to a result much smaller than themselves.
+/// (normwise: values computed by different formulas round differently) or within `floor`
+/// of each other (the rounding of the terms a gradient sums, where they cancel to a
+/// result much smaller than themselves).
 pub(crate) fn close_within<F: Float>(a: &Array2<F>, b: &Array2<F>, tol: f64, floor: f64) -> bool {
     if a.dim() != b.dim() {
         return false;
