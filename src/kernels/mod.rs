@@ -38,7 +38,7 @@ pub(crate) fn gemm<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Arra
         }
         None if small::fits(a, b) => {
             let mut c = Array2::zeros((a.nrows(), b.ncols()));
-            gemm_into(a, b, &mut c);
+            small::gemm(a, b, false, c.view_mut());
             c
         }
         None => a.dot(&b),
