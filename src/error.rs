@@ -265,7 +265,10 @@ pub enum ErrorKind {
     /// (`gecon`, in the 1-norm, `rcond` = 1/κ₁), which multiplies the rounding errors of
     /// `A⁻¹` by up to 1/rcond, is at most `bound`. The derivative exists, but computed it
     /// would be noise: the derivatives of `det` of order 3 and more recorded by
-    /// [`Tape::grad`](crate::Tape::grad) (`bound` = ε^¼; by `backward`, the third is exact).
+    /// [`Tape::grad`](crate::Tape::grad) (`bound` = ε^¼; by `backward`, the third is exact);
+    /// the derivatives of `inv`, `solve`, `slogdet` and `logdet` at a matrix singular to
+    /// working precision (`bound` = ε, `A`'s rows and columns also scaled by powers of two:
+    /// two equal columns, which LU's rounding can leave with a pivot of order ε·‖A‖).
     IllConditioned {
         /// The matrix's shape.
         shape: (usize, usize),

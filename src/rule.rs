@@ -72,7 +72,8 @@ pub(crate) enum Rule<F: Float> {
     /// VJP is written on arrays): a gradient reaching it is an error naming the op.
     FirstOrderOnly(&'static str),
     /// A gradient that does not exist at the point where the op was called (`slogdet` of a
-    /// singular matrix): a gradient reaching it is this error, naming the op and its line.
+    /// singular matrix; `inv`'s at a matrix singular to working precision): a gradient
+    /// reaching it is this error, naming the op and its line.
     #[cfg_attr(not(feature = "linalg"), allow(dead_code))]
     Undefined(Box<Error>),
 }
@@ -86,6 +87,17 @@ impl<F: Float> Rule<F> {
     /// A rule given by its two forms and the op's scalar parameter.
     pub(crate) fn with_param(vjp: RuleFn<F>, tensor: TensorRuleFn<F>, param: F) -> Self {
         Rule::Fn { vjp, tensor, param }
+    }
+
+    /// The rule of a gradient that does not exist where `op` was called (at `location`):
+    /// a gradient reaching it is the error `kind`, naming both.
+    #[cfg_attr(not(feature = "linalg"), allow(dead_code))]
+    pub(crate) fn undefined(
+        op: &'static str,
+        kind: ErrorKind,
+        location: &'static Location<'static>,
+    ) -> Self {
+        Rule::Undefined(Box::new(Error::new(op, kind, location)))
     }
 
     /// A rule that owns state.

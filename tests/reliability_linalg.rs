@@ -806,4 +806,119 @@ mod linalg {
         let grads = tape.backward(a.det()).unwrap();
         assert_eq!(grads.get(a).unwrap(), &Array2::<f64>::zeros((3, 3)));
     }
+
+    /// `A` 4 × 4 with two equal columns, drawn until LU's rounding leaves its last pivot
+    /// nonzero (so that the forward ops return numbers, as LAPACK's do).
+    fn equal_columns() -> Array2<f64> {
+        (0..100)
+            .map(|seed| {
+                let mut a = normal((4, 4), 700 + seed);
+                let u = a.column(0).to_owned();
+                a.column_mut(2).assign(&u);
+                a
+            })
+            .find(|a| Tape::new().constant(a.clone()).try_inv().is_ok())
+            .expect("a draw whose LU leaves a rounding-size pivot")
+    }
+
+    /// A gradient through `A⁻¹` at a matrix singular to working precision is an
+    /// `IllConditioned` error naming the op and its line, in both rule forms.
+    fn assert_ill<T: std::fmt::Debug>(r: tapegrad::Result<T>, op: &str, line: u32) {
+        let e = r.expect_err(op);
+        assert_eq!(e.op(), op, "{e}");
+        assert_eq!(e.location().line(), line, "{e}");
+        assert!(
+            matches!(e.kind(), ErrorKind::IllConditioned { shape: (4, 4), .. }),
+            "{op}: {e}"
+        );
+    }
+
+    #[test]
+    fn derivatives_through_the_inverse_at_a_matrix_singular_to_working_precision_are_an_error() {
+        // before: finite derivatives of order 1e16 (and second derivatives of 1e32), noise
+        // from the pivot LU's rounding left where the true one is zero
+        let a = equal_columns();
+        let b = normal((4, 2), 9);
+        // backward, or Tape::grad (the tensor forms), each on a tape of its own
+        fn differentiate<'t>(
+            tape: &'t Tape<'t, f64>,
+            root: Tensor<'t, f64>,
+            at: &[Tensor<'t, f64>],
+            recorded: bool,
+        ) -> tapegrad::Result<()> {
+            if recorded {
+                tape.grad(root, at).map(drop)
+            } else {
+                tape.backward(root).map(drop)
+            }
+        }
+        for recorded in [false, true] {
+            let tape = Tape::new();
+            let x = tape.param(a.clone());
+            let (inv, line) = (x.inv().sum(), line!());
+            assert!(inv.item().is_finite(), "the forward value is LAPACK's");
+            assert_ill(differentiate(&tape, inv, &[x], recorded), "inv", line);
+            let tape = Tape::new();
+            let (x, y) = (tape.param(a.clone()), tape.param(b.clone()));
+            let (solved, line) = (x.solve(y).sum(), line!());
+            assert_ill(
+                differentiate(&tape, solved, &[x, y], recorded),
+                "solve",
+                line,
+            );
+            let tape = Tape::new();
+            let x = tape.param(a.clone());
+            let (logdet, line) = (x.logdet(), line!());
+            assert_ill(differentiate(&tape, logdet, &[x], recorded), "logdet", line);
+            let tape = Tape::new();
+            let x = tape.param(a.clone());
+            let ((_, logabs), line) = (x.slogdet(), line!());
+            assert_ill(
+                differentiate(&tape, logabs, &[x], recorded),
+                "slogdet",
+                line,
+            );
+        }
+        // and the second derivatives
+        let u = normal((4, 4), 10);
+        let e = hvp(|t| t[0].inv().sum(), &[a.view()], &[u.view()]).unwrap_err();
+        assert_eq!(e.op(), "inv", "{e}");
+        let e = hvp(|t| t[0].slogdet().1, &[a.view()], &[u.view()]).unwrap_err();
+        assert_eq!(e.op(), "slogdet", "{e}");
+        // det's derivative, the cofactors, exists there and is computed
+        let tape = Tape::new();
+        let x = tape.param(a);
+        assert!(tape.backward(x.det()).is_ok());
+    }
+
+    #[test]
+    fn a_badly_scaled_matrix_whose_inverse_is_exact_keeps_its_derivatives() {
+        // [[1, 1], [0.5, 3]] with its second column scaled by 1e-17: 1/κ₁ ≈ 4e-18 < ε, but
+        // with the column scaled back by a power of two it is well conditioned, and
+        // A⁻¹ = [[d, −b], [−c, a]] / det is computed to rounding
+        let (p, q, r, s) = (1.0, 1e-17, 0.5, 3e-17);
+        let a = array![[p, q], [r, s]];
+        let det = p * s - q * r;
+        let inverse = array![[s, -q], [-r, p]] / det;
+        let tape = Tape::new();
+        let x = tape.param(a.clone());
+        let grads = tape.backward(x.inv().sum()).unwrap();
+        // d Σ A⁻¹ = −A⁻ᵀ·1·A⁻ᵀ
+        let ones = Array2::<f64>::ones((2, 2));
+        let expected = -inverse.t().dot(&ones).dot(&inverse.t());
+        let got = grads.get(x).unwrap();
+        assert!(
+            max_diff(got, &expected) <= 1e-12 * max_abs(&expected),
+            "{got} vs {expected}"
+        );
+        let tape = Tape::new();
+        let x = tape.param(a);
+        let grads = tape.backward(x.slogdet().1).unwrap();
+        let expected = inverse.t().to_owned();
+        let got = grads.get(x).unwrap();
+        assert!(
+            max_diff(got, &expected) <= 1e-12 * max_abs(&expected),
+            "{got} vs {expected}"
+        );
+    }
 }

@@ -16,7 +16,9 @@
 //!   does the same). Saves nothing (it owns the LU, or the cofactors).
 //! - `(s, y) = slogdet A`, `y = ln |det A|`: `dA = g·A⁻ᵀ`, from the forward's LU; the sign
 //!   `s` is piecewise constant and has no gradient. At a singular `A` the gradient does not
-//!   exist: backward returns `Singular`, naming the op and its line.
+//!   exist: backward returns `Singular`, naming the op and its line; at one singular to
+//!   working precision (LAPACK's estimate of `1/κ₁(A)` at most ε, also with its rows and
+//!   columns scaled by powers of two), `IllConditioned`, as `inv`'s.
 //! - `y = logdet A`: `ln det A` (NaN for a negative determinant, as in PyTorch and NumPy),
 //!   with `slogdet`'s gradient.
 //!
@@ -184,7 +186,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ///
     /// The derivative: `dA = g·A⁻ᵀ` for `ln |det A|`, from the forward's LU; the sign has
     /// none. At a singular `A` the value is `(0, −∞)` and the gradient does not exist:
-    /// backward returns a `Singular` error naming `slogdet` and this call's line.
+    /// backward returns a `Singular` error naming `slogdet` and this call's line; at one
+    /// singular to working precision (see [`Tensor::inv`]), an `IllConditioned` error.
     ///
     /// *Needs the `linalg` feature and a LAPACK provider.*
     ///
@@ -232,7 +235,8 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// a positive definite matrix, `2·Σ ln diag(cholesky(A))` is cheaper.
     ///
     /// The derivative: `dA = g·A⁻ᵀ`, from the forward's LU; at a singular `A` backward
-    /// returns a `Singular` error.
+    /// returns a `Singular` error, at one singular to working precision an
+    /// `IllConditioned` error (as [`Tensor::slogdet`]).
     ///
     /// *Needs the `linalg` feature and a LAPACK provider.*
     ///
@@ -277,10 +281,11 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     ) -> Result<(std::result::Result<F, crate::tape::NodeId>, Tensor<'t, F>)> {
         square(op, self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| match Lu::new(a) {
-            Ok(lu) => {
+        let tracked = tape.track(&[self]);
+        let y = tape.read1(self.id, |a| match Lu::for_derivative(a, tracked) {
+            Ok((lu, ill)) => {
                 let (s, l) = lu.sign_log_abs();
-                Ok((s, l, Ok(lu)))
+                Ok((s, l, ill.map_or(Ok(lu), Err)))
             }
             Err(e @ ErrorKind::Singular { .. }) => Ok((F::zero(), F::neg_infinity(), Err(e))),
             Err(e) => Err(e),
@@ -296,14 +301,12 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
             }
             Err(lost) => (Err(lost), Err(lost), None),
         };
-        // at a singular A the gradient does not exist: an error if one reaches the rule
-        // (a result of a released input records no rule: it cannot be differentiated)
-        let rule = lu.filter(|_| tape.track(&[self])).map(|lu| match lu {
+        // at a singular A (or one singular to working precision) the gradient does not
+        // exist: an error if one reaches the rule (a result of a released input records no
+        // rule: it cannot be differentiated)
+        let rule = lu.filter(|_| tracked).map(|lu| match lu {
             Ok(lu) => (Saves::NONE, Rule::boxed(LogDetBackward { lu })),
-            Err(kind) => {
-                let e = Error::new(op, kind, location);
-                (Saves::NONE, Rule::Undefined(Box::new(e)))
-            }
+            Err(kind) => (Saves::NONE, Rule::undefined(op, kind, location)),
         });
         Ok((
             sign,

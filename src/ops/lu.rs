@@ -19,7 +19,8 @@
 use ndarray::{Array2, ArrayView2};
 
 use super::lapack::{
-    LinalgFloat, data, data_mut, dim, filled, finite, flag, fortran, scale_by, workspace,
+    LinalgFloat, data, data_mut, dim, filled, finite, flag, fortran, ill_conditioned, scale_by,
+    workspace,
 };
 use crate::Float;
 use crate::error::ErrorKind;
@@ -112,6 +113,23 @@ impl<F: LinalgFloat> Lu<F> {
         Self::factor(a, false)
     }
 
+    /// `A`'s LU for an op whose derivative goes through `A⁻¹` (`inv`, `solve`, `slogdet`,
+    /// `logdet`), and, where that derivative is asked for (`tracked`) and `A` is singular
+    /// to working precision ([`Lu::singular_to_working_precision`]), the `IllConditioned`
+    /// error (bound ε) that the op's rule is instead of a number.
+    pub(crate) fn for_derivative(
+        a: ArrayView2<'_, F>,
+        tracked: bool,
+    ) -> std::result::Result<(Self, Option<ErrorKind>), ErrorKind> {
+        if !tracked {
+            return Ok((Self::new(a)?, None));
+        }
+        let lu = Self::with_norm(a)?;
+        let ill = lu.singular_to_working_precision(a)?;
+        let ill = ill.map(|rcond| ill_conditioned(a.nrows(), rcond, F::epsilon()));
+        Ok((lu, ill))
+    }
+
     /// As [`Lu::new`], keeping `‖A'‖₁` for [`Lu::rcond`] (one more pass over the copy).
     pub(crate) fn with_norm(a: ArrayView2<'_, F>) -> std::result::Result<Self, ErrorKind> {
         Self::factor(a, true)
@@ -183,6 +201,41 @@ impl<F: LinalgFloat> Lu<F> {
         };
         assert_eq!(info, 0, "gecon's arguments are valid");
         Ok(rcond)
+    }
+
+    /// `Some(rcond)` where `A` (the factorised matrix, given again as `a`) is singular to
+    /// working precision, so that a derivative through `A⁻¹` would be rounding noise:
+    /// LAPACK's estimate of `1/κ₁` is at most ε, also with `A`'s rows and columns scaled by
+    /// powers of two (a badly scaled matrix such as `diag(1, 1e-300)`, whose inverse is
+    /// exact, passes). A matrix with two equal columns, which LU's rounding can leave with
+    /// a pivot of order ε instead of zero, does not. Needs [`Lu::with_norm`]; a well
+    /// conditioned `A` costs the estimate (O(n²)), a badly scaled one a second
+    /// factorisation.
+    pub(crate) fn singular_to_working_precision(
+        &self,
+        a: ArrayView2<'_, F>,
+    ) -> std::result::Result<Option<F>, ErrorKind> {
+        // (NaN, which no finite matrix gives, counts as ill)
+        let ill = |rcond: F| (rcond.is_nan() || rcond <= F::epsilon()).then_some(rcond);
+        let rcond = self.rcond()?;
+        if ill(rcond).is_none() || self.scale.is_some() {
+            return Ok(ill(rcond));
+        }
+        let n = self.n();
+        let mut lu = fortran(a)?;
+        let scale = equilibrate(a, &mut lu);
+        let mut piv = filled(n, 0, (n, 1))?;
+        let norm = Some(one_norm(&lu));
+        if getrf(&mut lu, &mut piv) != 0 {
+            return Ok(Some(F::zero()));
+        }
+        let scaled = Lu {
+            lu,
+            piv,
+            scale: Some(scale),
+            norm,
+        };
+        Ok(ill(scaled.rcond()?))
     }
 
     fn n(&self) -> usize {

@@ -93,12 +93,12 @@
 //! | `diag_embed(v)` | `v` (a row or column) on the diagonal of a square matrix | `dv = diag(G)` | nothing | the VJP, recorded |
 //! | `tril(A, k)` | zeros above diagonal `k` | `dA = tril(G, k)` | nothing | the VJP, recorded |
 //! | `triu(A, k)` | zeros below diagonal `k` | `dA = triu(G, k)` | nothing | the VJP, recorded |
-//! | `inv(A)` | `Y = A⁻¹` (LAPACK `getrf`, `getri`) | `dA = −Yᵀ·G·Yᵀ` (Giles 2008) | `Y` | the VJP, recorded |
-//! | `solve(A, B)` | `X = A⁻¹·B`, any number of columns (`getrf`, `getrs`) | `dB = A⁻ᵀ·G` with the forward's LU ; `dA = −dB·Xᵀ` (Giles 2008) | the LU (owned), `X?` | `dB = solve(Aᵀ, G)` |
+//! | `inv(A)` | `Y = A⁻¹` (LAPACK `getrf`, `getri`) | `dA = −Yᵀ·G·Yᵀ` (Giles 2008); at a matrix singular to working precision (`1/κ₁ ≤ ε`, also with its rows and columns scaled by powers of two), an `IllConditioned` error | `Y` | the VJP, recorded |
+//! | `solve(A, B)` | `X = A⁻¹·B`, any number of columns (`getrf`, `getrs`) | `dB = A⁻ᵀ·G` with the forward's LU ; `dA = −dB·Xᵀ` (Giles 2008); as `inv`, an `IllConditioned` error where `A` is singular to working precision | the LU (owned), `X?` | `dB = solve(Aᵀ, G)` |
 //! | `solve_triangular(A, B, lower, transpose)` | `X = op(A)⁻¹·B` on `A`'s triangle (`trtrs`) | `dB = op(A)⁻ᵀ·G ; dA = −tri(dB·Xᵀ)`, or `−tri(X·dBᵀ)` for `Aᵀ` (PyTorch, JAX) | `A`, `X?` | the VJP, recorded (`tri` = `tril`/`triu`) |
 //! | `cho_solve(L, B)` | `X = (L·Lᵀ)⁻¹·B`, two triangular solves | `dB = (L·Lᵀ)⁻¹·G ; dL = −tril((dB·Xᵀ + X·dBᵀ)·L)` (JAX) | `L`, `X?` | the VJP, recorded |
 //! | `det(A)` | `y = ±∏ uᵢᵢ` from the LU (`getrf`) | `dA = g·adj(A)ᵀ`: `g·det(A)·A⁻ᵀ` from the LU (each element scaled once: no under- or overflow of `det A` on the way), or from the SVD at a singular or ill-conditioned `A` (PyTorch) | the LU (owned), or the cofactors (owned) | `cofactor(A)·g`, `cofactor` an op whose derivatives are computed in the SVD's frame (exact at every rank; the third recorded by `Tape::grad` through `A⁻¹`, an `IllConditioned` error where `1/κ₁(A) ≤ ε^¼`) |
-//! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A` | the LU (owned) | `g·inv(A)ᵀ` |
+//! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A`, `IllConditioned` at one singular to working precision (as `inv`) | the LU (owned) | `g·inv(A)ᵀ` |
 //! | `logdet(A)` | `ln det A` (NaN if `det A < 0`) | as `slogdet` | the LU (owned) | as `slogdet` |
 //! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·tril(L̄))` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
 //! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX); a tiny `A` (below 2⁻⁵¹¹) decomposed as `2ˢ·A`, `F` from its gaps, scaled back once | `λ`, `V` (and `2ˢ·λ`, `s` for a tiny `A`) | the VJP, recorded |

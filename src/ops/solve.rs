@@ -7,6 +7,13 @@
 //! - `Y = A⁻¹`: `dA = −Yᵀ·G·Yᵀ`. Saves `Y`.
 //! - `X = A⁻¹·B`: `dB = A⁻ᵀ·G`, `dA = −dB·Xᵀ`. The rule keeps the forward's LU and solves
 //!   `Aᵀ` with it (no second factorisation); saves `X`.
+//!
+//!   Both derivatives exist only where `A` is invertible. Where it is singular to working
+//!   precision (LAPACK's estimate of `1/κ₁(A)` at most ε, also with `A`'s rows and columns
+//!   scaled by powers of two), every digit of them would be rounding noise: two equal
+//!   columns leave LU a pivot of order ε·‖A‖ instead of 0, and derivatives of order 10¹⁶
+//!   (10³² for the second). There the forward returns LAPACK's numbers, as NumPy and
+//!   PyTorch do, and the rule is an `IllConditioned` error naming the op and its line.
 //! - `op(A)·X = B`, `A` triangular, `op(A) = A` or `Aᵀ`: `dB = op(A)⁻ᵀ·G`, and
 //!   `dA = −tri(dB·Xᵀ)` (or `−tri(X·dBᵀ)` for `Aᵀ`), projected on `A`'s triangle: the other
 //!   triangle is never read, so its gradient is zero. Saves `A`, `X`.
@@ -209,7 +216,10 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// The inverse `A⁻¹` of a square matrix (LAPACK `getrf` and `getri`). Prefer
     /// [`Tensor::solve`] to multiplying by an inverse: it is faster and more accurate.
     ///
-    /// The derivative: `dA = −Yᵀ·G·Yᵀ` with `Y = A⁻¹` (Giles 2008).
+    /// The derivative: `dA = −Yᵀ·G·Yᵀ` with `Y = A⁻¹` (Giles 2008). Where `A` is singular
+    /// to working precision (LAPACK's estimate of `1/κ₁(A)` at most ε, also with its rows
+    /// and columns scaled by powers of two), the value is LAPACK's and the derivative an
+    /// `IllConditioned` error naming `inv` and this call's line: computed, it would be noise.
     ///
     /// *Needs the `linalg` feature and a LAPACK provider (the `openblas` feature has one).*
     ///
@@ -247,11 +257,20 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let location = Location::caller();
         let n = square("inv", self.shape, location)?;
         let tape = self.tape;
-        let y = tape.read1(self.id, |a| Lu::new(a)?.into_inverse());
-        let y = computed(y, "inv", location)?;
-        let rule = tape
-            .track(&[self])
-            .then(|| (Saves::output(), Rule::new(inv_backward, inv_tensor)));
+        let tracked = tape.track(&[self]);
+        let y = tape.read1(self.id, |a| {
+            let (lu, ill) = Lu::for_derivative(a, tracked)?;
+            Ok((lu.into_inverse()?, ill))
+        });
+        let (y, ill) = match computed(y, "inv", location)? {
+            Ok((y, ill)) => (Ok(y), ill),
+            Err(l) => (Err(l), None),
+        };
+        // (at a matrix singular to working precision, the derivative is an error)
+        let rule = tracked.then(|| match ill {
+            Some(kind) => (Saves::NONE, Rule::undefined("inv", kind, location)),
+            None => (Saves::output(), Rule::new(inv_backward, inv_tensor)),
+        });
         Ok(tape.record("inv", y, (n, n), &[self], rule, location))
     }
 
@@ -260,7 +279,9 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// interchanges and triangular solves).
     ///
     /// The derivative: `dB = A⁻ᵀ·G`, `dA = −dB·Xᵀ` (Giles 2008; PyTorch's
-    /// `linalg_solve_backward`). Backward solves with the LU the forward computed.
+    /// `linalg_solve_backward`). Backward solves with the LU the forward computed. Where `A`
+    /// is singular to working precision, the derivative is an `IllConditioned` error (as
+    /// [`Tensor::inv`]'s).
     ///
     /// *Needs the `linalg` feature and a LAPACK provider.*
     ///
@@ -301,25 +322,30 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
         let location = Location::caller();
         let n = self.system("solve", b, location)?;
         let tape = self.tape;
+        let tracked = tape.track(&[self, b]);
         let inner = tape.inner();
         let solved = match (
             view_of(&inner.values, self.id),
             view_of(&inner.values, b.id),
         ) {
             (Ok(a), Ok(bv)) => Ok((|| {
-                let lu = Lu::new(a)?;
-                Ok((lu.solve(bv, false)?, lu))
+                let (lu, ill) = Lu::for_derivative(a, tracked)?;
+                Ok((lu.solve(bv, false)?, lu, ill))
             })()),
             (Err(l), _) | (_, Err(l)) => Err(l),
         };
         drop(inner);
         let (y, lu) = match computed(solved, "solve", location)? {
-            Ok((x, lu)) => (Ok(x), Some(lu)),
+            Ok((x, lu, ill)) => (Ok(x), Some((lu, ill))),
             Err(l) => (Err(l), None),
         };
-        let rule = lu.filter(|_| tape.track(&[self, b])).map(|lu| {
-            let saves = Saves::NONE.output_if(self.requires_grad);
-            (saves, Rule::boxed(SolveBackward { lu }))
+        // (at a matrix singular to working precision, the derivative is an error)
+        let rule = lu.filter(|_| tracked).map(|(lu, ill)| match ill {
+            Some(kind) => (Saves::NONE, Rule::undefined("solve", kind, location)),
+            None => {
+                let saves = Saves::NONE.output_if(self.requires_grad);
+                (saves, Rule::boxed(SolveBackward { lu }))
+            }
         });
         Ok(tape.record("solve", y, (n, b.shape.1), &[self, b], rule, location))
     }

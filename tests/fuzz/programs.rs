@@ -675,7 +675,8 @@ fn record<'t, F: Elem>(
                     Ok(g) => g[0],
                     // the sums of a huge empty matrix's lanes do not fit
                     // (or a derivative that does not exist: slogdet's or det's second at a
-                    // singular matrix; or a second derivative through a custom op without a
+                    // singular matrix, those through A⁻¹ at one singular to working
+                    // precision; or a second derivative through a custom op without a
                     // tensor form)
                     Err(e)
                         if matches!(
@@ -683,6 +684,7 @@ fn record<'t, F: Elem>(
                             ErrorKind::OutOfMemory { .. }
                                 | ErrorKind::TooLarge { .. }
                                 | ErrorKind::Singular { .. }
+                                | ErrorKind::IllConditioned { .. }
                                 | ErrorKind::NotDifferentiable
                         ) =>
                     {
@@ -845,6 +847,7 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
                     e.kind(),
                     ErrorKind::NotDifferentiable
                         | ErrorKind::Singular { .. }
+                        | ErrorKind::IllConditioned { .. }
                         | ErrorKind::TooLarge { .. }
                         | ErrorKind::OutOfMemory { .. }
                 );
@@ -865,11 +868,13 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
         Ok(g) => g,
         Err(e) => {
             // no gradient to take, or one that does not exist (slogdet at a singular
-            // matrix)
+            // matrix; inv, solve, slogdet and logdet at one singular to working precision)
             // (or a second derivative through a custom op without a tensor form, recorded
             // by `Tape::grad` earlier in the program)
             let undefined = matches!(e.kind(), ErrorKind::Singular { .. })
                 && matches!(e.op(), "slogdet" | "logdet")
+                || matches!(e.kind(), ErrorKind::IllConditioned { .. })
+                    && matches!(e.op(), "inv" | "solve" | "slogdet" | "logdet")
                 || e.kind() == &ErrorKind::NotDifferentiable;
             assert!(
                 undefined || (!root.requires_grad() && e.kind() == &ErrorKind::NoGradient),
@@ -1240,7 +1245,9 @@ fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
     let undefined = |e: &tapegrad::Error| {
         matches!(
             e.kind(),
-            ErrorKind::NotDifferentiable | ErrorKind::Singular { .. }
+            ErrorKind::NotDifferentiable
+                | ErrorKind::Singular { .. }
+                | ErrorKind::IllConditioned { .. }
         )
     };
     let gs = match tape.grad(root, &leaves) {
