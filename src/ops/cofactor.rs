@@ -35,7 +35,7 @@ use std::panic::Location;
 
 use ndarray::{Array2, ArrayView2};
 
-use super::lapack::{LinalgFloat, Lu, computed, ill_conditioned, svd};
+use super::lapack::{LinalgFloat, Lu, computed, ill_conditioned, scale_by, svd};
 use crate::error::{Error, ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
@@ -50,10 +50,10 @@ pub(crate) fn well_conditioned<F: Float>() -> F {
     F::epsilon().sqrt().sqrt()
 }
 
-/// `x·2^e`, rounded once.
+/// `x·2^e`, rounded once, for an exponent summed in `i64` (clamped: past ±2²⁰ every
+/// result over- or underflows alike).
 fn scaled<F: Float>(x: F, e: i64) -> F {
-    let e = e.clamp(-1 << 20, 1 << 20) as i32;
-    F::cast(libm::scalbn(x.as_f64(), e))
+    scale_by(x, e.clamp(-1 << 20, 1 << 20) as i32)
 }
 
 /// `A·B`, or `OutOfMemory`.
