@@ -277,6 +277,19 @@ pub enum ErrorKind {
         /// The bound it had to exceed, as `Display` writes it.
         bound: String,
     },
+    /// A derivative of order two or more asked for through `eigh` of a matrix so small
+    /// (largest entry below 2⁻¹⁰²³ in f64, 2⁻¹²⁷ in f32: subnormal) that its rules work on
+    /// `2ˢ·A` and must scale back by a `2ˢ` that no float holds: computed, the cotangents
+    /// that meet `2ˢ` would overflow before meeting the zeros they cancel against, and
+    /// give NaN where the true value is 0 or overflows. The first derivative (by
+    /// `backward` or [`Tape::grad`](crate::Tape::grad)) is computed; differentiate the
+    /// eigendecomposition of `2ᵏ·A` instead (the same vectors, eigenvalues `2ᵏ·λ`).
+    Subnormal {
+        /// The matrix's shape.
+        shape: (usize, usize),
+        /// The `s` of `2ˢ`.
+        exponent: i32,
+    },
     /// The matrix is not positive definite: LAPACK's Cholesky (`potrf`) found the leading
     /// minor of order `info` not positive.
     NotPositiveDefinite {
@@ -644,6 +657,16 @@ impl fmt::Display for ErrorKind {
                     " matrix is singular to working precision for this derivative (LAPACK's \
                      estimate of its reciprocal condition number is {rcond}, at most {bound}): \
                      computed, it would be rounding noise"
+                )
+            }
+            ErrorKind::Subnormal { shape, exponent } => {
+                f.write_str("the ")?;
+                dims(f, *shape)?;
+                write!(
+                    f,
+                    " matrix is subnormal: its derivatives of order two and more would be \
+                     scaled back by 2^{exponent}, past the largest float, and be NaN where \
+                     they are 0 or overflow; differentiate the op at 2^k·A instead"
                 )
             }
             ErrorKind::NotPositiveDefinite { shape, info } => {

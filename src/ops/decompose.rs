@@ -30,7 +30,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView1, ArrayView2, ShapeBuilder, Zip, s};
 
 use super::lapack::{self, EighScale, LinalgFloat, computed, scale_by, square, triangular_solve};
-use crate::error::{Result, or_panic};
+use crate::error::{ErrorKind, Result, or_panic};
 use crate::grad::Ctx;
 use crate::higher::TensorCtx;
 use crate::ops::diag::triangle_inplace;
@@ -244,8 +244,8 @@ fn eigh_recorded<'t, F: LinalgFloat>(
     let da = match halves {
         None => v.try_matmul(m)?.try_matmul(v.t())?,
         // (2ˢ after the products, whose terms can overflow where their sum does not; in
-        // reverse, past s > 1023, a cotangent times 2ˢ overflows before it meets the zeros
-        // it would cancel against: the second derivative at a subnormal matrix can be NaN)
+        // reverse, past s > 1023, a cotangent times 2ˢ would overflow before it meets the
+        // zeros it cancels against: there `ScaledEigh` records no differentiable form)
         Some([p, q]) => {
             let d = glam.try_diag_embed()?;
             // (m's diagonal is 0, but the cotangent that reaches it would meet k's +x − x
@@ -267,21 +267,52 @@ fn eigh_recorded<'t, F: LinalgFloat>(
 /// overflows only where the gradient does, and a zero term stays zero).
 struct ScaledEigh<F>(EighScale<F>);
 
-impl<F: LinalgFloat> Backward<F> for ScaledEigh<F> {
-    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
-        let y = ctx.output();
+impl<F: LinalgFloat> ScaledEigh<F> {
+    /// `dA` from the gradient `g` of the packed output `y = [λ V]`.
+    fn array(&self, g: &Array2<F>, y: ArrayView2<'_, F>) -> Array2<F> {
         let v = y.slice(s![.., 1..]);
         let scaled = ArrayView1::from(&self.0.scaled[..]);
-        let m = rotation(&g, v, scaled, None);
+        let m = rotation(g, v, scaled, None);
         let mut da = v.dot(&m).dot(&v.t());
         da.mapv_inplace(|x| scale_by(x, self.0.exponent));
         let d = Array2::from_diag(&g.column(0));
         da += &v.dot(&d).dot(&v.t());
+        da
+    }
+}
+
+impl<F: LinalgFloat> Backward<F> for ScaledEigh<F> {
+    fn backward(&self, g: Array2<F>, ctx: &mut Ctx<'_, '_, F>) {
+        let da = self.array(&g, ctx.output());
         ctx.accumulate(0, da);
     }
 
+    /// Where `2ˢ` is a float, [`eigh_recorded`]; past the largest float (a subnormal
+    /// matrix), the array form's `dA`, recorded as a value whose own derivative is a
+    /// `Subnormal` error: in recorded ops, a cotangent times `2ˢ` would overflow before
+    /// meeting the zeros it cancels against, and the second derivative be NaN where it is
+    /// 0 or overflows.
     fn backward_tensor<'t>(&self, g: Tensor<'t, F>, ctx: &mut TensorCtx<'_, 't, F>) -> Result<()> {
-        eigh_recorded(g, ctx, Some(&self.0))
+        if scale_by(F::one(), self.0.exponent).is_finite() {
+            return eigh_recorded(g, ctx, Some(&self.0));
+        }
+        let y = ctx.output();
+        let da = self.array(&g.try_value()?, y.try_value()?.view());
+        let n = y.rows();
+        let tape = g.tape();
+        let operands = [g, y];
+        let rule = tape.track(&operands).then(|| {
+            let kind = ErrorKind::Subnormal {
+                shape: (n, n),
+                exponent: self.0.exponent,
+            };
+            (
+                Saves::NONE,
+                Rule::undefined("eigh", kind, ctx.recorded_at()),
+            )
+        });
+        let da = tape.record("eigh", Ok(da), (n, n), &operands, rule, ctx.location);
+        ctx.accumulate(0, da)
     }
 }
 
@@ -353,6 +384,11 @@ impl<'t, F: LinalgFloat> Tensor<'t, F> {
     /// depends on how `V` splits their eigenspace: those terms are ±∞ or NaN (as in
     /// PyTorch and JAX). A loss of `λ` alone (or of `V` through functions blind to the
     /// split) has a finite gradient there: the terms with `Kᵢⱼ = 0` are 0.
+    ///
+    /// A matrix whose largest entry is below 2⁻⁵¹¹ (f64) is decomposed as `2ˢ·A` and its
+    /// derivatives scaled back. Below 2⁻¹⁰²³ (subnormal), `2ˢ` is no float: the first
+    /// derivative is still computed (by `backward` and [`Tape::grad`](crate::Tape::grad)),
+    /// but differentiating it again is a `Subnormal` error naming `eigh` and this line.
     ///
     /// *Needs the `linalg` feature and a LAPACK provider.*
     ///

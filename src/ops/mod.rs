@@ -101,7 +101,7 @@
 //! | `slogdet(A)` | `(sign, y = ln |det A|)` from the LU | `dA = g·A⁻ᵀ` from the LU ; none for the sign ; a `Singular` error at a singular `A`, `IllConditioned` at one singular to working precision (as `inv`) | the LU (owned) | `g·inv(A)ᵀ` |
 //! | `logdet(A)` | `ln det A` (NaN if `det A < 0`) | as `slogdet` | the LU (owned) | as `slogdet` |
 //! | `cholesky(A)` | `L`, `L·Lᵀ = (A + Aᵀ)/2` (`potrf`) | `dA = ½·L⁻ᵀ(P + Pᵀ)L⁻¹`, `P = Φ(Lᵀ·tril(L̄))` (Murray 2016; blocked: his `chol_blocked_rev`) | `L` | Murray's symbolic form, recorded |
-//! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX); a tiny `A` (below 2⁻⁵¹¹) decomposed as `2ˢ·A`, `F` from its gaps, scaled back once | `λ`, `V` (and `2ˢ·λ`, `s` for a tiny `A`) | the VJP, recorded |
+//! | `eigh(A)` | `(λ, V)` of `(A + Aᵀ)/2`, `λ` ascending (`syev`) | `dA = V·(diag(λ̄) + F ∘ K)·Vᵀ`, `K = (Vᵀ·V̄ − V̄ᵀ·V)/2`, `Fᵢⱼ = 1/(λⱼ − λᵢ)` (Giles 2008; PyTorch, JAX); a tiny `A` (below 2⁻⁵¹¹) decomposed as `2ˢ·A`, `F` from its gaps, scaled back once | `λ`, `V` (and `2ˢ·λ`, `s` for a tiny `A`) | the VJP, recorded; at a subnormal `A` (`2ˢ` past the largest float) the array form's value, whose derivative is a `Subnormal` error |
 //!
 //! The rows from `inv` on need the `linalg` feature and a LAPACK provider (see the
 //! crate docs); `Φ(X)` is `X`'s lower triangle with its diagonal halved. `cholesky` and

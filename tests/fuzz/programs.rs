@@ -685,6 +685,7 @@ fn record<'t, F: Elem>(
                                 | ErrorKind::TooLarge { .. }
                                 | ErrorKind::Singular { .. }
                                 | ErrorKind::IllConditioned { .. }
+                                | ErrorKind::Subnormal { .. }
                                 | ErrorKind::NotDifferentiable
                         ) =>
                     {
@@ -848,6 +849,7 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
                     ErrorKind::NotDifferentiable
                         | ErrorKind::Singular { .. }
                         | ErrorKind::IllConditioned { .. }
+                        | ErrorKind::Subnormal { .. }
                         | ErrorKind::TooLarge { .. }
                         | ErrorKind::OutOfMemory { .. }
                 );
@@ -868,13 +870,15 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
         Ok(g) => g,
         Err(e) => {
             // no gradient to take, or one that does not exist (slogdet at a singular
-            // matrix; inv, solve, slogdet and logdet at one singular to working precision)
+            // matrix; inv, solve, slogdet and logdet at one singular to working precision;
+            // eigh's second at a subnormal matrix, recorded by `Tape::grad`)
             // (or a second derivative through a custom op without a tensor form, recorded
             // by `Tape::grad` earlier in the program)
             let undefined = matches!(e.kind(), ErrorKind::Singular { .. })
                 && matches!(e.op(), "slogdet" | "logdet")
                 || matches!(e.kind(), ErrorKind::IllConditioned { .. })
                     && matches!(e.op(), "inv" | "solve" | "slogdet" | "logdet")
+                || matches!(e.kind(), ErrorKind::Subnormal { .. }) && e.op() == "eigh"
                 || e.kind() == &ErrorKind::NotDifferentiable;
             assert!(
                 undefined || (!root.requires_grad() && e.kind() == &ErrorKind::NoGradient),
@@ -1248,6 +1252,7 @@ fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
             ErrorKind::NotDifferentiable
                 | ErrorKind::Singular { .. }
                 | ErrorKind::IllConditioned { .. }
+                | ErrorKind::Subnormal { .. }
         )
     };
     let gs = match tape.grad(root, &leaves) {
