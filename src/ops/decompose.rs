@@ -311,7 +311,15 @@ impl<F: LinalgFloat> Backward<F> for ScaledEigh<F> {
                 Rule::undefined("eigh", kind, ctx.recorded_at()),
             )
         });
-        let da = tape.record("eigh", Ok(da), (n, n), &operands, rule, ctx.location);
+        // (named apart from eigh: its inputs are eigh's gradient and output, not A)
+        let da = tape.record(
+            "eigh_backward",
+            Ok(da),
+            (n, n),
+            &operands,
+            rule,
+            ctx.location,
+        );
         ctx.accumulate(0, da)
     }
 }
