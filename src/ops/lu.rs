@@ -140,8 +140,7 @@ impl<F: LinalgFloat> Lu<F> {
         let mut lu = fortran(a)?;
         finite(&lu)?;
         let mut piv = filled(n, 0, (n, 1))?;
-        let norm_of = |lu: &Array2<F>| norm.then(|| one_norm(lu));
-        let plain = norm_of(&lu);
+        let plain = norm.then(|| one_norm(&lu));
         if getrf(&mut lu, &mut piv) == 0 && safe_pivots(&lu).is_none() {
             return Ok(Lu {
                 lu,
@@ -151,8 +150,21 @@ impl<F: LinalgFloat> Lu<F> {
             });
         }
         // a zero, subnormal or infinite pivot: again, on R·A·C
+        Self::equilibrated(a, lu, piv, norm)
+    }
+
+    /// The LU of `A' = R·A·C` (powers of two: [`equilibrate`]) in the buffers `lu` (n × n,
+    /// column-major) and `piv` (n), whatever they held; `Singular` if a pivot is zero or
+    /// subnormal even so.
+    fn equilibrated(
+        a: ArrayView2<'_, F>,
+        mut lu: Array2<F>,
+        mut piv: Vec<i32>,
+        norm: bool,
+    ) -> std::result::Result<Self, ErrorKind> {
+        let n = a.nrows();
         let scale = equilibrate(a, &mut lu);
-        let norm = norm_of(&lu);
+        let norm = norm.then(|| one_norm(&lu));
         let info = getrf(&mut lu, &mut piv);
         let info = match safe_pivots(&lu) {
             Some(k) if info == 0 || (k as i32) < info - 1 => k as i32 + 1,
@@ -222,20 +234,11 @@ impl<F: LinalgFloat> Lu<F> {
             return Ok(ill(rcond));
         }
         let n = self.n();
-        let mut lu = fortran(a)?;
-        let scale = equilibrate(a, &mut lu);
-        let mut piv = filled(n, 0, (n, 1))?;
-        let norm = Some(one_norm(&lu));
-        if getrf(&mut lu, &mut piv) != 0 {
-            return Ok(Some(F::zero()));
+        match Self::equilibrated(a, fortran(a)?, filled(n, 0, (n, 1))?, true) {
+            Ok(scaled) => Ok(ill(scaled.rcond()?)),
+            Err(ErrorKind::Singular { .. }) => Ok(Some(F::zero())),
+            Err(e) => Err(e),
         }
-        let scaled = Lu {
-            lu,
-            piv,
-            scale: Some(scale),
-            norm,
-        };
-        Ok(ill(scaled.rcond()?))
     }
 
     fn n(&self) -> usize {

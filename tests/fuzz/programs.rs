@@ -483,6 +483,20 @@ fn on_kink<F: Elem>(op: &str, operands: &[Tensor<'_, F>]) -> bool {
     }
 }
 
+/// Whether `e` says a derivative does not exist where it was asked for: `det`'s, `slogdet`'s
+/// or `logdet`'s at a singular matrix, those through `A⁻¹` at one singular to working
+/// precision, `eigh`'s second at a subnormal matrix, or a derivative through a custom op
+/// whose VJP is first-order only.
+fn undefined(e: &tapegrad::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotDifferentiable
+            | ErrorKind::Singular { .. }
+            | ErrorKind::IllConditioned { .. }
+            | ErrorKind::Subnormal { .. }
+    )
+}
+
 /// `64·ε·Lᵈ`, `L` the largest finite value the program computed (at least 1): how far two
 /// computations of a gradient (`d = 2`, products of such values) or of a second derivative
 /// (`d = 3`) can differ by rounding where their terms cancel to far less than themselves,
@@ -679,15 +693,11 @@ fn record<'t, F: Elem>(
                     // precision; or a second derivative through a custom op without a
                     // tensor form)
                     Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::OutOfMemory { .. }
-                                | ErrorKind::TooLarge { .. }
-                                | ErrorKind::Singular { .. }
-                                | ErrorKind::IllConditioned { .. }
-                                | ErrorKind::Subnormal { .. }
-                                | ErrorKind::NotDifferentiable
-                        ) =>
+                        if undefined(&e)
+                            || matches!(
+                                e.kind(),
+                                ErrorKind::OutOfMemory { .. } | ErrorKind::TooLarge { .. }
+                            ) =>
                     {
                         continue;
                     }
@@ -844,15 +854,11 @@ fn run<F: Elem>(p: &Program, data: &Data<F>, previous: Option<Gradients<F>>) -> 
         match r {
             Ok(gs) => Some(gs.iter().map(|g| g.value()).collect::<Vec<_>>()),
             Err(e) => {
-                let expected = matches!(
-                    e.kind(),
-                    ErrorKind::NotDifferentiable
-                        | ErrorKind::Singular { .. }
-                        | ErrorKind::IllConditioned { .. }
-                        | ErrorKind::Subnormal { .. }
-                        | ErrorKind::TooLarge { .. }
-                        | ErrorKind::OutOfMemory { .. }
-                );
+                let expected = undefined(&e)
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::TooLarge { .. } | ErrorKind::OutOfMemory { .. }
+                    );
                 assert!(expected, "Tape::grad: {e}");
                 None
             }
@@ -1245,16 +1251,6 @@ fn second_order(p: &Program, outcome: &Outcome<f64>, first: f64) {
         last.sum()
     };
     let leaves: Vec<Tensor<'_, f64>> = rec.leaves.iter().map(|l| l.0).collect();
-    // (second derivatives that do not exist, or go through a first-order custom op)
-    let undefined = |e: &tapegrad::Error| {
-        matches!(
-            e.kind(),
-            ErrorKind::NotDifferentiable
-                | ErrorKind::Singular { .. }
-                | ErrorKind::IllConditioned { .. }
-                | ErrorKind::Subnormal { .. }
-        )
-    };
     let gs = match tape.grad(root, &leaves) {
         Ok(gs) => gs,
         Err(e) if undefined(&e) => return,
